@@ -1,0 +1,107 @@
+//! The built `mm` binary: commands on the default settings and each error path's exit code and JSON.
+
+use assert_cmd::Command;
+
+fn mm() -> Command {
+    let mut cmd = Command::cargo_bin("mm").unwrap();
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    cmd.env_remove("MM_CONFIG");
+    cmd
+}
+
+fn json_of(output: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(output)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(output)))
+}
+
+#[test]
+fn models_lists_the_default_settings() {
+    let out = mm()
+        .arg("models")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("embedding") && text.contains("t5_summarizer"),
+        "{text}"
+    );
+
+    let out = mm()
+        .args(["--json", "models"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let value = json_of(&out);
+    assert_eq!(value["success"], true);
+    assert_eq!(value["models"]["embedding"]["type"], "embedding");
+}
+
+#[test]
+fn status_json_has_the_service_fields() {
+    let out = mm()
+        .args(["--json", "status"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let value = json_of(&out);
+    assert_eq!(value["configured_models"], 2);
+    assert_eq!(value["models"]["t5_summarizer"]["state"], "unloaded");
+}
+
+#[test]
+fn a_missing_settings_file_exits_1_with_the_seed_error_json() {
+    let out = mm()
+        .args(["--json", "--config", "/nonexistent/settings.toml", "status"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let value = json_of(&out);
+    assert_eq!(value["success"], false);
+    assert_eq!(value["code"], "CONFIG_ERROR");
+    assert!(value["message"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/settings.toml"));
+}
+
+#[test]
+fn a_bad_key_is_one_readable_line_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, "sharing.max_shared_modles = 2\n").unwrap();
+    let assert = mm()
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.contains("did you mean `sharing.max_shared_models`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+}
+
+#[test]
+fn an_environment_override_with_a_bad_value_is_named() {
+    let assert = mm()
+        .env("CORE_MODEL_MANAGER_SHARING_MAX_SHARED_MODELS", "many")
+        .args(["--json", "check"])
+        .assert()
+        .code(1);
+    let value = json_of(&assert.get_output().stdout);
+    assert_eq!(
+        value["details"]["variable"],
+        "CORE_MODEL_MANAGER_SHARING_MAX_SHARED_MODELS"
+    );
+}

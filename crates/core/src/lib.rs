@@ -1,0 +1,34 @@
+//! Core of model-manager: the [`ModelLoader`] and [`Model`] traits, the [`Registry`] of
+//! loaders by model type, the [`ModelManager`] that shares, counts, unloads and evicts
+//! loaded models, [`Settings`] in the seed's flat keys, the [`ModelError`] type with the
+//! seed's codes, and the [`EmbeddingCache`].
+//!
+//! This crate depends on no ML engine; backends implement [`ModelLoader`] and register
+//! with `inventory::submit!` (see [`LoaderRegistration`]).
+
+pub mod cache;
+pub mod device;
+pub mod error;
+pub mod fingerprint;
+pub mod loader;
+pub mod manager;
+pub mod model;
+pub mod registry;
+pub mod settings;
+pub mod spec;
+
+pub use cache::{CacheNamespace, CacheStats, EmbeddingCache};
+pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest, GpuProbe};
+pub use error::{ErrorCode, ModelError, Result};
+pub use loader::{LoaderRegistration, ModelLoader, Probe};
+pub use manager::{
+    EmbeddingsOutput, InitReport, ModelHandle, ModelManager, ModelStatus, ModelStatusReport,
+    ServiceStatus, ShutdownReport,
+};
+pub use model::{Embedder, GenerationParams, Model, ModelInfo, TextGenerator};
+pub use registry::Registry;
+pub use settings::Settings;
+pub use spec::ModelSpec;
+
+/// Re-exported so backends register loaders without naming the crate themselves.
+pub use inventory;

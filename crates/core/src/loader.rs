@@ -1,0 +1,69 @@
+//! How a backend turns a [`ModelSpec`] into a [`Model`].
+
+use crate::device::DeviceChoice;
+use crate::error::{ErrorCode, Result};
+use crate::model::Model;
+use crate::spec::ModelSpec;
+use std::sync::Arc;
+
+/// A loader's answer to "can you serve this model?".
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// Yes.
+    Accept,
+    /// No, with the code a load would fail with and why.
+    Reject {
+        /// E.g. `MODEL_NOT_FOUND` for missing files, `MISSING_DEPENDENCY` for a missing runtime.
+        code: ErrorCode,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl Probe {
+    /// A rejection.
+    pub fn reject(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Probe::Reject {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Loads models of one `type` with one backend. Registered statically with
+/// [`inventory::submit!`] of a [`LoaderRegistration`], or at run time with
+/// [`crate::Registry::register`].
+pub trait ModelLoader: Send + Sync + 'static {
+    /// Registry key: `embedding`, `text2text`, `onnx`, `custom_vision`…
+    fn model_type(&self) -> &str;
+    /// Backend name: `candle`, `onnx`, or a plugin's name.
+    fn backend(&self) -> &str;
+    /// Whether this loader can serve `spec` (files present, runtime available…). Cheap.
+    fn probe(&self, spec: &ModelSpec) -> Probe;
+    /// Bytes the loaded model will hold, for the memory budget; `None` if unknown.
+    fn estimate_bytes(&self, _spec: &ModelSpec) -> Option<u64> {
+        None
+    }
+    /// Backend-specific keys this loader reads under `models.<id>.`; other unknown keys are
+    /// reported as typos.
+    fn option_keys(&self) -> &[&str] {
+        &[]
+    }
+    /// Loads the model. Blocking: the manager runs it on a blocking thread.
+    fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>>;
+}
+
+/// A statically registered loader: `inventory::submit! { LoaderRegistration::new(|| Arc::new(MyLoader)) }`.
+pub struct LoaderRegistration {
+    /// Builds the loader.
+    pub factory: fn() -> Arc<dyn ModelLoader>,
+}
+
+impl LoaderRegistration {
+    /// Wraps a factory.
+    pub const fn new(factory: fn() -> Arc<dyn ModelLoader>) -> Self {
+        Self { factory }
+    }
+}
+
+inventory::collect!(LoaderRegistration);

@@ -1,0 +1,163 @@
+//! The RAII reference to a loaded model.
+
+use super::Inner;
+use crate::error::{ErrorCode, ModelError, Result};
+use crate::model::{Embedder, Model, TextGenerator};
+use std::fmt;
+use std::sync::Arc;
+
+/// A counted reference to a loaded model. While it lives the model is never unloaded or
+/// evicted; dropping it releases the reference, so a forgotten release cannot leak.
+pub struct ModelHandle {
+    inner: Arc<Inner>,
+    model_id: String,
+    model: Arc<dyn Model>,
+    exclusive: bool,
+    /// Cleared by `detach`, whose reference `release_model` returns instead of `Drop`.
+    counted: bool,
+}
+
+impl ModelHandle {
+    fn new(inner: Arc<Inner>, model_id: &str, model: Arc<dyn Model>, exclusive: bool) -> Self {
+        Self {
+            inner,
+            model_id: model_id.to_owned(),
+            model,
+            exclusive,
+            counted: true,
+        }
+    }
+
+    pub(crate) fn shared(inner: Arc<Inner>, model_id: &str, model: Arc<dyn Model>) -> Self {
+        Self::new(inner, model_id, model, false)
+    }
+
+    pub(crate) fn exclusive(inner: Arc<Inner>, model_id: &str, model: Arc<dyn Model>) -> Self {
+        Self::new(inner, model_id, model, true)
+    }
+
+    /// The configured id.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<dyn Model> {
+        &self.model
+    }
+
+    /// Whether this is a private instance (`shared = false`).
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
+
+    /// The model as an embedder, or `INVALID_MODEL_TYPE`.
+    pub fn embedder(&self) -> Result<&dyn Embedder> {
+        self.model
+            .as_embedder()
+            .ok_or_else(|| self.wrong_kind("an embedding model"))
+    }
+
+    /// The model as a text generator, or `INVALID_MODEL_TYPE`.
+    pub fn text_generator(&self) -> Result<&dyn TextGenerator> {
+        self.model
+            .as_text_generator()
+            .ok_or_else(|| self.wrong_kind("a text generation model"))
+    }
+
+    /// The backend's concrete model type, for raw access (model, tokenizer, device).
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+        self.model.as_any().downcast_ref::<T>()
+    }
+
+    fn wrong_kind(&self, wanted: &str) -> ModelError {
+        let info = self.model.info();
+        ModelError::new(
+            ErrorCode::InvalidModelType,
+            format!(
+                "model `{}` is of type `{}` (backend {}), not {wanted}",
+                self.model_id, info.model_type, info.backend
+            ),
+        )
+        .for_model(&self.model_id)
+        .with("model_type", info.model_type)
+    }
+
+    /// Releases the reference now (the same as dropping the handle).
+    pub fn release(self) {}
+
+    /// Keeps the reference counted without a handle, as the seed's callers do; return it
+    /// with [`super::ModelManager::release_model`].
+    pub fn detach(mut self) -> Arc<dyn Model> {
+        if !self.exclusive {
+            let mut state = self.inner.state.lock();
+            if let Some(slot) = state.slots.get_mut(&self.model_id) {
+                slot.detached += 1;
+            }
+            self.counted = false;
+        }
+        self.model.clone()
+    }
+}
+
+impl fmt::Debug for ModelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelHandle")
+            .field("model_id", &self.model_id)
+            .field("exclusive", &self.exclusive)
+            .finish()
+    }
+}
+
+impl Drop for ModelHandle {
+    fn drop(&mut self) {
+        if self.counted {
+            release_reference(&self.inner, &self.model_id, self.exclusive);
+        }
+    }
+}
+
+fn release_reference(inner: &Inner, model_id: &str, exclusive: bool) {
+    let now_idle = {
+        let mut state = inner.state.lock();
+        let Some(slot) = state.slots.get_mut(model_id) else {
+            return;
+        };
+        if exclusive {
+            slot.exclusive_instances = slot.exclusive_instances.saturating_sub(1);
+        } else {
+            slot.refs = slot.refs.saturating_sub(1);
+        }
+        slot.touch();
+        slot.refs == 0
+    };
+    if inner.log_usage() {
+        tracing::debug!(model_id, "model reference released");
+    }
+    if now_idle || exclusive {
+        inner.room_freed.notify_waiters();
+        inner.idle_changed.notify_waiters();
+    }
+}
+
+/// Returns one detached reference of `model_id`; the references left.
+pub(crate) fn release_detached(inner: &Inner, model_id: &str) -> Result<usize> {
+    {
+        let mut state = inner.state.lock();
+        let slot = state
+            .slots
+            .get_mut(model_id)
+            .expect("configured models have slots");
+        if slot.detached == 0 {
+            return Err(ModelError::invalid_input(format!(
+                "release_model(\"{model_id}\") has no reference to release: handles release on drop, \
+                 and release_model only returns references taken with ModelHandle::detach"
+            ))
+            .for_model(model_id));
+        }
+        slot.detached -= 1;
+    }
+    release_reference(inner, model_id, false);
+    let state = inner.state.lock();
+    Ok(state.slots.get(model_id).map_or(0, |s| s.refs))
+}

@@ -1,0 +1,212 @@
+//! The model manager: shared, reference-counted, lazily loaded models within limits.
+
+mod acquire;
+mod embeddings;
+mod handle;
+mod lifecycle;
+mod slot;
+mod status;
+
+pub use embeddings::EmbeddingsOutput;
+pub use handle::ModelHandle;
+pub use lifecycle::{InitReport, ShutdownReport};
+pub use status::{ModelStatus, ModelStatusReport, ServiceStatus};
+
+use crate::cache::EmbeddingCache;
+use crate::error::{ErrorCode, ModelError, Result};
+use crate::registry::Registry;
+use crate::settings::Settings;
+use crate::spec::ModelSpec;
+use parking_lot::Mutex;
+use slot::{Slot, State};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Owns the configured models of an application. Cheap to clone: clones share one manager.
+///
+/// Mirrors the seed's `ModelManagerService` by name. Models load on first use (one load
+/// however many callers ask at once), are shared through reference-counted
+/// [`ModelHandle`]s, unload when idle, and are evicted least-recently-used to respect
+/// `sharing.max_shared_models` and `memory.max_bytes`.
+#[derive(Clone)]
+pub struct ModelManager {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub settings: Settings,
+    pub registry: Arc<Registry>,
+    pub cache: EmbeddingCache,
+    pub state: Mutex<State>,
+    /// Woken when references drop, loads finish or models unload: capacity waiters and
+    /// shutdown re-check.
+    pub room_freed: Notify,
+    /// Woken when a model may have become idle; shared with the reaper, which holds only a
+    /// weak reference to the manager.
+    pub idle_changed: Arc<Notify>,
+    pub initialized: AtomicBool,
+    pub shutting_down: AtomicBool,
+    pub init_lock: tokio::sync::Mutex<()>,
+    pub cache_load_error: Mutex<Option<ModelError>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the reaper notice the manager is gone instead of sleeping forever.
+        self.idle_changed.notify_waiters();
+    }
+}
+
+impl ModelManager {
+    /// A manager over `settings` with every statically registered loader.
+    pub fn new(settings: Settings) -> Self {
+        Self::with_registry(settings, Arc::new(Registry::with_static_loaders()))
+    }
+
+    /// A manager over `settings` using `registry` (add run-time loaders to it first or later).
+    pub fn with_registry(settings: Settings, registry: Arc<Registry>) -> Self {
+        let slots = settings
+            .models
+            .values()
+            .map(|spec| (spec.id.clone(), Slot::new(spec.pinned)))
+            .collect();
+        let inner = Inner {
+            cache: EmbeddingCache::new(&settings.embedding_cache),
+            settings,
+            registry,
+            state: Mutex::new(State { slots }),
+            room_freed: Notify::new(),
+            idle_changed: Arc::new(Notify::new()),
+            initialized: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            init_lock: tokio::sync::Mutex::new(()),
+            cache_load_error: Mutex::new(None),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The settings this manager runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The registry of loaders.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// The configuration of one model (`MODEL_NOT_CONFIGURED` if absent).
+    pub fn get_model_config(&self, model_id: &str) -> Result<ModelSpec> {
+        self.inner.spec(model_id).cloned()
+    }
+
+    /// A handle on the model, loading it if needed. Dropping the handle releases it.
+    pub async fn get_model(&self, model_id: &str) -> Result<ModelHandle> {
+        self.ensure_ready().await?;
+        acquire::acquire(&self.inner, model_id).await
+    }
+
+    /// Like [`ModelManager::get_model`], for a model that embeds (`INVALID_MODEL_TYPE` if not).
+    pub async fn get_embedding_model(&self, model_id: &str) -> Result<ModelHandle> {
+        let handle = self.get_model(model_id).await?;
+        handle.embedder()?;
+        Ok(handle)
+    }
+
+    /// Like [`ModelManager::get_model`], for a model that generates text. Reach the raw
+    /// model, tokenizer and device through [`ModelHandle::downcast_ref`].
+    pub async fn get_text_generation_model(&self, model_id: &str) -> Result<ModelHandle> {
+        let handle = self.get_model(model_id).await?;
+        handle.text_generator()?;
+        Ok(handle)
+    }
+
+    /// Returns one reference taken with [`ModelHandle::detach`] (the seed's explicit form).
+    /// Returns the references left on the model.
+    pub async fn release_model(&self, model_id: &str) -> Result<usize> {
+        self.inner.spec(model_id)?;
+        handle::release_detached(&self.inner, model_id)
+    }
+
+    /// Loads a model now and keeps it loaded (idle) without holding a reference.
+    pub async fn preload(&self, model_id: &str) -> Result<()> {
+        self.get_model(model_id).await.map(drop)
+    }
+
+    /// Pins or unpins a model: a pinned model is never unloaded or evicted.
+    pub fn pin(&self, model_id: &str, pinned: bool) -> Result<()> {
+        self.inner.spec(model_id)?;
+        let mut state = self.inner.state.lock();
+        if let Some(slot) = state.slots.get_mut(model_id) {
+            slot.pinned = pinned;
+        }
+        drop(state);
+        self.inner.idle_changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Unloads a model once its references are gone, waiting up to the shutdown bound.
+    /// Returns whether it was loaded.
+    pub async fn unload_model(&self, model_id: &str) -> Result<bool> {
+        self.inner.spec(model_id)?;
+        lifecycle::unload_when_unreferenced(&self.inner, model_id).await
+    }
+
+    /// Empties the embedding cache.
+    pub fn clear_cache(&self) {
+        self.inner.cache.clear();
+    }
+
+    /// Fails unless the manager is enabled, initialized (or may auto-initialize), and not
+    /// shutting down.
+    async fn ensure_ready(&self) -> Result<()> {
+        self.inner.check_accepting()?;
+        if self.inner.initialized.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !self.inner.settings.auto_initialize {
+            return Err(ModelError::config(
+                "auto_initialize",
+                "the model manager is not initialized and auto_initialize = false; call initialize() first",
+            ));
+        }
+        self.initialize().await.map(drop)
+    }
+}
+
+impl Inner {
+    pub fn spec(&self, model_id: &str) -> Result<&ModelSpec> {
+        self.settings.models.get(model_id).ok_or_else(|| {
+            let configured: Vec<&String> = self.settings.models.keys().collect();
+            ModelError::new(
+                ErrorCode::ModelNotConfigured,
+                format!("Model {model_id} not found in configuration"),
+            )
+            .for_model(model_id)
+            .with("configured_models", serde_json::json!(configured))
+        })
+    }
+
+    pub fn check_accepting(&self) -> Result<()> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(ModelError::new(
+                ErrorCode::ShuttingDown,
+                "the model manager is shutting down and accepts no new work",
+            ));
+        }
+        if !self.settings.enabled {
+            return Err(ModelError::config(
+                "enabled",
+                "the model manager is disabled (enabled = false in settings)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn log_usage(&self) -> bool {
+        self.settings.log_model_usage
+    }
+}

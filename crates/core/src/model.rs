@@ -1,0 +1,71 @@
+//! What a loaded model is and what it can do.
+
+use crate::device::Device;
+use crate::error::Result;
+use serde::Serialize;
+use std::any::Any;
+
+/// Facts about a loaded model, shown in status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    /// Registry key of its kind.
+    pub model_type: String,
+    /// Backend that loaded it.
+    pub backend: String,
+    /// Where it runs.
+    pub device: Device,
+    /// Embedding size, for embedders.
+    pub dimension: Option<usize>,
+    /// Memory it holds, when the backend knows.
+    pub bytes: Option<u64>,
+}
+
+/// A loaded model. Backends implement this plus the capability traits that apply.
+pub trait Model: Send + Sync + 'static {
+    /// Facts for status.
+    fn info(&self) -> ModelInfo;
+    /// The model as an embedder, if it is one.
+    fn as_embedder(&self) -> Option<&dyn Embedder> {
+        None
+    }
+    /// The model as a text generator, if it is one.
+    fn as_text_generator(&self) -> Option<&dyn TextGenerator> {
+        None
+    }
+    /// The backend's concrete type, for callers that need the raw model, tokenizer or device.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Turns texts into vectors.
+pub trait Embedder {
+    /// Length of every vector.
+    fn dimension(&self) -> usize;
+    /// One vector per text, in input order. Blocking; the manager calls it off the async
+    /// runtime.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// How to generate text. `None` fields take the model's configured defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GenerationParams {
+    /// Most tokens to generate.
+    pub max_length: Option<usize>,
+    /// Beam width; 1 or `None` is greedy unless sampling is asked for.
+    pub num_beams: Option<usize>,
+    /// Sampling temperature; `None` or 0 is greedy.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling threshold.
+    pub top_p: Option<f64>,
+    /// Seed for sampling.
+    pub seed: Option<u64>,
+    /// Stop beam search once `num_beams` hypotheses are finished.
+    pub early_stopping: Option<bool>,
+    /// Exponent on length in beam scores.
+    pub length_penalty: Option<f64>,
+}
+
+/// Generates text from a prompt (encoder-decoder or decoder-only).
+pub trait TextGenerator {
+    /// The generated text. Blocking; the manager calls it off the async runtime.
+    fn generate(&self, prompt: &str, params: &GenerationParams) -> Result<String>;
+}

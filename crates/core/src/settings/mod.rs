@@ -1,0 +1,297 @@
+//! Settings: `settings.toml` in the seed's flat keys, environment overrides, validation.
+
+mod env;
+mod flatten;
+pub mod schema;
+mod value;
+
+pub use env::{env_spelling, ENV_PREFIX};
+pub use flatten::{flatten_toml, FlatMap};
+pub use value::resolve_path;
+
+use crate::device::{DevicePolicy, DevicePreference};
+use crate::error::{ModelError, Result};
+use crate::spec::ModelSpec;
+use schema::{Kind, GLOBAL_KEYS};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use value::Reader;
+
+/// `sharing.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharingSettings {
+    /// Share one instance among callers.
+    pub enabled: bool,
+    /// Most models loaded at once.
+    pub max_shared_models: usize,
+    /// Idle time before unload; `None` never unloads.
+    pub unload_after: Option<Duration>,
+    /// Whether live references protect a model from unload and eviction.
+    pub reference_counting: bool,
+    /// How long a load waits for room before `CAPACITY_EXHAUSTED`.
+    pub capacity_wait: Duration,
+}
+
+/// `embedding_cache.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// Cache embeddings at all.
+    pub enabled: bool,
+    /// Most entries.
+    pub max_cache_size: u64,
+    /// Entry lifetime; `None` never expires.
+    pub ttl: Option<Duration>,
+    /// Save at shutdown, load at initialize.
+    pub persist_to_disk: bool,
+    /// Where the persisted cache lives.
+    pub path: PathBuf,
+}
+
+/// The validated settings of one manager.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `device_preference`.
+    pub device_preference: DevicePreference,
+    /// `gpu_memory_fraction`.
+    pub gpu_memory_fraction: f64,
+    /// `allow_gpu_growth`.
+    pub allow_gpu_growth: bool,
+    /// `device_fallback`.
+    pub device_fallback: bool,
+    /// `sharing.*`.
+    pub sharing: SharingSettings,
+    /// `memory.max_bytes`; `None` is no budget.
+    pub memory_max_bytes: Option<u64>,
+    /// `embedding_cache.*`.
+    pub embedding_cache: CacheSettings,
+    /// `enabled`.
+    pub enabled: bool,
+    /// `auto_initialize`.
+    pub auto_initialize: bool,
+    /// `log_model_usage`.
+    pub log_model_usage: bool,
+    /// `memory_monitoring`.
+    pub memory_monitoring: bool,
+    /// `shutdown_timeout_seconds`.
+    pub shutdown_timeout: Duration,
+    /// `models.<id>.*`, by id.
+    pub models: BTreeMap<String, ModelSpec>,
+    /// The file the settings came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self::from_flat(FlatMap::new(), Path::new("."), None)
+            .expect("the built-in defaults are valid")
+    }
+}
+
+impl Settings {
+    /// Reads `path`, applies the process's `CORE_MODEL_MANAGER_*` variables and validates.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_file_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Settings::from_file`], with the environment given explicitly.
+    pub fn from_file_with_env(
+        path: impl AsRef<Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ModelError::config(
+                "",
+                format!("cannot read settings file {}: {e}", path.display()),
+            )
+            .with("file", path.display().to_string())
+            .caused_by("IoError", &e)
+        })?;
+        let base_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let origin = path.display().to_string();
+        let mut flat = flatten_toml(&text, &origin)?;
+        env::apply_env_overrides(&mut flat, vars)?;
+        Self::from_flat(flat, &base_dir, Some(path.to_path_buf()))
+    }
+
+    /// Parses TOML text with no environment overrides; relative paths resolve against
+    /// `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::from_toml_str_with_env(text, base_dir, std::iter::empty())
+    }
+
+    /// Parses TOML text and applies the `CORE_MODEL_MANAGER_*` variables among `vars`.
+    pub fn from_toml_str_with_env(
+        text: &str,
+        base_dir: impl AsRef<Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let mut flat = flatten_toml(text, "settings")?;
+        env::apply_env_overrides(&mut flat, vars)?;
+        Self::from_flat(flat, base_dir.as_ref(), None)
+    }
+
+    /// Builds settings from an already flat map.
+    pub fn from_flat(flat: FlatMap, base_dir: &Path, source: Option<PathBuf>) -> Result<Self> {
+        validate(&flat)?;
+        let r = Reader {
+            flat: &flat,
+            base_dir,
+        };
+        let seconds = |key: &str| match r.u64(key) {
+            0 => None,
+            n => Some(Duration::from_secs(n)),
+        };
+        let mut models = BTreeMap::new();
+        for id in env::model_ids(&flat) {
+            models.insert(id.clone(), model_spec(&r, &id)?);
+        }
+        Ok(Settings {
+            device_preference: match r.string("device_preference").as_deref() {
+                Some("cpu") => DevicePreference::Cpu,
+                Some("gpu") => DevicePreference::Gpu,
+                _ => DevicePreference::Auto,
+            },
+            gpu_memory_fraction: r.f64("gpu_memory_fraction"),
+            allow_gpu_growth: r.bool("allow_gpu_growth"),
+            device_fallback: r.bool("device_fallback"),
+            sharing: SharingSettings {
+                enabled: r.bool("sharing.enabled"),
+                max_shared_models: r.u64("sharing.max_shared_models") as usize,
+                unload_after: seconds("sharing.unload_after_seconds"),
+                reference_counting: r.bool("sharing.reference_counting"),
+                capacity_wait: Duration::from_secs_f64(r.f64("sharing.capacity_wait_seconds")),
+            },
+            memory_max_bytes: match r.u64("memory.max_bytes") {
+                0 => None,
+                n => Some(n),
+            },
+            embedding_cache: CacheSettings {
+                enabled: r.bool("embedding_cache.enabled"),
+                max_cache_size: r.u64("embedding_cache.max_cache_size"),
+                ttl: seconds("embedding_cache.ttl_seconds"),
+                persist_to_disk: r.bool("embedding_cache.persist_to_disk"),
+                path: r.path("embedding_cache.path").unwrap_or_default(),
+            },
+            enabled: r.bool("enabled"),
+            auto_initialize: r.bool("auto_initialize"),
+            log_model_usage: r.bool("log_model_usage"),
+            memory_monitoring: r.bool("memory_monitoring"),
+            shutdown_timeout: Duration::from_secs_f64(r.f64("shutdown_timeout_seconds")),
+            models,
+            source,
+        })
+    }
+
+    /// The device policy derived from the global device keys.
+    pub fn device_policy(&self) -> DevicePolicy {
+        DevicePolicy {
+            preference: self.device_preference,
+            fallback: self.device_fallback,
+            gpu_memory_fraction: self.gpu_memory_fraction,
+            allow_gpu_growth: self.allow_gpu_growth,
+        }
+    }
+
+    /// Adds or replaces a model configured in code.
+    pub fn with_model(mut self, spec: ModelSpec) -> Self {
+        self.models.insert(spec.id.clone(), spec);
+        self
+    }
+}
+
+fn model_spec(r: &Reader<'_>, id: &str) -> Result<ModelSpec> {
+    let key = |k: &str| format!("models.{id}.{k}");
+    let model_type = r.string(&key("type")).ok_or_else(|| {
+        ModelError::config(
+            &key("type"),
+            format!("model `{id}` has no `type`; set `models.{id}.type` (e.g. \"embedding\")"),
+        )
+        .for_model(id)
+    })?;
+    let prefix = format!("models.{id}.");
+    let options = r
+        .flat
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?, v)))
+        .filter(|(k, _)| schema::model_key(k).is_none())
+        .map(|(k, v)| (k.to_owned(), serde_json::to_value(v).unwrap_or_default()))
+        .collect();
+    Ok(ModelSpec {
+        id: id.to_owned(),
+        model_type,
+        backend: r.string(&key("backend")).unwrap_or_else(|| "auto".into()),
+        name: r.string(&key("name")),
+        local_path: r.path(&key("local_path")),
+        dimension: r
+            .flat
+            .get(&key("dimension"))
+            .map(|_| r.u64(&key("dimension")) as usize),
+        device: r
+            .string(&key("device"))
+            .and_then(|d| value::parse_device(&d))
+            .unwrap_or(crate::device::DeviceRequest::Auto),
+        batch_size: r.u64(&key("batch_size")) as usize,
+        shared: r.bool(&key("shared")),
+        cache_embeddings: r.bool(&key("cache_embeddings")),
+        pinned: r.bool(&key("pinned")),
+        preload: r.bool(&key("preload")),
+        options,
+    })
+}
+
+/// Checks every key: known, of the right type, or a model option that is not an obvious typo.
+fn validate(flat: &FlatMap) -> Result<()> {
+    for (key, value) in flat {
+        if let Some(def) = schema::global(key) {
+            value::check(key, def.kind, value)?;
+        } else if let Some(rest) = key.strip_prefix("models.") {
+            validate_model_key(key, rest, value)?;
+        } else {
+            return Err(unknown_key(key));
+        }
+    }
+    Ok(())
+}
+
+fn validate_model_key(key: &str, rest: &str, value: &toml::Value) -> Result<()> {
+    let Some((id, suffix)) = rest.rsplit_once('.') else {
+        return Err(ModelError::config(
+            key,
+            format!("`{key}` is not a model setting; write `models.<id>.<key>`, e.g. `models.{rest}.type`"),
+        ));
+    };
+    if id.contains('.') || id.is_empty() {
+        return Err(ModelError::config(
+            key,
+            format!("`{key}`: model ids may not be empty or contain dots (found id `{id}`)"),
+        ));
+    }
+    if let Some(def) = schema::model_key(suffix) {
+        return value::check(key, def.kind, value);
+    }
+    // Other keys are backend options: the model's loaders check them (see
+    // `ModelLoader::option_keys`), since only they know which they read.
+    Ok(())
+}
+
+fn unknown_key(key: &str) -> ModelError {
+    let candidates = GLOBAL_KEYS.iter().map(|k| k.key);
+    let hint = match schema::nearest(key, candidates) {
+        Some(near) => format!("; did you mean `{near}`?"),
+        None => "; see the settings reference in the README".to_owned(),
+    };
+    ModelError::config(key, format!("settings key `{key}` is unknown{hint}"))
+}
+
+/// Formats `kind` for documentation; used by the README reference test.
+pub fn describe_kind(kind: Kind) -> String {
+    kind.describe()
+}
+
+#[cfg(test)]
+mod tests;

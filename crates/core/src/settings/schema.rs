@@ -1,0 +1,183 @@
+//! The table of known settings keys: their types, defaults and meaning.
+//!
+//! One table drives validation, environment overrides, typo suggestions and the README's
+//! settings reference, so they cannot drift apart.
+
+/// What a key accepts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// `true` or `false`.
+    Bool,
+    /// An integer no smaller than `min`.
+    Int {
+        /// Smallest accepted value.
+        min: i64,
+    },
+    /// A number (integer or float) within `min..=max`.
+    Float {
+        /// Smallest accepted value.
+        min: f64,
+        /// Largest accepted value.
+        max: f64,
+    },
+    /// One of a fixed set of strings.
+    Choice(&'static [&'static str]),
+    /// Any string.
+    Str,
+    /// A filesystem path; relative paths resolve against the settings file's folder.
+    Path,
+    /// `auto`, `cpu`, `gpu`, `cuda` or `cuda:N`.
+    Device,
+}
+
+impl Kind {
+    /// How the expected value is described in error messages.
+    pub fn describe(self) -> String {
+        match self {
+            Kind::Bool => "a boolean (true or false)".into(),
+            Kind::Int { min } => format!("an integer >= {min}"),
+            Kind::Float { min, max } => format!("a number between {min} and {max}"),
+            Kind::Choice(choices) => format!("one of {}", choices.join(", ")),
+            Kind::Str => "a string".into(),
+            Kind::Path => "a path (string)".into(),
+            Kind::Device => "a device: auto, cpu, gpu, cuda or cuda:N".into(),
+        }
+    }
+}
+
+/// One known key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDef {
+    /// The flat key (for model keys, the part after `models.<id>.`).
+    pub key: &'static str,
+    /// What it accepts.
+    pub kind: Kind,
+    /// The default, as written in TOML; empty when there is none.
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+const fn key(key: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> KeyDef {
+    KeyDef {
+        key,
+        kind,
+        default,
+        doc,
+    }
+}
+
+/// Keys outside `models.*`: the seed's global keys plus ours.
+pub const GLOBAL_KEYS: &[KeyDef] = &[
+    key("device_preference", Kind::Choice(&["auto", "cpu", "gpu"]), "\"auto\"", "Where models run unless a model says otherwise."),
+    key("gpu_memory_fraction", Kind::Float { min: 0.0, max: 1.0 }, "0.8", "Share of GPU memory a backend may reserve (passed to backends)."),
+    key("allow_gpu_growth", Kind::Bool, "true", "Let backends grow GPU memory on demand (passed to backends)."),
+    key("device_fallback", Kind::Bool, "true", "A GPU that was asked for and is missing falls back to CPU with a warning; false makes it a DEVICE_SETUP_ERROR."),
+    key("sharing.enabled", Kind::Bool, "true", "Share one instance of a model among callers; false gives every caller its own."),
+    key("sharing.max_shared_models", Kind::Int { min: 1 }, "5", "Most models loaded at once; the least recently used idle one is evicted to make room."),
+    key("sharing.unload_after_seconds", Kind::Int { min: 0 }, "1800", "Unload a model after this long with no references (0: never)."),
+    key("sharing.reference_counting", Kind::Bool, "true", "Count references; false lets idle unload and eviction ignore live handles."),
+    key("sharing.capacity_wait_seconds", Kind::Float { min: 0.0, max: 86400.0 }, "30", "How long a load waits for room when every loaded model is in use, before CAPACITY_EXHAUSTED."),
+    key("memory.max_bytes", Kind::Int { min: 0 }, "0", "Memory budget for loaded models from the loaders' estimates (0: no budget)."),
+    key("embedding_cache.enabled", Kind::Bool, "true", "Cache embeddings per text."),
+    key("embedding_cache.max_cache_size", Kind::Int { min: 0 }, "10000", "Most cached embeddings."),
+    key("embedding_cache.ttl_seconds", Kind::Int { min: 0 }, "3600", "Lifetime of a cached embedding (0: no expiry)."),
+    key("embedding_cache.persist_to_disk", Kind::Bool, "false", "Save the cache at shutdown and load it at initialize."),
+    key("embedding_cache.path", Kind::Path, "\"./cache/embeddings.mmcache\"", "Where the persisted cache lives."),
+    key("enabled", Kind::Bool, "true", "false refuses every model call with CONFIG_ERROR."),
+    key("auto_initialize", Kind::Bool, "true", "The first call initializes the manager; false requires initialize() first."),
+    key("log_model_usage", Kind::Bool, "true", "Log loads, unloads, gets and releases at info level."),
+    key("memory_monitoring", Kind::Bool, "true", "Report the process's resident memory in status."),
+    key("shutdown_timeout_seconds", Kind::Float { min: 0.0, max: 86400.0 }, "30", "How long shutdown waits for in-flight work before unloading."),
+];
+
+/// Keys under `models.<id>.` that every model understands. Others are backend options,
+/// checked against the keys the model's loaders declare.
+pub const MODEL_KEYS: &[KeyDef] = &[
+    key(
+        "type",
+        Kind::Str,
+        "",
+        "Registry key of the model's kind: embedding, text2text, onnx…  (required)",
+    ),
+    key(
+        "backend",
+        Kind::Str,
+        "\"auto\"",
+        "Which loader serves the type; auto takes the first whose probe accepts the files.",
+    ),
+    key(
+        "name",
+        Kind::Str,
+        "",
+        "The model's hub name, e.g. sentence-transformers/all-MiniLM-L6-v2.",
+    ),
+    key(
+        "local_path",
+        Kind::Path,
+        "",
+        "Folder with the model's files.",
+    ),
+    key(
+        "dimension",
+        Kind::Int { min: 1 },
+        "",
+        "Expected embedding size; a model of another size fails with CONFIG_ERROR.",
+    ),
+    key(
+        "device",
+        Kind::Device,
+        "\"auto\"",
+        "auto, cpu, gpu, cuda or cuda:N.",
+    ),
+    key(
+        "batch_size",
+        Kind::Int { min: 1 },
+        "32",
+        "Texts per forward pass.",
+    ),
+    key(
+        "shared",
+        Kind::Bool,
+        "true",
+        "false gives each caller its own instance.",
+    ),
+    key(
+        "cache_embeddings",
+        Kind::Bool,
+        "true",
+        "Use the embedding cache for this model.",
+    ),
+    key(
+        "pinned",
+        Kind::Bool,
+        "false",
+        "Never unload or evict this model.",
+    ),
+    key(
+        "preload",
+        Kind::Bool,
+        "false",
+        "Load this model during initialize.",
+    ),
+];
+
+/// Looks a global key up.
+pub fn global(key: &str) -> Option<&'static KeyDef> {
+    GLOBAL_KEYS.iter().find(|k| k.key == key)
+}
+
+/// Looks a common model key up (the part after `models.<id>.`).
+pub fn model_key(key: &str) -> Option<&'static KeyDef> {
+    MODEL_KEYS.iter().find(|k| k.key == key)
+}
+
+/// The candidate closest to `wanted`, if it is close enough to be a likely typo.
+pub fn nearest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(wanted, c), c))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}

@@ -1,0 +1,191 @@
+//! The embedding cache through `generate_embeddings`: partial hits, order, TTL, bounds.
+
+mod support;
+
+use model_manager_core::ErrorCode;
+use std::time::Duration;
+use support::{expected_vector, manager};
+
+#[tokio::test]
+async fn partial_hits_compute_only_misses_and_keep_input_order() {
+    let (manager, probes) = manager("", &["embedding"]);
+    let first = manager
+        .generate_embeddings(&["x", "y"], "embedding")
+        .await
+        .unwrap();
+    assert_eq!(first.cache_hits, 0);
+    assert!(!first.cached);
+    assert_eq!(first.dimension, 8);
+
+    probes.embedded_texts.lock().unwrap().clear();
+    let texts = ["y", "z", "x", "z"];
+    let out = manager
+        .generate_embeddings(&texts, "embedding")
+        .await
+        .unwrap();
+    assert_eq!(out.cache_hits, 2);
+    assert!(!out.cached);
+    assert_eq!(
+        *probes.embedded_texts.lock().unwrap(),
+        vec!["z".to_string()],
+        "only the miss, once"
+    );
+    for (text, vector) in texts.iter().zip(&out.embeddings) {
+        assert_eq!(vector, &expected_vector(text, 8), "order of {text}");
+    }
+
+    let again = manager
+        .generate_embeddings(&texts, "embedding")
+        .await
+        .unwrap();
+    assert!(again.cached);
+    assert_eq!(again.cache_hits, 4);
+    assert_eq!(again.embeddings, out.embeddings);
+
+    let stats = manager.get_status().await.unwrap().cache;
+    assert_eq!((stats.hits, stats.misses), (6, 4));
+    assert_eq!(stats.entries, 3);
+}
+
+#[tokio::test]
+async fn entries_expire_after_their_ttl() {
+    let (manager, probes) = manager("embedding_cache.ttl_seconds = 1", &["embedding"]);
+    manager
+        .generate_embeddings(&["t"], "embedding")
+        .await
+        .unwrap();
+    assert!(
+        manager
+            .generate_embeddings(&["t"], "embedding")
+            .await
+            .unwrap()
+            .cached
+    );
+    // moka keeps its own clock, so this waits in real time.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let out = manager
+        .generate_embeddings(&["t"], "embedding")
+        .await
+        .unwrap();
+    assert!(!out.cached, "expired");
+    assert_eq!(probes.embedded_texts.lock().unwrap().len(), 2);
+    assert!(manager.get_status().await.unwrap().cache.expirations >= 1);
+}
+
+#[tokio::test]
+async fn the_size_bound_evicts_and_counts() {
+    let (manager, _) = manager("embedding_cache.max_cache_size = 3", &["embedding"]);
+    let texts: Vec<String> = (0..50).map(|i| format!("text {i}")).collect();
+    manager
+        .generate_embeddings(&texts, "embedding")
+        .await
+        .unwrap();
+    let stats = manager.get_status().await.unwrap().cache;
+    assert!(stats.entries <= 3, "{stats:?}");
+    assert!(stats.evictions >= 47, "{stats:?}");
+}
+
+#[tokio::test]
+async fn models_with_caching_off_always_compute() {
+    let (manager, probes) = manager("models.embedding.cache_embeddings = false", &["embedding"]);
+    manager
+        .generate_embeddings(&["a"], "embedding")
+        .await
+        .unwrap();
+    let out = manager
+        .generate_embeddings(&["a"], "embedding")
+        .await
+        .unwrap();
+    assert_eq!(out.cache_hits, 0);
+    assert_eq!(probes.embedded_texts.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn cache_entries_are_per_model() {
+    let (manager, probes) = manager("", &["one", "two"]);
+    manager.generate_embeddings(&["same"], "one").await.unwrap();
+    let out = manager.generate_embeddings(&["same"], "two").await.unwrap();
+    assert_eq!(out.cache_hits, 0);
+    assert_eq!(probes.embedded_texts.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn empty_input_gives_an_empty_result_without_loading() {
+    let (manager, probes) = manager("models.embedding.dimension = 8", &["embedding"]);
+    let none: [&str; 0] = [];
+    let out = manager
+        .generate_embeddings(&none, "embedding")
+        .await
+        .unwrap();
+    assert!(out.embeddings.is_empty());
+    assert_eq!(out.dimension, 8);
+    assert_eq!(
+        probes
+            .loads_started
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_configured_dimension_that_differs_from_the_model_is_a_config_error() {
+    let (manager, _) = manager("models.embedding.dimension = 384", &["embedding"]);
+    let err = manager
+        .generate_embeddings(&["a"], "embedding")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::ConfigError);
+    assert!(
+        err.message.contains("models.embedding.dimension") && err.message.contains("8-dimensional"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn persisted_cache_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.bin");
+    let extra = format!(
+        "embedding_cache.persist_to_disk = true\nembedding_cache.path = \"{}\"",
+        path.display()
+    );
+    let (first, _) = manager(&extra, &["embedding"]);
+    first
+        .generate_embeddings(&["kept"], "embedding")
+        .await
+        .unwrap();
+    assert_eq!(first.shutdown().await.unwrap().cache_entries_saved, 1);
+
+    let (second, probes) = manager(&extra, &["embedding"]);
+    assert_eq!(second.initialize().await.unwrap().cache_entries_restored, 1);
+    let out = second
+        .generate_embeddings(&["kept"], "embedding")
+        .await
+        .unwrap();
+    assert!(out.cached);
+    assert_eq!(out.embeddings[0], expected_vector("kept", 8));
+    assert!(probes.embedded_texts.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_corrupt_persisted_cache_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.bin");
+    std::fs::write(&path, b"MMCACHE1\xff\xff\xff\xff\xff\xff\xff\x7f garbage").unwrap();
+    let extra = format!(
+        "embedding_cache.persist_to_disk = true\nembedding_cache.path = \"{}\"",
+        path.display()
+    );
+    let (manager, _) = manager(&extra, &["embedding"]);
+    manager.initialize().await.unwrap();
+    let status = manager.get_status().await.unwrap();
+    assert_eq!(
+        status.cache_restore_error.unwrap().code,
+        ErrorCode::CacheError
+    );
+    manager
+        .generate_embeddings(&["still works"], "embedding")
+        .await
+        .unwrap();
+}

@@ -1,0 +1,16 @@
+//! model-manager: owns the AI models of an application.
+//!
+//! The README below is this crate's front page; its Rust examples compile as doc tests.
+//!
+//! This facade re-exports [`model_manager_core`] and links the backends chosen with cargo
+//! features (`candle`, `onnx`, on by default), so their statically registered loaders are
+//! kept by the linker and found by [`Registry::with_static_loaders`].
+
+#![doc = include_str!("../README.md")]
+
+pub use model_manager_core::*;
+
+#[cfg(feature = "candle")]
+pub use model_manager_candle as candle;
+#[cfg(feature = "onnx")]
+pub use model_manager_onnx as onnx;
