@@ -1,9 +1,33 @@
 //! candle backend of model-manager.
 //!
-//! Planned: type `embedding` (SentenceTransformer BERT-family models) and type `text2text`
-//! (T5 / FLAN-T5). Until it is filled this crate registers **no** loader, so a model of those
-//! types reports `UNSUPPORTED_MODEL_TYPE` with the list of types that are registered, rather
-//! than pretending to load anything.
+//! - type `embedding`: BERT-family SentenceTransformer models (BERT, MiniLM) from a snapshot
+//!   folder with `config.json`, `model.safetensors`, `tokenizer.json` and the
+//!   sentence-transformers configs;
+//! - type `text2text`: T5 / FLAN-T5 generation (greedy, sampling, beam search).
+//!
+//! Both register with `inventory`; linking this crate (the facade's `candle` feature) is all
+//! it takes.
 
-/// Name under which this backend's loaders will register.
+mod device;
+mod embedding;
+mod files;
+mod t5;
+mod weights;
+
+pub use embedding::{BertEmbedder, BertEmbeddingLoader};
+pub use files::{locate_model_folder, ModelFolder};
+pub use t5::{Strategy, T5Generator, T5Loader};
+
+use model_manager_core::{inventory, LoaderRegistration};
+use std::sync::Arc;
+
+/// Name under which this backend's loaders register.
 pub const BACKEND_NAME: &str = "candle";
+
+inventory::submit! { LoaderRegistration::new(|| Arc::new(BertEmbeddingLoader)) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(T5Loader)) }
+
+#[cfg(feature = "cuda")]
+inventory::submit! {
+    model_manager_core::GpuProbe { provider: BACKEND_NAME, cuda_device_count: device::cuda_device_count }
+}

