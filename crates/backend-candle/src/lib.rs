@@ -10,12 +10,10 @@
 
 mod device;
 mod embedding;
-mod files;
 mod t5;
 mod weights;
 
 pub use embedding::{BertEmbedder, BertEmbeddingLoader};
-pub use files::{locate_model_folder, ModelFolder};
 pub use t5::{Strategy, T5Generator, T5Loader};
 
 use model_manager_core::{inventory, LoaderRegistration};

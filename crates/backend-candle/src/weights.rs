@@ -1,8 +1,8 @@
 //! Safetensors weights: one file or shards listed in `model.safetensors.index.json`.
 
-use crate::files::ModelFolder;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
+use model_manager_core::ModelFolder;
 use model_manager_core::{ErrorCode, ModelError, Result};
 use std::collections::BTreeSet;
 use std::path::PathBuf;

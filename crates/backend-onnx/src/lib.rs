@@ -1,8 +1,26 @@
-//! ONNX Runtime backend of model-manager.
+//! ONNX Runtime backend of model-manager, through `ort` with a dynamically loaded runtime.
 //!
-//! Planned: type `embedding` from a `model.onnx` folder and a generic tensor type `onnx`,
-//! through `ort` with a dynamically loaded runtime. Until it is filled this crate registers
-//! **no** loader: configured ONNX models report `UNSUPPORTED_MODEL_TYPE`.
+//! - type `embedding`: a folder with `model.onnx` (or `onnx/model.onnx`) and `tokenizer.json`
+//!   (or `tokenizer_path`), pooled and normalized by the shared text pipeline;
+//! - type `onnx`: a generic model from named f32/i64/i32 tensors to named tensors.
+//!
+//! The runtime library is found at run time (`onnx.runtime_path`, `ORT_DYLIB_PATH`, then
+//! well-known places); when none loads, every ONNX call is `MISSING_DEPENDENCY`.
 
-/// Name under which this backend's loaders will register.
+mod embedding;
+mod runtime;
+mod session;
+mod tensor_model;
+
+pub use embedding::{OnnxEmbedder, OnnxEmbeddingLoader};
+pub use runtime::{ensure_runtime, RuntimeInfo};
+pub use tensor_model::{OnnxTensorLoader, OnnxTensorModel};
+
+use model_manager_core::{inventory, LoaderRegistration};
+use std::sync::Arc;
+
+/// Name under which this backend's loaders register.
 pub const BACKEND_NAME: &str = "onnx";
+
+inventory::submit! { LoaderRegistration::new(|| Arc::new(OnnxEmbeddingLoader)) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(OnnxTensorLoader)) }

@@ -2,6 +2,7 @@
 
 mod commands;
 mod output;
+mod text;
 
 use clap::{Parser, Subcommand};
 use model_manager::{ModelError, Settings};
@@ -39,6 +40,61 @@ enum Command {
     Status,
     /// Validate the settings file (keys, types, environment overrides).
     Check,
+    /// Embed texts and print the vectors.
+    Embed {
+        /// Configured model id.
+        #[arg(long, default_value = "embedding")]
+        model: String,
+        /// Texts to embed.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Cosine similarity matrix of texts.
+    Similarity {
+        /// Configured model id.
+        #[arg(long, default_value = "embedding")]
+        model: String,
+        /// Two or more texts.
+        #[arg(required = true, num_args = 2..)]
+        texts: Vec<String>,
+    },
+    /// Semantic search: the corpus lines closest to a query.
+    Search {
+        /// Configured model id.
+        #[arg(long, default_value = "embedding")]
+        model: String,
+        /// File with one document per line.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// How many matches to show.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// What to look for.
+        query: String,
+    },
+    /// Generate text with a text2text model.
+    Generate {
+        /// Configured model id.
+        #[arg(long, default_value = "t5_summarizer")]
+        model: String,
+        /// The prompt, e.g. "summarize: ...".
+        prompt: String,
+        /// Beam width (beam search when > 1).
+        #[arg(long)]
+        num_beams: Option<usize>,
+        /// Most tokens to generate.
+        #[arg(long)]
+        max_length: Option<usize>,
+        /// Sampling temperature (sampling when > 0).
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Nucleus sampling threshold.
+        #[arg(long)]
+        top_p: Option<f64>,
+        /// Sampling seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,10 +124,39 @@ fn run(cli: &Cli) -> Result<(), ModelError> {
         .caused_by("IoError", e)
     })?;
     runtime.block_on(async {
-        match cli.command {
+        match &cli.command {
             Command::Models => commands::models(settings, cli.json).await,
             Command::Status => commands::status(settings, cli.json).await,
             Command::Check => commands::check(settings, &cli.config, cli.json).await,
+            Command::Embed { model, texts } => text::embed(settings, model, texts, cli.json).await,
+            Command::Similarity { model, texts } => {
+                text::similarity(settings, model, texts, cli.json).await
+            }
+            Command::Search {
+                model,
+                corpus,
+                top_k,
+                query,
+            } => text::search(settings, model, corpus, *top_k, query, cli.json).await,
+            Command::Generate {
+                model,
+                prompt,
+                num_beams,
+                max_length,
+                temperature,
+                top_p,
+                seed,
+            } => {
+                let params = model_manager::GenerationParams {
+                    max_length: *max_length,
+                    num_beams: *num_beams,
+                    temperature: *temperature,
+                    top_p: *top_p,
+                    seed: *seed,
+                    ..Default::default()
+                };
+                text::generate(settings, model, prompt, params, cli.json).await
+            }
         }
     })
 }

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod device;
 pub mod error;
+pub mod files;
 pub mod fingerprint;
 pub mod loader;
 pub mod manager;
@@ -20,12 +21,16 @@ pub mod spec;
 pub use cache::{CacheNamespace, CacheStats, EmbeddingCache};
 pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest, GpuProbe};
 pub use error::{ErrorCode, ModelError, Result};
+pub use files::{locate_model_folder, ModelFolder};
 pub use loader::{LoaderRegistration, ModelLoader, Probe};
 pub use manager::{
     EmbeddingsOutput, InitReport, ModelHandle, ModelManager, ModelStatus, ModelStatusReport,
     ServiceStatus, ShutdownReport,
 };
-pub use model::{Embedder, GenerationParams, Model, ModelInfo, TextGenerator};
+pub use model::{
+    Embedder, GenerationParams, Infer, Model, ModelInfo, NamedTensors, TensorData, TensorValue,
+    TextGenerator,
+};
 pub use registry::Registry;
 pub use settings::Settings;
 pub use spec::ModelSpec;

@@ -44,6 +44,10 @@ pub trait ModelLoader: Send + Sync + 'static {
     fn estimate_bytes(&self, _spec: &ModelSpec) -> Option<u64> {
         None
     }
+    /// Order among loaders of one type for `backend = "auto"`: higher is tried first.
+    fn priority(&self) -> i32 {
+        0
+    }
     /// Backend-specific keys this loader reads under `models.<id>.`; other unknown keys are
     /// reported as typos.
     fn option_keys(&self) -> &[&str] {

@@ -2,8 +2,9 @@
 
 use crate::device::Device;
 use crate::error::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::any::Any;
+use std::collections::BTreeMap;
 
 /// Facts about a loaded model, shown in status.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,6 +31,10 @@ pub trait Model: Send + Sync + 'static {
     }
     /// The model as a text generator, if it is one.
     fn as_text_generator(&self) -> Option<&dyn TextGenerator> {
+        None
+    }
+    /// The model as a generic named-tensor function, if it is one (custom types).
+    fn as_infer(&self) -> Option<&dyn Infer> {
         None
     }
     /// The backend's concrete type, for callers that need the raw model, tokenizer or device.
@@ -68,4 +73,51 @@ pub struct GenerationParams {
 pub trait TextGenerator {
     /// The generated text. Blocking; the manager calls it off the async runtime.
     fn generate(&self, prompt: &str, params: &GenerationParams) -> Result<String>;
+}
+
+/// The values of a tensor, by element type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dtype", content = "data", rename_all = "lowercase")]
+pub enum TensorData {
+    /// 32-bit floats.
+    F32(Vec<f32>),
+    /// 64-bit integers.
+    I64(Vec<i64>),
+    /// 32-bit integers.
+    I32(Vec<i32>),
+}
+
+impl TensorData {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A tensor crossing a generic inference call: a shape and row-major data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorValue {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Values, row-major; their count is the product of `shape`.
+    #[serde(flatten)]
+    pub data: TensorData,
+}
+
+/// Tensors by name.
+pub type NamedTensors = BTreeMap<String, TensorValue>;
+
+/// A model used as a function from named tensors to named tensors.
+pub trait Infer {
+    /// Runs the model. Blocking; call it off the async runtime.
+    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors>;
 }

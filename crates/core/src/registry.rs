@@ -28,6 +28,7 @@ impl Registry {
             .map(|r| (r.factory)())
             .collect();
         loaders.sort_by(|a, b| (a.model_type(), a.backend()).cmp(&(b.model_type(), b.backend())));
+        // `for_type` then orders by priority; this sort only makes ties deterministic.
         let registry = Self::new();
         for loader in loaders {
             if let Err(e) = registry.register(loader) {
@@ -76,13 +77,17 @@ impl Registry {
             .collect()
     }
 
+    /// Loaders of `model_type`, highest priority first (registration order among equals).
     fn for_type(&self, model_type: &str) -> Vec<Arc<dyn ModelLoader>> {
-        self.loaders
+        let mut loaders: Vec<Arc<dyn ModelLoader>> = self
+            .loaders
             .read()
             .iter()
             .filter(|l| l.model_type() == model_type)
             .cloned()
-            .collect()
+            .collect();
+        loaders.sort_by_key(|l| std::cmp::Reverse(l.priority()));
+        loaders
     }
 
     /// The loader that will load `spec`: the named backend, or with `auto` the first whose

@@ -5,6 +5,7 @@ use crate::error::{ModelError, Result};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Everything the settings say about one model (`models.<id>.*`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,6 +38,9 @@ pub struct ModelSpec {
     /// Backend-specific keys (`max_input_length`, `dtype`, …), checked against the keys the
     /// model's loaders declare.
     pub options: Map<String, Value>,
+    /// Backend-wide settings outside `models.*` (e.g. `onnx.runtime_path`), paths resolved.
+    #[serde(skip)]
+    pub backend_settings: Arc<Map<String, Value>>,
 }
 
 impl ModelSpec {
@@ -57,7 +61,13 @@ impl ModelSpec {
             pinned: false,
             preload: false,
             options: Map::new(),
+            backend_settings: Arc::default(),
         }
+    }
+
+    /// A backend-wide setting, e.g. `onnx.runtime_path`.
+    pub fn backend_setting(&self, key: &str) -> Option<&Value> {
+        self.backend_settings.get(key)
     }
 
     fn option_error(&self, key: &str, expected: &str, found: &Value) -> ModelError {

@@ -3,13 +3,13 @@
 mod decode;
 
 use crate::device::{candle_device, core_device, dtype_option};
-use crate::files::locate_model_folder;
 use crate::weights::{estimate_bytes, file_error, var_builder, weight_files};
 use crate::BACKEND_NAME;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::t5::{Config, T5ForConditionalGeneration};
 use decode::Decoder;
 pub use decode::Strategy;
+use model_manager_core::locate_model_folder;
 use model_manager_core::{
     DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelLoader,
     ModelSpec, Probe, Result, TextGenerator,

@@ -146,9 +146,12 @@ impl Settings {
             0 => None,
             n => Some(Duration::from_secs(n)),
         };
+        let backend_settings = std::sync::Arc::new(backend_settings(&r));
         let mut models = BTreeMap::new();
         for id in env::model_ids(&flat) {
-            models.insert(id.clone(), model_spec(&r, &id)?);
+            let mut spec = model_spec(&r, &id)?;
+            spec.backend_settings = backend_settings.clone();
+            models.insert(id.clone(), spec);
         }
         Ok(Settings {
             device_preference: match r.string("device_preference").as_deref() {
@@ -204,6 +207,29 @@ impl Settings {
     }
 }
 
+/// Global keys of backend sections, with paths resolved.
+fn backend_settings(r: &Reader<'_>) -> serde_json::Map<String, serde_json::Value> {
+    GLOBAL_KEYS
+        .iter()
+        .filter(|def| {
+            schema::BACKEND_SECTIONS
+                .iter()
+                .any(|section| def.key.starts_with(&format!("{section}.")))
+        })
+        .filter(|def| r.flat.contains_key(def.key))
+        .map(|def| {
+            let value = match def.kind {
+                Kind::Path => r
+                    .path(def.key)
+                    .map(|p| serde_json::Value::String(p.display().to_string()))
+                    .unwrap_or_default(),
+                _ => serde_json::to_value(&r.flat[def.key]).unwrap_or_default(),
+            };
+            (def.key.to_owned(), value)
+        })
+        .collect()
+}
+
 fn model_spec(r: &Reader<'_>, id: &str) -> Result<ModelSpec> {
     let key = |k: &str| format!("models.{id}.{k}");
     let model_type = r.string(&key("type")).ok_or_else(|| {
@@ -241,6 +267,7 @@ fn model_spec(r: &Reader<'_>, id: &str) -> Result<ModelSpec> {
         pinned: r.bool(&key("pinned")),
         preload: r.bool(&key("preload")),
         options,
+        backend_settings: Default::default(),
     })
 }
 

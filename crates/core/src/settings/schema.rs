@@ -88,6 +88,8 @@ pub const GLOBAL_KEYS: &[KeyDef] = &[
     key("auto_initialize", Kind::Bool, "true", "The first call initializes the manager; false requires initialize() first."),
     key("log_model_usage", Kind::Bool, "true", "Log loads, unloads, gets and releases at info level."),
     key("memory_monitoring", Kind::Bool, "true", "Report the process's resident memory in status."),
+    key("onnx.runtime_path", Kind::Path, "", "ONNX Runtime shared library (libonnxruntime.so.*); else ORT_DYLIB_PATH, then well-known places."),
+    key("onnx.intra_threads", Kind::Int { min: 0 }, "0", "Default ONNX Runtime intra-op threads per session (0: available cores)."),
     key("shutdown_timeout_seconds", Kind::Float { min: 0.0, max: 86400.0 }, "30", "How long shutdown waits for in-flight work before unloading."),
 ];
 
@@ -161,6 +163,10 @@ pub const MODEL_KEYS: &[KeyDef] = &[
         "Load this model during initialize.",
     ),
 ];
+
+/// Sections of global keys that belong to backends; they reach loaders through
+/// `ModelSpec::backend_settings`.
+pub const BACKEND_SECTIONS: &[&str] = &["onnx"];
 
 /// Looks a global key up.
 pub fn global(key: &str) -> Option<&'static KeyDef> {

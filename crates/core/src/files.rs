@@ -1,6 +1,7 @@
 //! Where a model's files are: `local_path`, else the Hugging Face cache for `name`.
+//! Shared by every backend that reads files.
 
-use model_manager_core::{ErrorCode, ModelError, ModelSpec, Result};
+use crate::{ErrorCode, ModelError, ModelSpec, Result};
 use std::path::{Path, PathBuf};
 
 /// A folder holding every file a loader needs.

@@ -1,0 +1,330 @@
+//! Type `embedding` on ONNX Runtime: the shared text pipeline around an ONNX graph.
+
+use crate::session::{build_session, onnx_file, SESSION_OPTION_KEYS};
+use crate::BACKEND_NAME;
+use model_manager_core::{
+    locate_model_folder, DeviceChoice, Embedder, ErrorCode, Model, ModelError, ModelInfo,
+    ModelLoader, ModelSpec, Probe, Result,
+};
+use model_manager_text::{
+    sentence_config, EmbeddingPipeline, EncoderOutput, PaddedBatch, SentenceConfig, TextTokenizer,
+    TokenEncoder,
+};
+use ort::session::Session;
+use ort::value::{DynValue, Tensor, TensorElementType};
+use parking_lot::Mutex;
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// Loads sentence embedding graphs (`model.onnx` plus a tokenizer).
+pub struct OnnxEmbeddingLoader;
+
+fn option_keys() -> &'static [&'static str] {
+    static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys = vec!["output", "tokenizer_path"];
+        keys.extend_from_slice(SESSION_OPTION_KEYS);
+        keys.extend_from_slice(sentence_config::OPTION_KEYS);
+        keys
+    })
+}
+
+fn model_files(spec: &ModelSpec) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let folder = locate_model_folder(spec, &[])?;
+    let onnx = onnx_file(spec, &folder.path)?;
+    let tokenizer = match spec.option_str("tokenizer_path")? {
+        Some(path) => model_manager_core::settings::resolve_path(&folder.path, path),
+        None => folder.file("tokenizer.json"),
+    };
+    if !tokenizer.is_file() {
+        return Err(ModelError::new(
+            ErrorCode::ModelNotFound,
+            format!(
+                "tokenizer {} not found (set models.{}.tokenizer_path to a tokenizer.json)",
+                tokenizer.display(),
+                spec.id
+            ),
+        )
+        .for_model(&spec.id)
+        .with("file", tokenizer.display().to_string()));
+    }
+    Ok((folder.path, onnx, tokenizer))
+}
+
+impl ModelLoader for OnnxEmbeddingLoader {
+    fn model_type(&self) -> &str {
+        "embedding"
+    }
+    fn backend(&self) -> &str {
+        BACKEND_NAME
+    }
+    /// Preferred over candle for `auto` when a graph and a runtime are there.
+    fn priority(&self) -> i32 {
+        10
+    }
+    fn probe(&self, spec: &ModelSpec) -> Probe {
+        if let Err(e) = model_files(spec) {
+            return Probe::reject(e.code, e.message);
+        }
+        match crate::ensure_runtime(spec) {
+            Ok(_) => Probe::Accept,
+            Err(e) => Probe::reject(e.code, e.message),
+        }
+    }
+    fn estimate_bytes(&self, spec: &ModelSpec) -> Option<u64> {
+        let (_, onnx, _) = model_files(spec).ok()?;
+        std::fs::metadata(onnx).ok().map(|m| m.len())
+    }
+    fn option_keys(&self) -> &[&str] {
+        option_keys()
+    }
+    fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
+        Ok(Arc::new(OnnxEmbedder::load(spec, device)?))
+    }
+}
+
+/// How one graph input is fed.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    Ids,
+    Mask,
+    TypeIds,
+}
+
+/// A loaded ONNX sentence embedding model.
+pub struct OnnxEmbedder {
+    session: Mutex<Session>,
+    inputs: Vec<(String, Feed, TensorElementType)>,
+    output: String,
+    pipeline: EmbeddingPipeline,
+    dimension: usize,
+    device: DeviceChoice,
+    bytes: Option<u64>,
+}
+
+fn load_error(spec: &ModelSpec, file: &std::path::Path, message: String) -> ModelError {
+    ModelError::new(
+        ErrorCode::ModelLoadError,
+        format!("{}: {message}", file.display()),
+    )
+    .for_model(&spec.id)
+    .with("file", file.display().to_string())
+}
+
+impl OnnxEmbedder {
+    /// Loads `spec`'s graph and tokenizer.
+    pub fn load(spec: &ModelSpec, device: &DeviceChoice) -> Result<Self> {
+        let (folder, onnx, tokenizer_file) = model_files(spec)?;
+        let session = build_session(spec, &onnx, device)?;
+        let mut inputs = Vec::new();
+        for input in session.inputs() {
+            let feed = match input.name() {
+                "input_ids" => Feed::Ids,
+                "attention_mask" => Feed::Mask,
+                "token_type_ids" => Feed::TypeIds,
+                other => return Err(load_error(spec, &onnx, format!(
+                    "unexpected input `{other}`: an embedding graph takes input_ids, attention_mask and optionally token_type_ids (use type \"onnx\" for other graphs)"
+                ))),
+            };
+            let ty = input.dtype().tensor_type();
+            let ty = match ty {
+                Some(t @ (TensorElementType::Int64 | TensorElementType::Int32)) => t,
+                other => {
+                    return Err(load_error(
+                        spec,
+                        &onnx,
+                        format!(
+                            "input `{}` has type {other:?}; expected int64 or int32",
+                            input.name()
+                        ),
+                    ))
+                }
+            };
+            inputs.push((input.name().to_owned(), feed, ty));
+        }
+        if !inputs.iter().any(|(_, f, _)| matches!(f, Feed::Ids)) {
+            return Err(load_error(
+                spec,
+                &onnx,
+                "the graph has no input_ids input".into(),
+            ));
+        }
+        let (output, static_dim) = pick_output(spec, &session, &onnx)?;
+        let sentence = SentenceConfig::resolve(&folder, spec, true)?;
+        let max_length = sentence.max_seq_length.unwrap_or(512);
+        let mut model = Self {
+            session: Mutex::new(session),
+            inputs,
+            output,
+            pipeline: EmbeddingPipeline {
+                tokenizer: TextTokenizer::from_file(&tokenizer_file, max_length)?,
+                pooling: sentence.pooling,
+                normalize: sentence.normalize,
+                batch_size: spec.batch_size,
+            },
+            dimension: static_dim.unwrap_or(0),
+            device: device.clone(),
+            bytes: std::fs::metadata(&onnx).ok().map(|m| m.len()),
+        };
+        if model.dimension == 0 {
+            // A dynamic hidden size: learn it from one real run.
+            model.dimension = model.pipeline.embed(&model, &["dimension probe"])?[0].len();
+        }
+        Ok(model)
+    }
+
+    /// The name of the output used.
+    pub fn output_name(&self) -> &str {
+        &self.output
+    }
+}
+
+/// The output to pool: `output` from settings, the only one, or a recognisable name.
+fn pick_output(
+    spec: &ModelSpec,
+    session: &Session,
+    file: &std::path::Path,
+) -> Result<(String, Option<usize>)> {
+    let outputs: Vec<(String, Vec<i64>)> = session
+        .outputs()
+        .iter()
+        .map(|o| {
+            (
+                o.name().to_owned(),
+                o.dtype()
+                    .tensor_shape()
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let names: Vec<String> = outputs
+        .iter()
+        .map(|(n, shape)| format!("{n} {shape:?}"))
+        .collect();
+    let chosen = match spec.option_str("output")? {
+        Some(wanted) => outputs.iter().find(|(n, _)| n == wanted).ok_or_else(|| {
+            let key = format!("models.{}.output", spec.id);
+            ModelError::config(
+                &key,
+                format!(
+                    "`{key}` = \"{wanted}\" is not an output of {}; outputs: {}",
+                    file.display(),
+                    names.join(", ")
+                ),
+            )
+        })?,
+        None => {
+            let preferred = [
+                "last_hidden_state",
+                "token_embeddings",
+                "sentence_embedding",
+            ];
+            let by_name = preferred
+                .iter()
+                .find_map(|p| outputs.iter().find(|(n, _)| n == p));
+            match (outputs.as_slice(), by_name) {
+                ([only], _) => only,
+                (_, Some(found)) => found,
+                _ => {
+                    let key = format!("models.{}.output", spec.id);
+                    return Err(ModelError::config(
+                        &key,
+                        format!("{} has several outputs ({}); set `{key}` to the one holding token or sentence embeddings", file.display(), names.join(", ")),
+                    )
+                    .for_model(&spec.id));
+                }
+            }
+        }
+    };
+    let (name, shape) = chosen;
+    if !(2..=3).contains(&shape.len()) {
+        return Err(load_error(
+            spec,
+            file,
+            format!(
+                "output `{name}` has rank {}; expected [batch, seq, hidden] or [batch, hidden]",
+                shape.len()
+            ),
+        ));
+    }
+    let last = shape.last().copied().filter(|d| *d > 0).map(|d| d as usize);
+    Ok((name.clone(), last))
+}
+
+fn run_error(e: impl std::fmt::Display) -> ModelError {
+    ModelError::new(
+        ErrorCode::GenerateEmbeddingsError,
+        format!("ONNX Runtime failed: {e}"),
+    )
+    .caused_by("OrtError", e)
+}
+
+fn int_tensor(data: &[u32], shape: [usize; 2], ty: TensorElementType) -> Result<DynValue> {
+    Ok(match ty {
+        TensorElementType::Int32 => {
+            Tensor::from_array((shape, data.iter().map(|&x| x as i32).collect::<Vec<_>>()))
+                .map_err(run_error)?
+                .into_dyn()
+        }
+        _ => Tensor::from_array((shape, data.iter().map(|&x| x as i64).collect::<Vec<_>>()))
+            .map_err(run_error)?
+            .into_dyn(),
+    })
+}
+
+impl TokenEncoder for OnnxEmbedder {
+    fn forward(&self, batch: &PaddedBatch) -> Result<EncoderOutput> {
+        let shape = [batch.batch, batch.seq];
+        let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(self.inputs.len());
+        for (name, feed, ty) in &self.inputs {
+            let data = match feed {
+                Feed::Ids => &batch.ids,
+                Feed::Mask => &batch.attention_mask,
+                Feed::TypeIds => &batch.type_ids,
+            };
+            feeds.push((name.clone(), int_tensor(data, shape, *ty)?));
+        }
+        let mut session = self.session.lock();
+        let outputs = session.run(feeds).map_err(run_error)?;
+        let value = outputs
+            .get(self.output.as_str())
+            .ok_or_else(|| run_error(format!("no output {}", self.output)))?;
+        let (out_shape, data) = value.try_extract_tensor::<f32>().map_err(run_error)?;
+        let hidden = out_shape.last().copied().unwrap_or(0).max(0) as usize;
+        let data = data.to_vec();
+        Ok(if out_shape.len() == 3 {
+            EncoderOutput::Tokens { data, hidden }
+        } else {
+            EncoderOutput::Pooled { data, hidden }
+        })
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.pipeline.embed(self, texts)
+    }
+}
+
+impl Model for OnnxEmbedder {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            model_type: "embedding".into(),
+            backend: BACKEND_NAME.into(),
+            device: self.device.device,
+            dimension: Some(self.dimension),
+            bytes: self.bytes,
+        }
+    }
+    fn as_embedder(&self) -> Option<&dyn Embedder> {
+        Some(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

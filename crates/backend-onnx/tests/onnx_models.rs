@@ -1,0 +1,208 @@
+//! The real ONNX models and runtime fetched by scripts/fetch-models.sh, through the manager.
+
+use model_manager_core::{
+    ErrorCode, ModelManager, NamedTensors, Settings, TensorData, TensorValue,
+};
+use model_manager_onnx as _;
+use std::path::PathBuf;
+
+fn models() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    assert!(
+        dir.join("onnxruntime/capi/libonnxruntime.so.1.32.0")
+            .is_file(),
+        "{} lacks the ONNX models and runtime: run scripts/fetch-models.sh first",
+        dir.display()
+    );
+    dir
+}
+
+fn manager(models_toml: &str) -> ModelManager {
+    let m = models();
+    let toml = format!(
+        "embedding_cache.enabled = false\nonnx.runtime_path = \"{}\"\n{}",
+        m.join("onnxruntime/capi/libonnxruntime.so.1.32.0")
+            .display(),
+        models_toml.replace("$MODELS", &m.display().to_string())
+    );
+    ModelManager::new(Settings::from_toml_str(&toml, ".").unwrap())
+}
+
+const INT8: &str = "models.int8.type = \"embedding\"\nmodels.int8.local_path = \"$MODELS/all-MiniLM-L6-v2-int8-onnx\"\n\
+    models.int8.tokenizer_path = \"$MODELS/all-MiniLM-L6-v2/tokenizer.json\"\nmodels.int8.max_seq_length = 256\n\
+    models.int8.batch_size = 4\n";
+const L3: &str = "models.l3.type = \"embedding\"\nmodels.l3.backend = \"onnx\"\n\
+    models.l3.local_path = \"$MODELS/paraphrase-MiniLM-L3-v2-onnx\"\nmodels.l3.model_file = \"paraphrase-MiniLM-L3-v2.onnx\"\n\
+    models.l3.tokenizer_path = \"$MODELS/all-MiniLM-L6-v2/tokenizer.json\"\nmodels.l3.batch_size = 3\n\
+    models.l3.output = \"onnx::Shape_422\"\n";
+
+fn reference() -> Vec<(String, Vec<f64>)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/minilm_reference.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let v = i["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            (i["text"].as_str().unwrap().to_owned(), v)
+        })
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn int8_minilm_is_close_to_the_reference_and_auto_picks_onnx() {
+    let manager = manager(INT8);
+    let items = reference();
+    let texts: Vec<&str> = items.iter().map(|(t, _)| t.as_str()).collect();
+    let out = manager.generate_embeddings(&texts, "int8").await.unwrap();
+    assert_eq!(out.dimension, 384);
+    for ((text, want), got) in items.iter().zip(&out.embeddings) {
+        let cos = cosine(got, want);
+        assert!(cos >= 0.999, "{text}: cosine {cos}");
+    }
+    let alone = manager
+        .generate_embeddings(&[texts[3]], "int8")
+        .await
+        .unwrap();
+    assert!(cosine(&alone.embeddings[0], &items[3].1) >= 0.999);
+    let status = manager.get_model_status().await.unwrap();
+    assert_eq!(
+        status.models["int8"].backend.as_deref(),
+        Some("onnx"),
+        "auto chose onnx for a model.onnx folder"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paraphrase_l3_gives_normalized_vectors_equal_for_equal_texts_in_any_batch() {
+    let manager = manager(L3);
+    let a = "The quick brown fox jumps over the lazy dog.";
+    let batch1 = [
+        a,
+        "short",
+        "a much longer sentence that pads the others in its batch quite a lot",
+        a,
+    ];
+    let batch2 = ["x", a];
+    let one = manager.generate_embeddings(&batch1, "l3").await.unwrap();
+    let two = manager.generate_embeddings(&batch2, "l3").await.unwrap();
+    assert_eq!(one.dimension, 384);
+    for v in one.embeddings.iter().chain(&two.embeddings) {
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-5);
+    assert!(close(&one.embeddings[0], &one.embeddings[3]));
+    assert!(close(&one.embeddings[0], &two.embeddings[1]));
+    assert!(!close(&one.embeddings[0], &one.embeddings[1]));
+
+    // The graph's own pooled output (already [batch, hidden], used as is) agrees with our
+    // pooling of its token output.
+    let pooled = manager_for_pooled_output()
+        .generate_embeddings(&batch1, "l3")
+        .await
+        .unwrap();
+    for (ours, theirs) in one.embeddings.iter().zip(&pooled.embeddings) {
+        let theirs: Vec<f64> = theirs.iter().map(|x| *x as f64).collect();
+        assert!(cosine(ours, &theirs) > 0.9999);
+    }
+}
+
+fn manager_for_pooled_output() -> ModelManager {
+    manager(&L3.replace("onnx::Shape_422", "461"))
+}
+
+#[tokio::test]
+async fn an_ambiguous_graph_asks_for_the_output_setting() {
+    let toml = L3.replace("models.l3.output = \"onnx::Shape_422\"\n", "");
+    let err = manager(&toml).get_model("l3").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ConfigError);
+    assert!(
+        err.message.contains("models.l3.output")
+            && err.message.contains("onnx::Shape_422 [-1, -1, 384]"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn missing_tokenizer_and_corrupt_graph_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        models().join("all-MiniLM-L6-v2-int8-onnx/model.onnx"),
+        dir.path().join("model.onnx"),
+    )
+    .unwrap();
+    let toml = format!("models.m.type = \"embedding\"\nmodels.m.backend = \"onnx\"\nmodels.m.local_path = \"{}\"\n", dir.path().display());
+    let err = manager(&toml).get_model("m").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ModelNotFound);
+    assert!(err.message.contains("tokenizer"), "{}", err.message);
+
+    std::fs::copy(
+        models().join("all-MiniLM-L6-v2/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("model.onnx"),
+        b"this is not a protobuf graph",
+    )
+    .unwrap();
+    let err = manager(&toml).get_model("m").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ModelLoadError);
+    assert!(err.message.contains("model.onnx"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_generic_onnx_model_runs_on_named_tensors() {
+    let manager = manager(
+        "models.mul.type = \"onnx\"\nmodels.mul.local_path = \"$MODELS/onnxruntime/datasets\"\nmodels.mul.model_file = \"mul_1.onnx\"\n",
+    );
+    let handle = manager.get_model("mul").await.unwrap();
+    let model = handle.model().as_infer().expect("generic models infer");
+    let mut inputs = NamedTensors::new();
+    inputs.insert(
+        "X".into(),
+        TensorValue {
+            shape: vec![3, 2],
+            data: TensorData::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        },
+    );
+    let outputs = model.infer(&inputs).unwrap();
+    let y = &outputs["Y"];
+    assert_eq!(y.shape, vec![3, 2]);
+    // mul_1.onnx multiplies X by [[1, 2], [3, 4], [5, 6]] element-wise.
+    assert_eq!(
+        y.data,
+        TensorData::F32(vec![1.0, 4.0, 9.0, 16.0, 25.0, 36.0])
+    );
+
+    inputs.insert(
+        "X".into(),
+        TensorValue {
+            shape: vec![3, 3],
+            data: TensorData::F32(vec![1.0; 6]),
+        },
+    );
+    assert_eq!(
+        model.infer(&inputs).unwrap_err().code,
+        ErrorCode::InvalidInput
+    );
+    let err = model.infer(&NamedTensors::new()).unwrap_err();
+    assert!(err.message.contains("missing input `X`"), "{}", err.message);
+}
