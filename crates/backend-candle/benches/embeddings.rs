@@ -11,87 +11,16 @@ use candle_transformers::models::bert::{BertModel, Config};
 use model_manager_candle as _;
 use model_manager_core::{ModelManager, Settings};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
-const SENTENCES: usize = 1000;
+#[path = "../../../benches/corpus.rs"]
+mod corpus;
+
+use corpus::{corpora, median, SENTENCES};
+
 const BATCH: usize = 32;
 const PASSES: usize = 3;
-const WORDS: &[&str] = &[
-    "model",
-    "manager",
-    "loads",
-    "the",
-    "shared",
-    "weights",
-    "once",
-    "and",
-    "every",
-    "caller",
-    "gets",
-    "a",
-    "handle",
-    "to",
-    "it",
-    "while",
-    "idle",
-    "models",
-    "unload",
-    "after",
-    "timeout",
-    "embeddings",
-    "are",
-    "cached",
-    "per",
-    "text",
-    "with",
-    "length",
-    "sorted",
-    "batches",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "in",
-    "paris",
-    "music",
-    "guitar",
-    "kitchen",
-];
-
-/// Deterministic text of `n` words.
-fn sentence(seed: usize, n: usize) -> String {
-    let mut state = seed as u64 * 6364136223846793005 + 1442695040888963407;
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            WORDS[(state >> 33) as usize % WORDS.len()]
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn corpora() -> Vec<(&'static str, Vec<String>)> {
-    let uniform = (0..SENTENCES).map(|i| sentence(i, 12)).collect();
-    const MIXED_LENGTHS: [usize; 8] = [4, 120, 9, 60, 15, 200, 6, 30];
-    let mixed = (0..SENTENCES)
-        .map(|i| sentence(i, MIXED_LENGTHS[i % 8]))
-        .collect();
-    vec![
-        ("uniform (12 words)", uniform),
-        ("mixed (4-200 words)", mixed),
-    ]
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
 
 struct BareLoop {
     model: BertModel,

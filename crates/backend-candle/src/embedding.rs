@@ -5,7 +5,7 @@ use crate::weights::{estimate_bytes, file_error, var_builder, weight_files};
 use crate::BACKEND_NAME;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config};
-use model_manager_core::locate_model_folder;
+use model_manager_core::{can_download, locate_model_folder, locate_or_download};
 use model_manager_core::{
     DeviceChoice, Embedder, ErrorCode, Model, ModelError, ModelInfo, ModelLoader, ModelSpec, Probe,
     Result,
@@ -18,6 +18,14 @@ use std::any::Any;
 use std::sync::Arc;
 
 const REQUIRED: &[&str] = &["config.json", "tokenizer.json"];
+/// Fetched too when downloading from the hub, where they exist.
+const OPTIONAL: &[&str] = &[
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+];
 
 /// Loads SentenceTransformer BERT models.
 pub struct BertEmbeddingLoader;
@@ -47,6 +55,7 @@ impl ModelLoader for BertEmbeddingLoader {
                     format!("{} has no model.safetensors", folder.path.display()),
                 ),
             },
+            Err(_) if can_download(spec) => Probe::Accept,
             Err(e) => Probe::reject(e.code, e.message),
         }
     }
@@ -78,7 +87,7 @@ pub struct BertEmbedder {
 impl BertEmbedder {
     /// Loads `spec`'s folder onto `choice`'s device.
     pub fn load(spec: &ModelSpec, choice: &DeviceChoice) -> Result<Self> {
-        let folder = locate_model_folder(spec, REQUIRED)?;
+        let folder = locate_or_download(spec, REQUIRED, OPTIONAL)?;
         let dtype = dtype_option(spec)?;
         let device = candle_device(choice)?;
         let config_path = folder.file("config.json");

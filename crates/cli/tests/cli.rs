@@ -105,3 +105,75 @@ fn an_environment_override_with_a_bad_value_is_named() {
         "CORE_MODEL_MANAGER_SHARING_MAX_SHARED_MODELS"
     );
 }
+
+#[test]
+fn search_over_the_bundled_corpus_finds_the_refund_policy() {
+    let out = mm()
+        .args([
+            "--json",
+            "search",
+            "--corpus",
+            "examples/corpus.txt",
+            "--top-k",
+            "3",
+            "How do I get my money back?",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let value = json_of(&out);
+    let top = value["matches"][0]["text"].as_str().unwrap();
+    assert!(top.starts_with("Refunds are issued"), "{value}");
+    assert_eq!(value["matches"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn similarity_and_embed_on_the_default_model() {
+    let out = mm()
+        .args([
+            "--json",
+            "similarity",
+            "A man is playing a guitar.",
+            "Someone plays music.",
+            "Paris is in France.",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let m = json_of(&out)["similarity"].clone();
+    let at = |i: usize, j: usize| m[i][j].as_f64().unwrap();
+    assert!((at(0, 0) - 1.0).abs() < 1e-4);
+    assert!(at(0, 1) > at(0, 2), "{m}");
+
+    let out = mm()
+        .args(["--json", "embed", "hello world"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let value = json_of(&out);
+    assert_eq!(value["dimension"], 384);
+    assert_eq!(value["embeddings"][0].as_array().unwrap().len(), 384);
+}
+
+#[test]
+fn generate_without_t5_files_names_the_places_tried() {
+    let out = mm()
+        .args(["--json", "generate", "summarize: text"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let value = json_of(&out);
+    assert_eq!(value["code"], "MODEL_NOT_FOUND");
+    assert!(
+        value["message"].as_str().unwrap().contains("models/t5"),
+        "{value}"
+    );
+}

@@ -102,6 +102,82 @@ pub fn locate_model_folder(spec: &ModelSpec, required: &[&str]) -> Result<ModelF
     .with("tried", tried))
 }
 
+/// Like [`locate_model_folder`]; when the files are nowhere and this build has the `hub`
+/// feature, downloads `required` and whichever of `optional` exist for `name` from the
+/// Hugging Face hub into its cache (unless `HF_HUB_OFFLINE=1`).
+pub fn locate_or_download(
+    spec: &ModelSpec,
+    required: &[&str],
+    optional: &[&str],
+) -> Result<ModelFolder> {
+    let not_found = match locate_model_folder(spec, required) {
+        Ok(folder) => return Ok(folder),
+        Err(e) => e,
+    };
+    #[cfg(feature = "hub")]
+    if let Some(name) = &spec.name {
+        return hub::download(name, required, optional).map_err(|why| {
+            let mut e = not_found.clone();
+            e.message = format!(
+                "{}; downloading {name} from the Hugging Face hub failed: {why}",
+                e.message
+            );
+            e
+        });
+    }
+    let _ = optional;
+    Err(not_found)
+}
+
+/// Whether a load may still find the files by downloading them.
+pub fn can_download(spec: &ModelSpec) -> bool {
+    cfg!(feature = "hub")
+        && spec.name.is_some()
+        && std::env::var("HF_HUB_OFFLINE").as_deref() != Ok("1")
+}
+
+#[cfg(feature = "hub")]
+mod hub {
+    use super::ModelFolder;
+    use std::path::PathBuf;
+
+    pub fn download(
+        name: &str,
+        required: &[&str],
+        optional: &[&str],
+    ) -> Result<ModelFolder, String> {
+        if std::env::var("HF_HUB_OFFLINE").as_deref() == Ok("1") {
+            return Err("HF_HUB_OFFLINE=1".into());
+        }
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let repo = api.model(name.to_owned());
+        let mut snapshot: Option<PathBuf> = None;
+        for file in required {
+            let path = repo.get(file).map_err(|e| format!("{file}: {e}"))?;
+            // The snapshot folder is the file's path less the file's own components.
+            snapshot = path
+                .ancestors()
+                .nth(file.split('/').count())
+                .map(PathBuf::from);
+        }
+        for file in optional {
+            if let Ok(path) = repo.get(file) {
+                snapshot.get_or_insert_with(|| {
+                    path.ancestors()
+                        .nth(file.split('/').count())
+                        .map(PathBuf::from)
+                        .unwrap_or_default()
+                });
+            }
+        }
+        snapshot
+            .map(|path| ModelFolder { path })
+            .ok_or_else(|| "no files were requested".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

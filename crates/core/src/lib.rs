@@ -21,7 +21,7 @@ pub mod spec;
 pub use cache::{CacheNamespace, CacheStats, EmbeddingCache};
 pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest, GpuProbe};
 pub use error::{ErrorCode, ModelError, Result};
-pub use files::{locate_model_folder, ModelFolder};
+pub use files::{can_download, locate_model_folder, locate_or_download, ModelFolder};
 pub use loader::{LoaderRegistration, ModelLoader, Probe};
 pub use manager::{
     EmbeddingsOutput, InitReport, ModelHandle, ModelManager, ModelStatus, ModelStatusReport,

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::t5::{Config, T5ForConditionalGeneration};
 use decode::Decoder;
 pub use decode::Strategy;
-use model_manager_core::locate_model_folder;
+use model_manager_core::{can_download, locate_model_folder, locate_or_download};
 use model_manager_core::{
     DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelLoader,
     ModelSpec, Probe, Result, TextGenerator,
@@ -19,6 +19,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 const REQUIRED: &[&str] = &["config.json", "tokenizer.json"];
+/// Fetched too when downloading from the hub, where they exist.
+const OPTIONAL: &[&str] = &["model.safetensors", "model.safetensors.index.json"];
 const CODE: ErrorCode = ErrorCode::T5ModelLoadError;
 
 /// Option keys of `text2text` models: limits and default generation parameters.
@@ -51,6 +53,7 @@ impl ModelLoader for T5Loader {
                 ErrorCode::ModelNotFound,
                 format!("{} has no model.safetensors", folder.path.display()),
             ),
+            Err(_) if can_download(spec) => Probe::Accept,
             Err(e) => Probe::reject(e.code, e.message),
         }
     }
@@ -92,7 +95,7 @@ fn params_from_options(spec: &ModelSpec) -> Result<GenerationParams> {
 impl T5Generator {
     /// Loads `spec`'s folder onto `choice`'s device.
     pub fn load(spec: &ModelSpec, choice: &DeviceChoice) -> Result<Self> {
-        let folder = locate_model_folder(spec, REQUIRED)?;
+        let folder = locate_or_download(spec, REQUIRED, OPTIONAL)?;
         let dtype = dtype_option(spec)?;
         let device = candle_device(choice)?;
         let config_path = folder.file("config.json");
