@@ -1,11 +1,14 @@
 //! Type `embedding`: BERT-family SentenceTransformer models on candle.
 
 use crate::device::{candle_device, core_device, dtype_option};
-use crate::weights::{estimate_bytes, file_error, var_builder, weight_files};
+use crate::weights::{
+    estimate_bytes, estimate_spec_bytes, file_error, probe_safetensors_folder, var_builder,
+    weight_files,
+};
 use crate::BACKEND_NAME;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config};
-use model_manager_core::{can_download, locate_model_folder, locate_or_download};
+use model_manager_core::locate_or_download;
 use model_manager_core::{
     DeviceChoice, Embedder, ErrorCode, Model, ModelError, ModelInfo, ModelLoader, ModelSpec, Probe,
     Result,
@@ -47,24 +50,10 @@ impl ModelLoader for BertEmbeddingLoader {
         BACKEND_NAME
     }
     fn probe(&self, spec: &ModelSpec) -> Probe {
-        match locate_model_folder(spec, REQUIRED) {
-            Ok(folder) => match weight_files(&folder, ErrorCode::ModelNotFound) {
-                Ok(_) => Probe::Accept,
-                Err(_) => Probe::reject(
-                    ErrorCode::ModelNotFound,
-                    format!("{} has no model.safetensors", folder.path.display()),
-                ),
-            },
-            Err(_) if can_download(spec) => Probe::Accept,
-            Err(e) => Probe::reject(e.code, e.message),
-        }
+        probe_safetensors_folder(spec, REQUIRED)
     }
     fn estimate_bytes(&self, spec: &ModelSpec) -> Option<u64> {
-        let folder = locate_model_folder(spec, REQUIRED).ok()?;
-        estimate_bytes(
-            &weight_files(&folder, ErrorCode::ModelNotFound).ok()?,
-            dtype_option(spec).ok()?,
-        )
+        estimate_spec_bytes(spec, REQUIRED)
     }
     fn option_keys(&self) -> &[&str] {
         option_keys()

@@ -1,9 +1,12 @@
 //! Safetensors weights: one file or shards listed in `model.safetensors.index.json`.
 
+use crate::device::dtype_option;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use model_manager_core::ModelFolder;
-use model_manager_core::{ErrorCode, ModelError, Result};
+use model_manager_core::{
+    can_download, locate_model_folder, ErrorCode, ModelError, ModelSpec, Probe, Result,
+};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -80,4 +83,27 @@ pub fn file_error(
     ModelError::new(code, format!("cannot load {}: {cause}", file.display()))
         .with("file", file.display().to_string())
         .caused_by("LoadError", cause)
+}
+
+/// A loader's probe: the folder with `required` files and safetensors weights is there, or
+/// can still be downloaded.
+pub fn probe_safetensors_folder(spec: &ModelSpec, required: &[&str]) -> Probe {
+    match locate_model_folder(spec, required) {
+        Ok(folder) if weight_files(&folder, ErrorCode::ModelNotFound).is_ok() => Probe::Accept,
+        Ok(folder) => Probe::reject(
+            ErrorCode::ModelNotFound,
+            format!("{} has no model.safetensors", folder.path.display()),
+        ),
+        Err(_) if can_download(spec) => Probe::Accept,
+        Err(e) => Probe::reject(e.code, e.message),
+    }
+}
+
+/// A loader's memory estimate: the weights' size at the configured dtype.
+pub fn estimate_spec_bytes(spec: &ModelSpec, required: &[&str]) -> Option<u64> {
+    let folder = locate_model_folder(spec, required).ok()?;
+    estimate_bytes(
+        &weight_files(&folder, ErrorCode::ModelNotFound).ok()?,
+        dtype_option(spec).ok()?,
+    )
 }

@@ -190,55 +190,11 @@ fn pick_output(
         .outputs()
         .iter()
         .map(|o| {
-            (
-                o.name().to_owned(),
-                o.dtype()
-                    .tensor_shape()
-                    .map(|s| s.to_vec())
-                    .unwrap_or_default(),
-            )
+            let shape = o.dtype().tensor_shape().map(|s| s.to_vec());
+            (o.name().to_owned(), shape.unwrap_or_default())
         })
         .collect();
-    let names: Vec<String> = outputs
-        .iter()
-        .map(|(n, shape)| format!("{n} {shape:?}"))
-        .collect();
-    let chosen = match spec.option_str("output")? {
-        Some(wanted) => outputs.iter().find(|(n, _)| n == wanted).ok_or_else(|| {
-            let key = format!("models.{}.output", spec.id);
-            ModelError::config(
-                &key,
-                format!(
-                    "`{key}` = \"{wanted}\" is not an output of {}; outputs: {}",
-                    file.display(),
-                    names.join(", ")
-                ),
-            )
-        })?,
-        None => {
-            let preferred = [
-                "last_hidden_state",
-                "token_embeddings",
-                "sentence_embedding",
-            ];
-            let by_name = preferred
-                .iter()
-                .find_map(|p| outputs.iter().find(|(n, _)| n == p));
-            match (outputs.as_slice(), by_name) {
-                ([only], _) => only,
-                (_, Some(found)) => found,
-                _ => {
-                    let key = format!("models.{}.output", spec.id);
-                    return Err(ModelError::config(
-                        &key,
-                        format!("{} has several outputs ({}); set `{key}` to the one holding token or sentence embeddings", file.display(), names.join(", ")),
-                    )
-                    .for_model(&spec.id));
-                }
-            }
-        }
-    };
-    let (name, shape) = chosen;
+    let (name, shape) = choose_output(spec, &outputs, file)?;
     if !(2..=3).contains(&shape.len()) {
         return Err(load_error(
             spec,
@@ -251,6 +207,55 @@ fn pick_output(
     }
     let last = shape.last().copied().filter(|d| *d > 0).map(|d| d as usize);
     Ok((name.clone(), last))
+}
+
+/// The `output` setting's output, else the only one, else a recognisable name.
+fn choose_output<'a>(
+    spec: &ModelSpec,
+    outputs: &'a [(String, Vec<i64>)],
+    file: &std::path::Path,
+) -> Result<&'a (String, Vec<i64>)> {
+    let key = format!("models.{}.output", spec.id);
+    let listed = || {
+        let names: Vec<String> = outputs
+            .iter()
+            .map(|(n, shape)| format!("{n} {shape:?}"))
+            .collect();
+        names.join(", ")
+    };
+    if let Some(wanted) = spec.option_str("output")? {
+        return outputs.iter().find(|(n, _)| n == wanted).ok_or_else(|| {
+            ModelError::config(
+                &key,
+                format!(
+                    "`{key}` = \"{wanted}\" is not an output of {}; outputs: {}",
+                    file.display(),
+                    listed()
+                ),
+            )
+        });
+    }
+    const PREFERRED: [&str; 3] = [
+        "last_hidden_state",
+        "token_embeddings",
+        "sentence_embedding",
+    ];
+    let by_name = PREFERRED
+        .iter()
+        .find_map(|p| outputs.iter().find(|(n, _)| n == p));
+    match (outputs, by_name) {
+        ([only], _) => Ok(only),
+        (_, Some(found)) => Ok(found),
+        _ => Err(ModelError::config(
+            &key,
+            format!(
+                "{} has several outputs ({}); set `{key}` to the one holding token or sentence embeddings",
+                file.display(),
+                listed()
+            ),
+        )
+        .for_model(&spec.id)),
+    }
 }
 
 fn run_error(e: impl std::fmt::Display) -> ModelError {

@@ -96,16 +96,16 @@ impl Registry {
         let candidates = self.for_type(&spec.model_type);
         if candidates.is_empty() {
             let types = self.types();
+            let listed = if types.is_empty() {
+                "none".to_owned()
+            } else {
+                types.join(", ")
+            };
             return Err(ModelError::new(
                 ErrorCode::UnsupportedModelType,
                 format!(
-                    "Model type '{}' not supported; registered types: {}",
-                    spec.model_type,
-                    if types.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        types.join(", ")
-                    }
+                    "Model type '{}' not supported; registered types: {listed}",
+                    spec.model_type
                 ),
             )
             .for_model(&spec.id)
@@ -113,50 +113,11 @@ impl Registry {
             .with("registered_types", types));
         }
         self.check_options(spec, &candidates)?;
-        if spec.backend != "auto" {
-            let Some(loader) = candidates.iter().find(|l| l.backend() == spec.backend) else {
-                let backends: Vec<&str> = candidates.iter().map(|l| l.backend()).collect();
-                return Err(ModelError::new(
-                    ErrorCode::UnsupportedModelType,
-                    format!(
-                        "no backend `{}` for model type '{}'; available: {} (or `auto`)",
-                        spec.backend,
-                        spec.model_type,
-                        backends.join(", ")
-                    ),
-                )
-                .for_model(&spec.id)
-                .with("backends", backends));
-            };
-            return match loader.probe(spec) {
-                Probe::Accept => Ok(loader.clone()),
-                Probe::Reject { code, reason } => Err(ModelError::new(code, reason)
-                    .for_model(&spec.id)
-                    .with("backend", loader.backend())),
-            };
+        if spec.backend == "auto" {
+            resolve_auto(spec, &candidates)
+        } else {
+            resolve_named(spec, &candidates)
         }
-        let mut rejections = Vec::new();
-        for loader in &candidates {
-            match loader.probe(spec) {
-                Probe::Accept => return Ok(loader.clone()),
-                Probe::Reject { code, reason } => rejections.push((loader.backend(), code, reason)),
-            }
-        }
-        let code = rejections[0].1;
-        let reasons: Vec<String> = rejections
-            .iter()
-            .map(|(b, _, r)| format!("{b}: {r}"))
-            .collect();
-        Err(ModelError::new(
-            code,
-            format!(
-                "no backend can load model `{}`: {}",
-                spec.id,
-                reasons.join("; ")
-            ),
-        )
-        .for_model(&spec.id)
-        .with("tried", reasons))
     }
 
     /// Refuses option keys that none of the type's loaders reads.
@@ -199,4 +160,62 @@ impl Registry {
         }
         self.check_options(spec, &loaders)
     }
+}
+
+/// The loader named by `spec.backend`, if its probe accepts.
+fn resolve_named(
+    spec: &ModelSpec,
+    candidates: &[Arc<dyn ModelLoader>],
+) -> Result<Arc<dyn ModelLoader>> {
+    let Some(loader) = candidates.iter().find(|l| l.backend() == spec.backend) else {
+        let backends: Vec<&str> = candidates.iter().map(|l| l.backend()).collect();
+        return Err(ModelError::new(
+            ErrorCode::UnsupportedModelType,
+            format!(
+                "no backend `{}` for model type '{}'; available: {} (or `auto`)",
+                spec.backend,
+                spec.model_type,
+                backends.join(", ")
+            ),
+        )
+        .for_model(&spec.id)
+        .with("backends", backends));
+    };
+    match loader.probe(spec) {
+        Probe::Accept => Ok(loader.clone()),
+        Probe::Reject { code, reason } => Err(ModelError::new(code, reason)
+            .for_model(&spec.id)
+            .with("backend", loader.backend())),
+    }
+}
+
+/// The first loader whose probe accepts, or every loader's reason.
+fn resolve_auto(
+    spec: &ModelSpec,
+    candidates: &[Arc<dyn ModelLoader>],
+) -> Result<Arc<dyn ModelLoader>> {
+    let mut rejections = Vec::new();
+    for loader in candidates {
+        match loader.probe(spec) {
+            Probe::Accept => return Ok(loader.clone()),
+            Probe::Reject { code, reason } => rejections.push((loader.backend(), code, reason)),
+        }
+    }
+    let code = rejections
+        .first()
+        .map_or(ErrorCode::UnsupportedModelType, |r| r.1);
+    let reasons: Vec<String> = rejections
+        .iter()
+        .map(|(b, _, r)| format!("{b}: {r}"))
+        .collect();
+    Err(ModelError::new(
+        code,
+        format!(
+            "no backend can load model `{}`: {}",
+            spec.id,
+            reasons.join("; ")
+        ),
+    )
+    .for_model(&spec.id)
+    .with("tried", reasons))
 }

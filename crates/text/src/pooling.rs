@@ -57,6 +57,7 @@ fn pool_row<'a>(
     pooling: Pooling,
 ) -> Vec<f32> {
     match pooling {
+        Pooling::Cls if real.is_empty() => vec![0.0; dim],
         Pooling::Cls => row(0).to_vec(),
         Pooling::LastToken => real
             .last()

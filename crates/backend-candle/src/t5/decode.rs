@@ -140,6 +140,20 @@ impl Decoder {
     /// Beam search. Scores are summed log-probabilities divided by length^length_penalty.
     /// Stops when `num_beams` hypotheses have finished and (with `early_stopping`) at once,
     /// else once no running beam can beat the worst finished one.
+    /// Every beam's `k` best continuations as `(beam, token, log_prob)`, best first.
+    fn expand(&self, beams: &mut [Hypothesis], k: usize) -> Result<Vec<(usize, u32, f64)>> {
+        let mut candidates = Vec::with_capacity(beams.len() * k);
+        for (b, beam) in beams.iter_mut().enumerate() {
+            let log_probs = log_softmax(&self.logits(&mut beam.model, &beam.tokens)?);
+            for token in top_k(&log_probs, k) {
+                candidates.push((b, token, beam.log_prob + log_probs[token as usize] as f64));
+            }
+        }
+        // Stable: ties keep beam order, then token order, like greedy's first maximum.
+        candidates.sort_by(|x, y| y.2.total_cmp(&x.2));
+        Ok(candidates)
+    }
+
     fn beam(
         &self,
         model: T5ForConditionalGeneration,
@@ -155,15 +169,7 @@ impl Decoder {
         }];
         let mut finished: Vec<(Vec<u32>, f64)> = Vec::new();
         for step in 1..=self.max_length {
-            let mut candidates: Vec<(usize, u32, f64)> = Vec::new();
-            for (b, beam) in beams.iter_mut().enumerate() {
-                let log_probs = log_softmax(&self.logits(&mut beam.model, &beam.tokens)?);
-                for token in top_k(&log_probs, 2 * num_beams) {
-                    candidates.push((b, token, beam.log_prob + log_probs[token as usize] as f64));
-                }
-            }
-            // Stable: ties keep beam order, then token order, like greedy's first maximum.
-            candidates.sort_by(|x, y| y.2.total_cmp(&x.2));
+            let candidates = self.expand(&mut beams, 2 * num_beams)?;
             let mut next = Vec::with_capacity(num_beams);
             for (b, token, log_prob) in candidates {
                 if token == self.eos {

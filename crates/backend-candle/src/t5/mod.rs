@@ -3,13 +3,16 @@
 mod decode;
 
 use crate::device::{candle_device, core_device, dtype_option};
-use crate::weights::{estimate_bytes, file_error, var_builder, weight_files};
+use crate::weights::{
+    estimate_bytes, estimate_spec_bytes, file_error, probe_safetensors_folder, var_builder,
+    weight_files,
+};
 use crate::BACKEND_NAME;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::t5::{Config, T5ForConditionalGeneration};
 use decode::Decoder;
 pub use decode::Strategy;
-use model_manager_core::{can_download, locate_model_folder, locate_or_download};
+use model_manager_core::locate_or_download;
 use model_manager_core::{
     DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelLoader,
     ModelSpec, Probe, Result, TextGenerator,
@@ -47,19 +50,10 @@ impl ModelLoader for T5Loader {
         BACKEND_NAME
     }
     fn probe(&self, spec: &ModelSpec) -> Probe {
-        match locate_model_folder(spec, REQUIRED) {
-            Ok(folder) if weight_files(&folder, CODE).is_ok() => Probe::Accept,
-            Ok(folder) => Probe::reject(
-                ErrorCode::ModelNotFound,
-                format!("{} has no model.safetensors", folder.path.display()),
-            ),
-            Err(_) if can_download(spec) => Probe::Accept,
-            Err(e) => Probe::reject(e.code, e.message),
-        }
+        probe_safetensors_folder(spec, REQUIRED)
     }
     fn estimate_bytes(&self, spec: &ModelSpec) -> Option<u64> {
-        let folder = locate_model_folder(spec, REQUIRED).ok()?;
-        estimate_bytes(&weight_files(&folder, CODE).ok()?, dtype_option(spec).ok()?)
+        estimate_spec_bytes(spec, REQUIRED)
     }
     fn option_keys(&self) -> &[&str] {
         OPTION_KEYS

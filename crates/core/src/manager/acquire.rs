@@ -119,12 +119,11 @@ async fn start_load(
         match state.make_room(&spec.id, needed, inner.limits()) {
             Ok(evicted) => {
                 let (tx, rx) = watch::channel(None);
-                let slot = state.slots.get_mut(&spec.id).expect("slot exists");
-                slot.phase = Phase::Loading(rx.clone());
-                slot.estimated_bytes = plan.estimated_bytes;
-                slot.device = Some(plan.device.clone());
-                slot.backend = Some(plan.loader.backend().to_owned());
-                slot.fingerprint = Some(plan.fingerprint);
+                state
+                    .slots
+                    .get_mut(&spec.id)
+                    .expect("slot exists")
+                    .begin_load(rx.clone(), &plan);
                 drop(state);
                 spawn_load(inner.clone(), spec.clone(), plan, tx);
                 log_evictions(inner, &spec.id, evicted);
@@ -136,21 +135,7 @@ async fn start_load(
                     spec.id
                 )));
             }
-            Err(NoRoom::Busy) => {
-                let in_use: Vec<String> = state
-                    .slots
-                    .iter()
-                    .filter(|(_, s)| s.occupies_room())
-                    .map(|(id, s)| {
-                        format!(
-                            "{id} ({} refs{})",
-                            s.refs,
-                            if s.pinned { ", pinned" } else { "" }
-                        )
-                    })
-                    .collect();
-                in_use
-            }
+            Err(NoRoom::Busy) => state.in_use_summary(),
         }
     };
     let deadline =
@@ -168,6 +153,34 @@ async fn start_load(
         .with("in_use", in_use));
     }
     Ok(None)
+}
+
+impl super::slot::Slot {
+    /// Marks the slot as loading per `plan`; waiters watch `rx`.
+    fn begin_load(&mut self, rx: watch::Receiver<Option<LoadOutcome>>, plan: &LoadPlan) {
+        self.phase = Phase::Loading(rx);
+        self.estimated_bytes = plan.estimated_bytes;
+        self.device = Some(plan.device.clone());
+        self.backend = Some(plan.loader.backend().to_owned());
+        self.fingerprint = Some(plan.fingerprint);
+    }
+}
+
+impl super::slot::State {
+    /// `id (n refs[, pinned])` for every model holding room, for capacity errors.
+    fn in_use_summary(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.occupies_room())
+            .map(|(id, s)| {
+                format!(
+                    "{id} ({} refs{})",
+                    s.refs,
+                    if s.pinned { ", pinned" } else { "" }
+                )
+            })
+            .collect()
+    }
 }
 
 fn capacity_error(model_id: &str, message: String) -> ModelError {
