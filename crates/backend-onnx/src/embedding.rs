@@ -314,6 +314,9 @@ impl Embedder for OnnxEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         self.pipeline.embed(self, texts)
     }
+    fn count_tokens(&self, texts: &[&str]) -> Option<usize> {
+        self.pipeline.count_tokens(texts)
+    }
 }
 
 impl Model for OnnxEmbedder {

@@ -2,6 +2,7 @@
 
 mod commands;
 mod output;
+mod server;
 mod text;
 
 use clap::{Parser, Subcommand};
@@ -95,6 +96,24 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Serve the models over HTTP (OpenAI-compatible embeddings, generation, status, load/unload).
+    Serve {
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Require `Authorization: Bearer KEY` on /v1 routes.
+        #[arg(long, env = "MM_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = 2 * 1024 * 1024)]
+        max_body_bytes: usize,
+        /// Most texts in one embeddings request.
+        #[arg(long, default_value_t = 2048)]
+        max_inputs: usize,
+        /// Requests served at once; more are answered 503.
+        #[arg(long, default_value_t = 256)]
+        max_concurrent: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -156,6 +175,22 @@ fn run(cli: &Cli) -> Result<(), ModelError> {
                     ..Default::default()
                 };
                 text::generate(settings, model, prompt, params, cli.json).await
+            }
+            Command::Serve {
+                addr,
+                api_key,
+                max_body_bytes,
+                max_inputs,
+                max_concurrent,
+            } => {
+                let config = server::ServerConfig {
+                    addr: *addr,
+                    api_key: api_key.clone().filter(|k| !k.is_empty()),
+                    max_body_bytes: *max_body_bytes,
+                    max_inputs: *max_inputs,
+                    max_concurrent: *max_concurrent,
+                };
+                server::serve(model_manager::ModelManager::new(settings), config).await
             }
         }
     })

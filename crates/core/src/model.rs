@@ -48,10 +48,16 @@ pub trait Embedder {
     /// One vector per text, in input order. Blocking; the manager calls it off the async
     /// runtime.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Tokens the model reads for `texts` (after truncation), when it tokenizes: for usage
+    /// accounting.
+    fn count_tokens(&self, _texts: &[&str]) -> Option<usize> {
+        None
+    }
 }
 
 /// How to generate text. `None` fields take the model's configured defaults.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GenerationParams {
     /// Most tokens to generate.
     pub max_length: Option<usize>,

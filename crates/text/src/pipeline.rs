@@ -43,6 +43,12 @@ pub struct EmbeddingPipeline {
 }
 
 impl EmbeddingPipeline {
+    /// Tokens the model reads for `texts`, special tokens included, after truncation.
+    pub fn count_tokens(&self, texts: &[&str]) -> Option<usize> {
+        let tokens = self.tokenizer.encode(texts).ok()?;
+        Some(tokens.iter().map(|t| t.ids.len()).sum())
+    }
+
     /// One vector per text, in input order.
     pub fn embed(&self, encoder: &dyn TokenEncoder, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
