@@ -74,15 +74,16 @@ pub fn var_builder(
     })
 }
 
-/// An error about one file with the given code.
+/// An error about one file with the given code (`MODEL_LOAD_ERROR` or `T5_MODEL_LOAD_ERROR`).
 pub fn file_error(
     code: ErrorCode,
     file: &std::path::Path,
     cause: impl std::fmt::Display,
 ) -> ModelError {
-    ModelError::new(code, format!("cannot load {}: {cause}", file.display()))
-        .with("file", file.display().to_string())
-        .caused_by("LoadError", cause)
+    ModelError {
+        code,
+        ..model_manager_text::load_error(file, cause)
+    }
 }
 
 /// A loader's probe: the folder with `required` files and safetensors weights is there, or

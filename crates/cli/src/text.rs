@@ -144,17 +144,7 @@ pub async fn generate(
     json_out: bool,
 ) -> Result<(), ModelError> {
     let manager = ModelManager::new(settings);
-    let handle = manager.get_text_generation_model(model).await?;
-    let prompt = prompt.to_owned();
-    let text =
-        tokio::task::spawn_blocking(move || handle.text_generator()?.generate(&prompt, &params))
-            .await
-            .map_err(|e| {
-                ModelError::new(
-                    ErrorCode::GenerationError,
-                    format!("generation panicked: {e}"),
-                )
-            })??;
+    let text = manager.generate_text(model, prompt, &params).await?;
     if json_out {
         print_json(&json!({"success": true, "model": model, "text": text}));
     } else {

@@ -142,20 +142,10 @@ pub async fn generate(
     body: Result<Json<GenerateRequest>, JsonRejection>,
 ) -> Answer {
     let Json(request) = body?;
-    let handle = state
+    let text = state
         .manager
-        .get_text_generation_model(&request.model)
+        .generate_text(&request.model, &request.prompt, &request.params)
         .await?;
-    let (prompt, params) = (request.prompt, request.params);
-    let text =
-        tokio::task::spawn_blocking(move || handle.text_generator()?.generate(&prompt, &params))
-            .await
-            .map_err(|e| {
-                ModelError::new(
-                    ErrorCode::GenerationError,
-                    format!("generation panicked: {e}"),
-                )
-            })??;
     Ok(Json(
         json!({"success": true, "model": request.model, "text": text}),
     ))

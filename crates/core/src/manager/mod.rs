@@ -124,6 +124,27 @@ impl ModelManager {
         Ok(handle)
     }
 
+    /// Generates text with `model_id` on a blocking thread, holding a reference meanwhile.
+    pub async fn generate_text(
+        &self,
+        model_id: &str,
+        prompt: &str,
+        params: &crate::GenerationParams,
+    ) -> Result<String> {
+        let handle = self.get_text_generation_model(model_id).await?;
+        let (prompt, params) = (prompt.to_owned(), params.clone());
+        tokio::task::spawn_blocking(move || handle.text_generator()?.generate(&prompt, &params))
+            .await
+            .map_err(|e| {
+                ModelError::new(
+                    ErrorCode::GenerationError,
+                    format!("the generator of model `{model_id}` panicked"),
+                )
+                .caused_by("Panic", e)
+            })?
+            .map_err(|e| e.for_model(model_id))
+    }
+
     /// Returns one reference taken with [`ModelHandle::detach`] (the seed's explicit form).
     /// Returns the references left on the model.
     pub async fn release_model(&self, model_id: &str) -> Result<usize> {
