@@ -81,3 +81,10 @@ fetch onnxruntime 1.32.0 onnxruntime/ "$models_dir/onnxruntime" \
     capi/libonnxruntime.so.1.32.0 6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f \
     "--python-version 3.11 --platform manylinux_2_28_x86_64" \
     capi/libonnxruntime.so.1.32.0,datasets/mul_1.onnx,datasets/sigmoid.onnx,datasets/logreg_iris.onnx
+
+# The 8x8 handwritten digits data set inside scikit-learn's wheel: training and held-out data
+# for the custom-vision plugin's classifier (`train-digits`).
+fetch scikit-learn 1.5.2 sklearn/datasets/ "$models_dir/digits" \
+    data/digits.csv.gz 09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22 \
+    "--python-version 3.11 --platform manylinux_2_17_x86_64" \
+    data/digits.csv.gz,descr/digits.rst

@@ -3,7 +3,7 @@
 //! The README below is this crate's front page; its Rust examples compile as doc tests.
 //!
 //! This facade re-exports [`model_manager_core`] and links the backends chosen with cargo
-//! features (`candle`, `onnx`, on by default), so their statically registered loaders are
+//! features (`candle`, `onnx`, `plugins`, on by default), so their statically registered loaders are
 //! kept by the linker and found by [`Registry::with_static_loaders`].
 
 #![doc = include_str!("../README.md")]
@@ -14,3 +14,5 @@ pub use model_manager_core::*;
 pub use model_manager_candle as candle;
 #[cfg(feature = "onnx")]
 pub use model_manager_onnx as onnx;
+#[cfg(feature = "plugins")]
+pub use model_manager_plugin_host as plugin_host;

@@ -3,8 +3,8 @@
 use crate::session::{build_session, onnx_file, SESSION_OPTION_KEYS};
 use crate::BACKEND_NAME;
 use model_manager_core::{
-    locate_model_folder, DeviceChoice, ErrorCode, Infer, Model, ModelError, ModelInfo, ModelLoader,
-    ModelSpec, NamedTensors, Probe, Result, TensorData, TensorValue,
+    locate_model_folder, DeviceChoice, ErrorCode, Infer, InferValue, Model, ModelError, ModelInfo,
+    ModelLoader, ModelSpec, NamedValues, Probe, Result, TensorData, TensorValue,
 };
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType};
@@ -136,13 +136,19 @@ impl OnnxTensorModel {
 }
 
 impl Infer for OnnxTensorModel {
-    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
+    fn infer(&self, inputs: &NamedValues) -> Result<NamedValues> {
         let mut feeds: Vec<(String, DynValue)> = Vec::new();
         for (name, _) in &self.inputs {
             let tensor = inputs.get(name).ok_or_else(|| {
                 bad_input(format!(
                     "missing input `{name}`; the graph takes {}",
                     self.input_names().join(", ")
+                ))
+            })?;
+            let tensor = tensor.as_tensor().ok_or_else(|| {
+                bad_input(format!(
+                    "input `{name}` must be a tensor, not {}",
+                    tensor.kind()
                 ))
             })?;
             feeds.push((name.clone(), to_value(name, tensor)?));
@@ -160,7 +166,10 @@ impl Infer for OnnxTensorModel {
         let outputs = session.run(feeds).map_err(run_error)?;
         outputs
             .iter()
-            .map(|(name, value)| Ok((name.to_owned(), from_value(name, &value)?)))
+            .map(|(name, value)| {
+                let tensor = from_value(name, &value)?;
+                Ok((name.to_owned(), InferValue::Tensor(tensor)))
+            })
             .collect()
     }
 }

@@ -1,7 +1,7 @@
 //! The real ONNX models and runtime fetched by scripts/fetch-models.sh, through the manager.
 
 use model_manager_core::{
-    ErrorCode, ModelManager, NamedTensors, Settings, TensorData, TensorValue,
+    ErrorCode, InferValue, ModelManager, NamedValues, Settings, TensorData, TensorValue,
 };
 use model_manager_onnx as _;
 use std::path::PathBuf;
@@ -175,16 +175,16 @@ async fn a_generic_onnx_model_runs_on_named_tensors() {
     );
     let handle = manager.get_model("mul").await.unwrap();
     let model = handle.model().as_infer().expect("generic models infer");
-    let mut inputs = NamedTensors::new();
+    let mut inputs = NamedValues::new();
     inputs.insert(
         "X".into(),
-        TensorValue {
+        InferValue::Tensor(TensorValue {
             shape: vec![3, 2],
             data: TensorData::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
-        },
+        }),
     );
     let outputs = model.infer(&inputs).unwrap();
-    let y = &outputs["Y"];
+    let y = outputs["Y"].as_tensor().expect("a tensor output");
     assert_eq!(y.shape, vec![3, 2]);
     // mul_1.onnx multiplies X by [[1, 2], [3, 4], [5, 6]] element-wise.
     assert_eq!(
@@ -194,15 +194,20 @@ async fn a_generic_onnx_model_runs_on_named_tensors() {
 
     inputs.insert(
         "X".into(),
-        TensorValue {
+        InferValue::Tensor(TensorValue {
             shape: vec![3, 3],
             data: TensorData::F32(vec![1.0; 6]),
-        },
+        }),
     );
     assert_eq!(
         model.infer(&inputs).unwrap_err().code,
         ErrorCode::InvalidInput
     );
-    let err = model.infer(&NamedTensors::new()).unwrap_err();
+    inputs.insert("X".into(), InferValue::Text("not a tensor".into()));
+    assert_eq!(
+        model.infer(&inputs).unwrap_err().code,
+        ErrorCode::InvalidInput
+    );
+    let err = model.infer(&NamedValues::new()).unwrap_err();
     assert!(err.message.contains("missing input `X`"), "{}", err.message);
 }

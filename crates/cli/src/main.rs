@@ -1,7 +1,10 @@
 //! `mm`: inspect and drive the models of a model-manager settings file.
 
 mod commands;
+mod embed_io;
+mod infer;
 mod output;
+mod plugins;
 mod server;
 mod text;
 
@@ -41,14 +44,20 @@ enum Command {
     Status,
     /// Validate the settings file (keys, types, environment overrides).
     Check,
-    /// Embed texts and print the vectors.
+    /// Embed texts (arguments, or a file / stdin) and print or save the vectors.
     Embed {
         /// Configured model id.
         #[arg(long, default_value = "embedding")]
         model: String,
         /// Texts to embed.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "input")]
         texts: Vec<String>,
+        /// More texts: one per line, or JSONL with a `text` field; `-` reads stdin.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Save the vectors: `.jsonl` ({"index", "embedding"} per text) or `.npy` (float32 [n, d]).
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Cosine similarity matrix of texts.
     Similarity {
@@ -96,6 +105,24 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Run a custom model type (plugin or ONNX graph) on images and/or named JSON inputs.
+    Infer {
+        /// Configured model id.
+        #[arg(long)]
+        model: String,
+        /// Image file(s); each is one call with the image as input `image`.
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        /// Named inputs as a JSON object, e.g. '{"top_k": 5}' or
+        /// '{"X": {"shape": [1, 2], "dtype": "f32", "data": [1, 2]}}'.
+        #[arg(long)]
+        input: Option<String>,
+    },
+    /// Plugin libraries: list the configured ones, or check one file safely.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
     /// Serve the models over HTTP (OpenAI-compatible embeddings, generation, status, load/unload).
     Serve {
         /// Address to listen on (loopback by default).
@@ -113,6 +140,20 @@ enum Command {
         /// Requests served at once; more are answered 503.
         #[arg(long, default_value_t = 256)]
         max_concurrent: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// The plugins the settings name (plugins.dirs, plugins.paths), with their types.
+    List,
+    /// Load one library in a child process and report whether it is a usable plugin.
+    Check {
+        /// The library file.
+        file: PathBuf,
+        /// Load in this process (what the child runs).
+        #[arg(long, hide = true)]
+        in_process: bool,
     },
 }
 
@@ -134,7 +175,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), ModelError> {
-    let settings = Settings::from_file(&cli.config)?;
+    // Checking a plugin file needs no settings file; it honours one that exists.
+    let standalone = matches!(
+        cli.command,
+        Command::Plugins {
+            command: PluginsCommand::Check { .. }
+        }
+    );
+    let settings = if standalone && !cli.config.exists() {
+        Settings::default()
+    } else {
+        Settings::from_file(&cli.config)?
+    };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| {
         ModelError::new(
             model_manager::ErrorCode::ConfigError,
@@ -147,7 +199,18 @@ fn run(cli: &Cli) -> Result<(), ModelError> {
             Command::Models => commands::models(settings, cli.json).await,
             Command::Status => commands::status(settings, cli.json).await,
             Command::Check => commands::check(settings, &cli.config, cli.json).await,
-            Command::Embed { model, texts } => text::embed(settings, model, texts, cli.json).await,
+            Command::Embed {
+                model,
+                texts,
+                input,
+                output,
+            } => {
+                let mut texts = texts.clone();
+                if let Some(input) = input {
+                    texts.extend(embed_io::read_texts(input)?);
+                }
+                text::embed(settings, model, &texts, output.as_deref(), cli.json).await
+            }
             Command::Similarity { model, texts } => {
                 text::similarity(settings, model, texts, cli.json).await
             }
@@ -176,6 +239,19 @@ fn run(cli: &Cli) -> Result<(), ModelError> {
                 };
                 text::generate(settings, model, prompt, params, cli.json).await
             }
+            Command::Infer {
+                model,
+                image,
+                input,
+            } => infer::infer(settings, model, image, input.as_deref(), cli.json).await,
+            Command::Plugins { command } => match command {
+                PluginsCommand::List => plugins::list(&settings, cli.json),
+                PluginsCommand::Check {
+                    file,
+                    in_process: true,
+                } => plugins::check_here(&settings, file),
+                PluginsCommand::Check { file, .. } => plugins::check(&cli.config, file, cli.json),
+            },
             Command::Serve {
                 addr,
                 api_key,

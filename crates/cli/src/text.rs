@@ -1,5 +1,6 @@
 //! The text commands: embed, similarity, search, generate.
 
+use crate::embed_io::{embed_in_chunks, EmbeddingFile};
 use crate::output::print_json;
 use model_manager::{ErrorCode, GenerationParams, ModelError, ModelManager, Settings};
 use serde_json::json;
@@ -27,14 +28,48 @@ fn shorten(text: &str, width: usize) -> String {
     format!("{cut}…")
 }
 
+/// `mm embed --output FILE`: vectors to a file, a summary to stdout.
+async fn embed_to_file(
+    manager: &ModelManager,
+    model: &str,
+    texts: &[String],
+    output: &Path,
+    json_out: bool,
+) -> Result<(), ModelError> {
+    let mut file = EmbeddingFile::create(output, texts.len())?;
+    let summary = embed_in_chunks(manager, model, texts, |vectors| file.append(&vectors)).await?;
+    file.finish()?;
+    if json_out {
+        print_json(&json!({
+            "success": true, "model": model, "dimension": summary.dimension,
+            "count": summary.count, "cache_hits": summary.cache_hits, "output": output,
+        }));
+    } else {
+        println!(
+            "wrote {} vectors of {} dims to {} ({} from cache)",
+            summary.count,
+            summary.dimension,
+            output.display(),
+            summary.cache_hits
+        );
+    }
+    Ok(())
+}
+
 /// `mm embed`.
 pub async fn embed(
     settings: Settings,
     model: &str,
     texts: &[String],
+    output: Option<&Path>,
     json_out: bool,
 ) -> Result<(), ModelError> {
     let manager = ModelManager::new(settings);
+    if let Some(output) = output {
+        embed_to_file(&manager, model, texts, output, json_out).await?;
+        manager.shutdown().await?;
+        return Ok(());
+    }
     let out = manager.generate_embeddings(texts, model).await?;
     if json_out {
         print_json(&json!({

@@ -9,10 +9,9 @@ fn mm() -> Command {
     cmd
 }
 
-fn json_of(output: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(output)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(output)))
-}
+mod common;
+
+use common::json_of;
 
 #[test]
 fn models_lists_the_default_settings() {
@@ -176,4 +175,120 @@ fn generate_without_t5_files_names_the_places_tried() {
         value["message"].as_str().unwrap().contains("models/t5"),
         "{value}"
     );
+}
+
+/// The reference embeddings of `tests/fixtures/minilm_sentences.txt`, in file order.
+fn reference() -> Vec<(String, Vec<f32>)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/minilm_reference.json"
+    ))
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let vector = item["embedding"].as_array().unwrap();
+            let vector = vector.iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            (item["text"].as_str().unwrap().to_owned(), vector)
+        })
+        .collect()
+}
+
+fn assert_matches_reference(rows: &[Vec<f32>], expected: &[(String, Vec<f32>)]) {
+    assert_eq!(rows.len(), expected.len());
+    for (row, (text, want)) in rows.iter().zip(expected) {
+        let dot: f32 = row.iter().zip(want).map(|(a, b)| a * b).sum();
+        assert!(dot > 0.9999, "cosine {dot} for {text:?}");
+    }
+}
+
+#[test]
+fn embed_from_a_file_to_npy_and_from_stdin_jsonl_to_jsonl_match_the_reference() {
+    let expected = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("vectors.npy");
+    mm().args([
+        "embed",
+        "--input",
+        "tests/fixtures/minilm_sentences.txt",
+        "--output",
+    ])
+    .arg(&npy)
+    .assert()
+    .success();
+    let bytes = std::fs::read(&npy).unwrap();
+    let file = npyz::NpyFile::new(bytes.as_slice()).unwrap();
+    assert_eq!(file.shape(), &[expected.len() as u64, 384]);
+    let flat: Vec<f32> = file.into_vec().unwrap();
+    let rows: Vec<Vec<f32>> = flat.chunks(384).map(<[f32]>::to_vec).collect();
+    assert_matches_reference(&rows, &expected);
+
+    let jsonl_in: String = expected
+        .iter()
+        .map(|(text, _)| format!("{}\n", serde_json::json!({"text": text, "id": 7})))
+        .collect();
+    let jsonl = dir.path().join("vectors.jsonl");
+    mm().args(["embed", "--input", "-", "--output"])
+        .arg(&jsonl)
+        .write_stdin(jsonl_in)
+        .assert()
+        .success();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().enumerate().all(|(i, l)| l["index"] == i));
+    let rows: Vec<Vec<f32>> = lines
+        .iter()
+        .map(|l| serde_json::from_value(l["embedding"].clone()).unwrap())
+        .collect();
+    assert_matches_reference(&rows, &expected);
+
+    // Without --output, --json prints the vectors themselves.
+    let out = mm()
+        .args([
+            "--json",
+            "embed",
+            "--input",
+            "tests/fixtures/minilm_sentences.txt",
+        ])
+        .assert()
+        .success();
+    let value = json_of(&out.get_output().stdout);
+    let rows: Vec<Vec<f32>> = serde_json::from_value(value["embeddings"].clone()).unwrap();
+    assert_matches_reference(&rows, &expected);
+}
+
+#[test]
+fn embed_file_errors_exit_1_and_leave_no_partial_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("vectors.csv");
+    let out = mm()
+        .args(["--json", "embed", "hello", "--output"])
+        .arg(&bad)
+        .assert()
+        .code(1);
+    assert_eq!(json_of(&out.get_output().stdout)["code"], "INVALID_INPUT");
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let out = mm()
+        .args(["--json", "embed", "--input"])
+        .arg(&empty)
+        .assert()
+        .code(1);
+    assert_eq!(json_of(&out.get_output().stdout)["code"], "INVALID_INPUT");
+    let npy = dir.path().join("v.npy");
+    mm().args(["--json", "embed", "--model", "nope", "x", "--output"])
+        .arg(&npy)
+        .assert()
+        .code(1);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["empty.txt"], "no output or partial files");
 }

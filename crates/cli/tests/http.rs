@@ -1,85 +1,8 @@
 //! The real `mm serve` on a loopback port, driven with plain HTTP/1.1 requests.
+mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("mm"));
-        cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .env_remove("MM_CONFIG")
-            .env_remove("MM_API_KEY")
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("mm: listening on http://") {
-                break addr.to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, addr }
-    }
-
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> (u16, serde_json::Value) {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        stream
-            .write_all(format!("{head}\r\n{body}").as_bytes())
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status: u16 = response[9..12].parse().unwrap();
-        let payload = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (
-            status,
-            serde_json::from_str(payload).unwrap_or(serde_json::Value::Null),
-        )
-    }
-
-    fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
-        self.request("POST", path, body, &[])
-    }
-
-    fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        self.request("GET", path, "", &[])
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Server;
+use std::process::Command;
 
 fn decode_base64_f32(text: &str) -> Vec<f32> {
     use base64::Engine;

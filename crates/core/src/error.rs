@@ -42,11 +42,14 @@ pub enum ErrorCode {
     PluginAbiMismatch,
     /// Generating text failed at run time (not a load failure, not the caller's input).
     GenerationError,
+    /// Running a model through generic inference failed at run time (including a plugin
+    /// model that panicked).
+    InferenceError,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::ModelNotConfigured,
         ErrorCode::InvalidModelType,
         ErrorCode::ModelNotFound,
@@ -64,6 +67,7 @@ impl ErrorCode {
         ErrorCode::PluginLoadError,
         ErrorCode::PluginAbiMismatch,
         ErrorCode::GenerationError,
+        ErrorCode::InferenceError,
     ];
 
     /// The code as it appears on the wire, e.g. `MODEL_NOT_CONFIGURED`.
@@ -86,6 +90,7 @@ impl ErrorCode {
             ErrorCode::PluginLoadError => "PLUGIN_LOAD_ERROR",
             ErrorCode::PluginAbiMismatch => "PLUGIN_ABI_MISMATCH",
             ErrorCode::GenerationError => "GENERATION_ERROR",
+            ErrorCode::InferenceError => "INFERENCE_ERROR",
         }
     }
 }
@@ -159,6 +164,21 @@ impl ModelError {
     /// The seed's JSON response shape as a value.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// Reads an error back from the seed's JSON shape (as [`ModelError::to_json`] writes
+    /// it), e.g. the answer of a child process; `None` if `value` is not one.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        let code = serde_json::from_value(value.get("code")?.clone()).ok()?;
+        Some(Self {
+            code,
+            message: value.get("message")?.as_str()?.to_owned(),
+            details: value
+                .get("details")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        })
     }
 }
 

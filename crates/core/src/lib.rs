@@ -14,6 +14,7 @@ pub mod fingerprint;
 pub mod loader;
 pub mod manager;
 pub mod model;
+pub mod plugins;
 pub mod registry;
 pub mod settings;
 pub mod spec;
@@ -28,10 +29,12 @@ pub use manager::{
     ServiceStatus, ShutdownReport,
 };
 pub use model::{
-    Embedder, GenerationParams, Infer, Model, ModelInfo, NamedTensors, TensorData, TensorValue,
-    TextGenerator,
+    Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo, NamedValues,
+    TensorData, TensorValue, TextGenerator,
 };
+pub use plugins::{PluginHost, PluginHostRegistration, PluginRecord, PluginTypeRecord};
 pub use registry::Registry;
+pub use settings::PluginSettings;
 pub use settings::Settings;
 pub use spec::ModelSpec;
 

@@ -119,11 +119,86 @@ pub struct TensorValue {
     pub data: TensorData,
 }
 
-/// Tensors by name.
-pub type NamedTensors = BTreeMap<String, TensorValue>;
+/// An image for generic inference: encoded file bytes (`format` png, jpeg…) or raw pixels
+/// (`format` raw, with width, height and channels). In JSON the bytes are base64.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageValue {
+    /// The bytes, base64 in JSON.
+    #[serde(rename = "base64", with = "base64_bytes")]
+    pub bytes: Vec<u8>,
+    /// Pixels per row; 0 when the decoder finds out.
+    #[serde(default)]
+    pub width: u32,
+    /// Rows; 0 when the decoder finds out.
+    #[serde(default)]
+    pub height: u32,
+    /// Channels per pixel; 0 when the decoder finds out.
+    #[serde(default)]
+    pub channels: u32,
+    /// `png`, `jpeg`, `raw`, or empty to let the model guess.
+    #[serde(default)]
+    pub format: String,
+}
 
-/// A model used as a function from named tensors to named tensors.
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One named input or output of generic inference. In JSON: a tensor is
+/// `{"shape", "dtype", "data"}`, an image `{"base64", "format", …}`, text a string, and
+/// anything else free-form JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InferValue {
+    /// A tensor.
+    Tensor(TensorValue),
+    /// An image.
+    Image(ImageValue),
+    /// Text.
+    Text(String),
+    /// Free-form JSON (labels, scores, options…).
+    Json(serde_json::Value),
+}
+
+impl InferValue {
+    /// The tensor, if this is one.
+    pub fn as_tensor(&self) -> Option<&TensorValue> {
+        match self {
+            InferValue::Tensor(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// What kind of value this is, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InferValue::Tensor(_) => "a tensor",
+            InferValue::Image(_) => "an image",
+            InferValue::Text(_) => "text",
+            InferValue::Json(_) => "JSON",
+        }
+    }
+}
+
+/// Values by name: the inputs or outputs of generic inference.
+pub type NamedValues = BTreeMap<String, InferValue>;
+
+/// A model used as a function from named values to named values (tensors for ONNX graphs;
+/// images, text and JSON too for plugin types).
 pub trait Infer {
     /// Runs the model. Blocking; call it off the async runtime.
-    fn infer(&self, inputs: &NamedTensors) -> Result<NamedTensors>;
+    fn infer(&self, inputs: &NamedValues) -> Result<NamedValues>;
 }

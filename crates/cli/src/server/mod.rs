@@ -52,6 +52,7 @@ pub fn router(manager: ModelManager, config: ServerConfig) -> Router {
         .route("/v1/generate", post(routes::generate))
         .route("/v1/models", get(routes::models))
         .route("/v1/models/{id}/load", post(routes::load))
+        .route("/v1/models/{id}/infer", post(routes::infer))
         .route("/v1/models/{id}/unload", post(routes::unload))
         .route("/v1/status", get(routes::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit))

@@ -174,6 +174,27 @@ pub async fn status(State(state): State<AppState>) -> Answer {
     Ok(Json(value))
 }
 
+/// `POST /v1/models/{id}/infer` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferRequest {
+    inputs: model_manager::NamedValues,
+}
+
+/// `POST /v1/models/{id}/infer`: generic inference on named inputs (tensors, images as
+/// base64, text, JSON).
+pub async fn infer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<InferRequest>, JsonRejection>,
+) -> Answer {
+    let Json(request) = body?;
+    let outputs = state.manager.infer(&id, request.inputs).await?;
+    Ok(Json(
+        json!({"success": true, "model": id, "outputs": outputs}),
+    ))
+}
+
 /// `POST /v1/models/{id}/load` body.
 #[derive(Deserialize, Default)]
 pub struct LoadRequest {

@@ -65,6 +65,13 @@ impl ModelHandle {
             .ok_or_else(|| self.wrong_kind("a text generation model"))
     }
 
+    /// The model as a generic inference function, or `INVALID_MODEL_TYPE`.
+    pub fn infer_model(&self) -> Result<&dyn crate::Infer> {
+        self.model
+            .as_infer()
+            .ok_or_else(|| self.wrong_kind("a model that runs generic inference"))
+    }
+
     /// The backend's concrete model type, for raw access (model, tokenizer, device).
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
         self.model.as_any().downcast_ref::<T>()

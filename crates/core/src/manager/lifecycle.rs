@@ -41,6 +41,11 @@ impl ModelManager {
         if inner.initialized.load(Ordering::Acquire) {
             return Ok(InitReport::default());
         }
+        if inner.settings.plugins.enabled {
+            let records =
+                crate::plugins::load_configured(&inner.settings.plugins, &inner.registry)?;
+            *inner.plugins.lock() = records;
+        }
         for spec in inner.settings.models.values() {
             inner.registry.validate_spec(spec)?;
         }

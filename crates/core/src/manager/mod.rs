@@ -49,6 +49,7 @@ pub(crate) struct Inner {
     pub shutting_down: AtomicBool,
     pub init_lock: tokio::sync::Mutex<()>,
     pub cache_load_error: Mutex<Option<ModelError>>,
+    pub plugins: Mutex<Vec<crate::PluginRecord>>,
 }
 
 impl Drop for Inner {
@@ -82,6 +83,7 @@ impl ModelManager {
             shutting_down: AtomicBool::new(false),
             init_lock: tokio::sync::Mutex::new(()),
             cache_load_error: Mutex::new(None),
+            plugins: Mutex::new(Vec::new()),
         };
         Self {
             inner: Arc::new(inner),
@@ -143,6 +145,32 @@ impl ModelManager {
                 .caused_by("Panic", e)
             })?
             .map_err(|e| e.for_model(model_id))
+    }
+
+    /// Runs generic inference with `model_id` on a blocking thread, holding a reference
+    /// meanwhile (`INVALID_MODEL_TYPE` for a model that does not infer).
+    pub async fn infer(
+        &self,
+        model_id: &str,
+        inputs: crate::NamedValues,
+    ) -> Result<crate::NamedValues> {
+        let handle = self.get_model(model_id).await?;
+        handle.infer_model()?;
+        tokio::task::spawn_blocking(move || handle.infer_model()?.infer(&inputs))
+            .await
+            .map_err(|e| {
+                ModelError::new(
+                    ErrorCode::InferenceError,
+                    format!("model `{model_id}` panicked during inference"),
+                )
+                .caused_by("Panic", e)
+            })?
+            .map_err(|e| e.for_model(model_id))
+    }
+
+    /// The plugins loaded at initialize.
+    pub fn plugins(&self) -> Vec<crate::PluginRecord> {
+        self.inner.plugins.lock().clone()
     }
 
     /// Returns one reference taken with [`ModelHandle::detach`] (the seed's explicit form).

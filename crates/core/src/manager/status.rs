@@ -91,6 +91,8 @@ pub struct ServiceStatus {
     pub cache_restore_error: Option<ModelError>,
     /// Model types with a registered loader.
     pub registered_types: Vec<String>,
+    /// Plugins loaded at initialize.
+    pub plugins: Vec<crate::PluginRecord>,
     /// Resident memory of this process, with `memory_monitoring = true` on Linux.
     pub process_resident_bytes: Option<u64>,
     /// Every configured model.
@@ -179,6 +181,7 @@ impl ModelManager {
             cache,
             cache_restore_error: inner.cache_load_error.lock().clone(),
             registered_types: inner.registry.types(),
+            plugins: inner.plugins.lock().clone(),
             process_resident_bytes: inner
                 .settings
                 .memory_monitoring

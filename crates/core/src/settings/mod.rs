@@ -48,6 +48,20 @@ pub struct CacheSettings {
     pub path: PathBuf,
 }
 
+/// `plugins.*`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PluginSettings {
+    /// Load plugins at all.
+    pub enabled: bool,
+    /// Folders whose libraries are loaded.
+    pub dirs: Vec<PathBuf>,
+    /// Library files to load.
+    pub paths: Vec<PathBuf>,
+    /// Expected sha256 (lowercase hex) by file name; a library that does not match is refused
+    /// before it is opened.
+    pub sha256: BTreeMap<String, String>,
+}
+
 /// The validated settings of one manager.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -75,6 +89,8 @@ pub struct Settings {
     pub memory_monitoring: bool,
     /// `shutdown_timeout_seconds`.
     pub shutdown_timeout: Duration,
+    /// `plugins.*`.
+    pub plugins: PluginSettings,
     /// `models.<id>.*`, by id.
     pub models: BTreeMap<String, ModelSpec>,
     /// The file the settings came from, if any.
@@ -185,6 +201,12 @@ impl Settings {
             log_model_usage: r.bool("log_model_usage"),
             memory_monitoring: r.bool("memory_monitoring"),
             shutdown_timeout: Duration::from_secs_f64(r.f64("shutdown_timeout_seconds")),
+            plugins: PluginSettings {
+                enabled: r.bool("plugins.enabled"),
+                dirs: r.paths("plugins.dirs"),
+                paths: r.paths("plugins.paths"),
+                sha256: plugin_pins(&flat),
+            },
             models,
             source,
         })
@@ -205,6 +227,15 @@ impl Settings {
         self.models.insert(spec.id.clone(), spec);
         self
     }
+}
+
+fn plugin_pins(flat: &FlatMap) -> BTreeMap<String, String> {
+    flat.iter()
+        .filter_map(|(k, v)| {
+            let file = k.strip_prefix(schema::PLUGIN_SHA256_PREFIX)?;
+            Some((file.to_owned(), v.as_str()?.to_ascii_lowercase()))
+        })
+        .collect()
 }
 
 /// Global keys of backend sections, with paths resolved.
@@ -278,6 +309,8 @@ fn validate(flat: &FlatMap) -> Result<()> {
             value::check(key, def.kind, value)?;
         } else if let Some(rest) = key.strip_prefix("models.") {
             validate_model_key(key, rest, value)?;
+        } else if key.starts_with(schema::PLUGIN_SHA256_PREFIX) {
+            validate_sha256_pin(key, value)?;
         } else {
             return Err(unknown_key(key));
         }
@@ -304,6 +337,20 @@ fn validate_model_key(key: &str, rest: &str, value: &toml::Value) -> Result<()> 
     // Other keys are backend options: the model's loaders check them (see
     // `ModelLoader::option_keys`), since only they know which they read.
     Ok(())
+}
+
+fn validate_sha256_pin(key: &str, value: &toml::Value) -> Result<()> {
+    let is_hex_digest = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match value.as_str() {
+        Some(s) if is_hex_digest(s) => Ok(()),
+        _ => Err(ModelError::config(
+            key,
+            format!(
+                "settings key `{key}` expects a sha256 digest (64 hex digits), found {}",
+                value::describe_found(value)
+            ),
+        )),
+    }
 }
 
 fn unknown_key(key: &str) -> ModelError {

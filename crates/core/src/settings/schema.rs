@@ -28,6 +28,8 @@ pub enum Kind {
     Path,
     /// `auto`, `cpu`, `gpu`, `cuda` or `cuda:N`.
     Device,
+    /// A list of paths; in an environment variable, separated by `:`.
+    PathList,
 }
 
 impl Kind {
@@ -41,6 +43,7 @@ impl Kind {
             Kind::Str => "a string".into(),
             Kind::Path => "a path (string)".into(),
             Kind::Device => "a device: auto, cpu, gpu, cuda or cuda:N".into(),
+            Kind::PathList => "a list of paths (array of strings)".into(),
         }
     }
 }
@@ -67,6 +70,9 @@ const fn key(key: &'static str, kind: Kind, default: &'static str, doc: &'static
     }
 }
 
+/// Prefix of the optional sha256 pins of plugin files: `plugins.sha256."<file name>"`.
+pub const PLUGIN_SHA256_PREFIX: &str = "plugins.sha256.";
+
 /// Keys outside `models.*`: the seed's global keys plus ours.
 pub const GLOBAL_KEYS: &[KeyDef] = &[
     key("device_preference", Kind::Choice(&["auto", "cpu", "gpu"]), "\"auto\"", "Where models run unless a model says otherwise."),
@@ -90,6 +96,9 @@ pub const GLOBAL_KEYS: &[KeyDef] = &[
     key("memory_monitoring", Kind::Bool, "true", "Report the process's resident memory in status."),
     key("onnx.runtime_path", Kind::Path, "", "ONNX Runtime shared library (libonnxruntime.so.*); else ORT_DYLIB_PATH, then well-known places."),
     key("onnx.intra_threads", Kind::Int { min: 0 }, "0", "Default ONNX Runtime intra-op threads per session (0: available cores)."),
+    key("plugins.enabled", Kind::Bool, "false", "Load plugin dylibs from `plugins.dirs` and `plugins.paths` at initialize."),
+    key("plugins.dirs", Kind::PathList, "[]", "Folders whose `*.so` / `*.dylib` / `*.dll` files are loaded as plugins."),
+    key("plugins.paths", Kind::PathList, "[]", "Plugin library files to load."),
     key("shutdown_timeout_seconds", Kind::Float { min: 0.0, max: 86400.0 }, "30", "How long shutdown waits for in-flight work before unloading."),
 ];
 

@@ -42,6 +42,7 @@ pub fn check(key: &str, kind: Kind, value: &toml::Value) -> Result<()> {
         (Kind::Choice(choices), toml::Value::String(s)) => choices.contains(&s.as_str()),
         (Kind::Str | Kind::Path, toml::Value::String(_)) => true,
         (Kind::Device, toml::Value::String(s)) => parse_device(s).is_some(),
+        (Kind::PathList, toml::Value::Array(items)) => items.iter().all(|i| i.is_str()),
         _ => false,
     };
     if fits {
@@ -64,6 +65,12 @@ pub fn from_env_text(key: &str, var: &str, kind: Kind, text: &str) -> Result<tom
         Kind::Choice(_) | Kind::Str | Kind::Path | Kind::Device => {
             Some(toml::Value::String(text.to_owned()))
         }
+        Kind::PathList => Some(toml::Value::Array(
+            std::env::split_paths(text)
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|p| toml::Value::String(p.display().to_string()))
+                .collect(),
+        )),
     };
     let value = parsed.ok_or_else(|| {
         ModelError::config(
@@ -170,6 +177,18 @@ impl Reader<'_> {
         match self.get(key) {
             toml::Value::String(s) if !s.is_empty() || self.value(key).is_some() => Some(s),
             _ => None,
+        }
+    }
+
+    /// A path-list key, each resolved against the settings file's folder.
+    pub fn paths(&self, key: &str) -> Vec<PathBuf> {
+        match self.get(key) {
+            toml::Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .map(|s| resolve_path(self.base_dir, s))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 

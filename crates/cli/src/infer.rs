@@ -1,0 +1,105 @@
+//! `mm infer`: generic inference on custom model types (plugins, ONNX graphs).
+
+use crate::output::print_json;
+use model_manager::{ImageValue, InferValue, ModelError, ModelManager, NamedValues, Settings};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// Named inputs from `--input JSON` (an object: tensors `{"shape","dtype","data"}`, images
+/// `{"base64","format"}`, strings, other JSON).
+pub fn parse_inputs(text: Option<&str>) -> Result<NamedValues, ModelError> {
+    let Some(text) = text else {
+        return Ok(NamedValues::new());
+    };
+    serde_json::from_str(text).map_err(|e| {
+        ModelError::invalid_input(format!(
+            "--input must be a JSON object of named inputs, e.g. '{{\"text\": \"hi\"}}': {e}"
+        ))
+    })
+}
+
+/// An image file as an inference input; the format comes from the extension.
+pub fn read_image(path: &Path) -> Result<ImageValue, ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ModelError::invalid_input(format!("cannot read image {}: {e}", path.display()))
+            .caused_by("IoError", e)
+    })?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let format = match ext.as_str() {
+        "png" => "png",
+        "jpg" | "jpeg" => "jpeg",
+        _ => "",
+    };
+    Ok(ImageValue {
+        bytes,
+        format: format.into(),
+        ..Default::default()
+    })
+}
+
+/// Outputs as JSON, with tensors summarized unless `full`.
+fn outputs_json(outputs: &NamedValues, full: bool) -> Value {
+    outputs
+        .iter()
+        .map(|(name, value)| {
+            let shown = match value {
+                InferValue::Tensor(t) if !full => {
+                    let dtype = serde_json::to_value(&t.data)
+                        .ok()
+                        .and_then(|v| v["dtype"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    json!(format!("tensor {dtype} {:?}", t.shape))
+                }
+                other => serde_json::to_value(other).unwrap_or_default(),
+            };
+            (name.clone(), shown)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// `mm infer`: one call with `--input`, or one per `--image` (each as input `image`).
+pub async fn infer(
+    settings: Settings,
+    model: &str,
+    images: &[PathBuf],
+    input: Option<&str>,
+    json_out: bool,
+) -> Result<(), ModelError> {
+    let base = parse_inputs(input)?;
+    let manager = ModelManager::new(settings);
+    let mut results = Vec::new();
+    if images.is_empty() {
+        results.push((None, manager.infer(model, base.clone()).await?));
+    }
+    for path in images {
+        let mut inputs = base.clone();
+        inputs.insert("image".into(), InferValue::Image(read_image(path)?));
+        results.push((Some(path), manager.infer(model, inputs).await?));
+    }
+    if json_out {
+        let shown: Vec<Value> = results
+            .iter()
+            .map(|(path, out)| json!({"image": path, "outputs": outputs_json(out, true)}))
+            .collect();
+        match shown.as_slice() {
+            [one] if images.len() <= 1 => {
+                print_json(&json!({"success": true, "model": model, "outputs": one["outputs"]}))
+            }
+            _ => print_json(&json!({"success": true, "model": model, "results": shown})),
+        }
+    } else {
+        for (path, out) in &results {
+            if let Some(path) = path {
+                println!("{}:", path.display());
+            }
+            print_json(&outputs_json(out, false));
+        }
+    }
+    manager.shutdown().await?;
+    Ok(())
+}

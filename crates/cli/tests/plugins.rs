@@ -1,0 +1,166 @@
+//! `mm plugins`, `mm infer` and `POST /v1/models/{id}/infer` on a real plugin library.
+
+mod common;
+#[path = "../../plugin-host/tests/support/mod.rs"]
+mod support;
+
+use assert_cmd::Command;
+use common::{json_of, Server};
+use std::path::{Path, PathBuf};
+
+/// The echo plugin installed in a private folder, and settings that load it.
+struct Setup {
+    _dir: tempfile::TempDir,
+    library: PathBuf,
+    settings: PathBuf,
+}
+
+fn setup() -> Setup {
+    let (dir, library) = support::install(
+        &support::workspace_plugin("mm-plugin-echo"),
+        "libmm_plugin_echo.so",
+    );
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "plugins.enabled = true\nplugins.dirs = [{:?}]\nmodels.echo.type = \"echo\"\nmodels.echo.prefix = \"> \"\n",
+            dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    Setup {
+        _dir: dir,
+        library,
+        settings,
+    }
+}
+
+fn mm(settings: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("mm").unwrap();
+    cmd.env_remove("MM_CONFIG").arg("--config").arg(settings);
+    cmd
+}
+
+#[test]
+fn plugins_list_and_check_report_the_plugin_and_its_types() {
+    let s = setup();
+    let out = mm(&s.settings)
+        .args(["--json", "plugins", "list"])
+        .assert()
+        .success();
+    let value = json_of(&out.get_output().stdout);
+    assert_eq!(value["plugins"][0]["name"], "echo");
+    assert_eq!(value["plugins"][0]["types"][0]["model_type"], "echo");
+
+    let out = mm(&s.settings)
+        .args(["plugins", "check"])
+        .arg(&s.library)
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        text.contains("is a loadable plugin") && text.contains("type echo"),
+        "{text}"
+    );
+}
+
+/// `mm --json plugins check FILE`, which must exit 1; its JSON error.
+fn check_fails(settings: &Path, file: &Path) -> serde_json::Value {
+    let out = mm(settings)
+        .args(["--json", "plugins", "check"])
+        .arg(file)
+        .assert()
+        .code(1);
+    json_of(&out.get_output().stdout)
+}
+
+#[test]
+fn a_truncated_library_is_reported_and_the_caller_survives() {
+    let s = setup();
+    let bytes = std::fs::read(&s.library).unwrap();
+    let truncated = s.library.with_file_name("libtruncated.so");
+    // The headers and the start of the code, without the rest (debug builds put most of the
+    // file in debug info, so a fraction of the file could still load).
+    std::fs::write(&truncated, &bytes[..20_000]).unwrap();
+    support::set_mode(&truncated, 0o644);
+    let value = check_fails(&s.settings, &truncated);
+    assert_eq!(value["code"], "PLUGIN_LOAD_ERROR");
+    assert!(
+        value["message"]
+            .as_str()
+            .unwrap()
+            .contains("libtruncated.so"),
+        "{value}"
+    );
+
+    // Garbage with a plugin name fails the same way, and so does a writable file.
+    std::fs::write(&truncated, b"garbage").unwrap();
+    support::set_mode(&truncated, 0o666);
+    let value = check_fails(&s.settings, &truncated);
+    assert!(
+        value["message"].as_str().unwrap().contains("writable"),
+        "{value}"
+    );
+}
+
+#[test]
+fn mm_infer_runs_a_plugin_model_and_reports_its_errors() {
+    let s = setup();
+    let out = mm(&s.settings)
+        .args([
+            "--json",
+            "infer",
+            "--model",
+            "echo",
+            "--input",
+            r#"{"t": "hi", "n": {"k": 1}}"#,
+        ])
+        .assert()
+        .success();
+    let value = json_of(&out.get_output().stdout);
+    assert_eq!(value["outputs"]["t"], "> hi");
+    assert_eq!(value["outputs"]["n"]["k"], 1);
+
+    let out = mm(&s.settings)
+        .args([
+            "--json",
+            "infer",
+            "--model",
+            "echo",
+            "--input",
+            r#"{"panic": "yes"}"#,
+        ])
+        .assert()
+        .code(1);
+    assert_eq!(json_of(&out.get_output().stdout)["code"], "INFERENCE_ERROR");
+
+    let out = mm(&s.settings)
+        .args(["--json", "infer", "--model", "echo", "--input", "not json"])
+        .assert()
+        .code(1);
+    assert_eq!(json_of(&out.get_output().stdout)["code"], "INVALID_INPUT");
+}
+
+#[test]
+fn http_infer_serves_plugin_models() {
+    let s = setup();
+    let config = s.settings.display().to_string();
+    let server = Server::start(&["--config", &config], &[]);
+    let (status, body) = server.post("/v1/models/echo/infer", r#"{"inputs": {"t": "hi"}}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"]["t"], "> hi");
+
+    let (status, body) = server.post("/v1/models/echo/infer", r#"{"inputs": {"panic": "now"}}"#);
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["code"], "INFERENCE_ERROR");
+    let (status, _) = server.post("/v1/models/echo/infer", r#"{"inputs": {"t": "again"}}"#);
+    assert_eq!(status, 200, "the server answers after a plugin panic");
+
+    let (status, body) = server.post("/v1/models/echo/infer", r#"{"inputs": 3}"#);
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = server.post("/v1/models/nope/infer", r#"{"inputs": {}}"#);
+    assert_eq!(status, 404, "{body}");
+    let (_, status_body) = server.get("/v1/status");
+    assert_eq!(status_body["plugins"][0]["name"], "echo");
+}

@@ -1,0 +1,233 @@
+//! Opening a plugin library once per process and reading its manifest.
+
+use crate::guard;
+use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
+use model_manager_core::{ErrorCode, ModelError, PluginRecord, PluginTypeRecord, Result};
+use model_manager_plugin::abi::AbiManifest;
+use model_manager_plugin::{PluginModuleRef, TypeDeclaration, ABI_MAJOR, ABI_MINOR};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// An opened plugin library (never unloaded).
+pub struct LoadedPlugin {
+    /// The library's root module.
+    pub module: PluginModuleRef,
+    /// What it is, for status and listings.
+    pub record: PluginRecord,
+    /// The types it declares.
+    pub types: Vec<TypeDeclaration>,
+}
+
+/// Libraries opened by this process, by canonical path: a library is opened once and
+/// stays mapped, since its code may still run in loaded models.
+fn opened() -> &'static Mutex<HashMap<PathBuf, Arc<LoadedPlugin>>> {
+    static OPENED: OnceLock<Mutex<HashMap<PathBuf, Arc<LoadedPlugin>>>> = OnceLock::new();
+    OPENED.get_or_init(Default::default)
+}
+
+fn load_error(path: &Path, message: String) -> ModelError {
+    ModelError::new(ErrorCode::PluginLoadError, message).with("path", path.display().to_string())
+}
+
+/// Checks and opens the plugin at `path` (or returns it if this process opened it already).
+pub fn open_plugin(path: &Path, pins: &BTreeMap<String, String>) -> Result<Arc<LoadedPlugin>> {
+    let canonical = path.canonicalize().map_err(|e| {
+        load_error(
+            path,
+            format!("plugin {} cannot be found: {e}", path.display()),
+        )
+        .caused_by("IoError", e)
+    })?;
+    guard::check_permissions(&canonical)?;
+    let sha256 = guard::sha256_of(&canonical)?;
+    guard::check_pin(&canonical, &sha256, pins)?;
+    let mut opened = opened().lock();
+    if let Some(plugin) = opened.get(&canonical) {
+        if plugin.record.sha256 == sha256 {
+            return Ok(plugin.clone());
+        }
+        return Err(load_error(
+            path,
+            format!(
+                "plugin {} changed on disk since this process loaded it; restart to load the new build",
+                path.display()
+            ),
+        ));
+    }
+    let header = lib_header_from_path(&canonical).map_err(|e| library_error(path, None, e))?;
+    let module = header
+        .init_root_module::<PluginModuleRef>()
+        .map_err(|e| library_error(path, Some(header), e))?;
+    let manifest = std::panic::catch_unwind(|| (module.manifest())()).map_err(|_| {
+        load_error(
+            path,
+            format!("plugin {} panicked describing itself", path.display()),
+        )
+    })?;
+    let plugin = Arc::new(describe(path, &canonical, sha256, module, manifest)?);
+    opened.insert(canonical, plugin.clone());
+    Ok(plugin)
+}
+
+fn describe(
+    path: &Path,
+    canonical: &Path,
+    sha256: String,
+    module: PluginModuleRef,
+    manifest: AbiManifest,
+) -> Result<LoadedPlugin> {
+    if manifest.abi_major != ABI_MAJOR || manifest.abi_minor > ABI_MINOR {
+        return Err(ModelError::new(
+            ErrorCode::PluginAbiMismatch,
+            format!(
+                "plugin {} speaks plugin interface {}.{}, this host speaks {ABI_MAJOR}.{ABI_MINOR}",
+                path.display(),
+                manifest.abi_major,
+                manifest.abi_minor
+            ),
+        )
+        .with("path", path.display().to_string())
+        .with("expected", format!("{ABI_MAJOR}.{ABI_MINOR}"))
+        .with(
+            "found",
+            format!("{}.{}", manifest.abi_major, manifest.abi_minor),
+        ));
+    }
+    if manifest.types.is_empty() {
+        return Err(load_error(
+            path,
+            format!(
+                "plugin `{}` ({}) declares no model types",
+                manifest.name,
+                path.display()
+            ),
+        ));
+    }
+    let types: Vec<TypeDeclaration> = manifest.types.iter().map(TypeDeclaration::from).collect();
+    let record = PluginRecord {
+        name: manifest.name.to_string(),
+        version: manifest.version.to_string(),
+        abi: format!("{}.{}", manifest.abi_major, manifest.abi_minor),
+        path: canonical.to_path_buf(),
+        sha256,
+        types: manifest
+            .types
+            .iter()
+            .map(|t| PluginTypeRecord {
+                model_type: t.model_type.to_string(),
+                capabilities: t.capabilities.iter().map(|c| c.to_string()).collect(),
+                description: t.description.to_string(),
+            })
+            .collect(),
+    };
+    Ok(LoadedPlugin {
+        module,
+        record,
+        types,
+    })
+}
+
+/// Maps abi_stable's error to our codes: an interface mismatch is `PLUGIN_ABI_MISMATCH`
+/// with a short summary (the full layout report goes in the details), the rest
+/// `PLUGIN_LOAD_ERROR`.
+fn library_error(path: &Path, header: Option<&LibHeader>, e: LibraryError) -> ModelError {
+    let shown = path.display();
+    let host_version = PluginModuleRef::VERSION_STRINGS.version.to_string();
+    let found_version = header.map(|h| h.version_strings().version.to_string());
+    let mismatch = |message: String| {
+        ModelError::new(ErrorCode::PluginAbiMismatch, message)
+            .with("path", shown.to_string())
+            .with("expected_version", host_version.as_str())
+            .with("found_version", found_version.clone().unwrap_or_default())
+    };
+    match e {
+        LibraryError::OpenError { err, .. } => load_error(
+            path,
+            format!("{shown} cannot be opened as a shared library: {err}"),
+        ),
+        LibraryError::GetSymbolError { .. } => load_error(
+            path,
+            format!(
+                "{shown} is a shared library but not a model-manager plugin: it exports no plugin \
+                 root module (a plugin calls `model_manager_plugin::export_plugin!`)"
+            ),
+        ),
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => mismatch(format!(
+            "plugin {shown} was built against model-manager-plugin {actual_version}, this host \
+             uses {expected_version}; rebuild the plugin against {expected_version}"
+        )),
+        LibraryError::AbiInstability(report) => {
+            let report = report.to_string();
+            let first = first_mismatch(&report);
+            mismatch(format!(
+                "plugin {shown} was built against a different model-manager-plugin interface \
+                 (host {host_version}, plugin {}): {first}; rebuild the plugin against this host's interface",
+                found_version.as_deref().unwrap_or("unknown"),
+            ))
+            .with("first_mismatch", first)
+            .with("report", report)
+        }
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => mismatch(format!(
+            "plugin {shown} was built with an incompatible abi_stable or compiler ABI"
+        ))
+        .with("error", e.to_string()),
+        other => load_error(path, format!("plugin {shown} failed to load: {other}")),
+    }
+}
+
+/// The first error of abi_stable's layout report in one line: the type, what differs, and
+/// the expected and found field, e.g. "type AbiImage: unexpected field (expected `width`,
+/// found `height`)".
+fn first_mismatch(report: &str) -> String {
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let Some(at) = lines.iter().position(|l| l.starts_with("Error:")) else {
+        return "the layouts differ".to_owned();
+    };
+    let what = lines[at].trim_start_matches("Error:").trim();
+    let type_name = lines[..at]
+        .iter()
+        .rposition(|l| *l == "Layout of expected type:")
+        .and_then(|start| {
+            lines[start..at]
+                .iter()
+                .find_map(|l| l.strip_prefix("type:"))
+        });
+    let field_after = |label: &str| {
+        let from = at + lines[at..].iter().position(|l| *l == label)?;
+        lines[from..]
+            .iter()
+            .find_map(|l| l.strip_prefix("field_name:"))
+    };
+    let mut summary = match type_name {
+        Some(t) => format!("type {t}: {what}"),
+        None => what.to_owned(),
+    };
+    if let (Some(expected), Some(found)) = (field_after("Expected:"), field_after("Found:")) {
+        summary.push_str(&format!(" (expected `{expected}`, found `{found}`)"));
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_mismatch;
+
+    #[test]
+    fn the_summary_names_the_type_the_error_and_both_fields() {
+        let report = "Layout of expected type:\n  --- Type Layout ---\n  type:Outer\n\
+            Layout of expected type:\n  --- Type Layout ---\n  type:AbiImage\n  data:\n\
+            Error:unexpected field\nExpected:\n  field_name:width\n  type:u32\n\
+            Found:\n  field_name:height\n  type:u32\n";
+        assert_eq!(
+            first_mismatch(report),
+            "type AbiImage: unexpected field (expected `width`, found `height`)"
+        );
+        assert_eq!(first_mismatch("nothing useful"), "the layouts differ");
+    }
+}

@@ -1,0 +1,153 @@
+//! A plugin's declared type as a [`ModelLoader`], and its loaded models as [`Model`]s.
+
+use crate::convert;
+use crate::library::LoadedPlugin;
+use abi_stable::std_types::RStr;
+use model_manager_core::{
+    Device, DeviceChoice, ErrorCode, Infer, Model, ModelError, ModelInfo, ModelLoader, ModelSpec,
+    NamedValues, Probe, Result,
+};
+use model_manager_plugin::abi::{AbiError, AbiModelBox};
+use model_manager_plugin::{values_from_abi, values_to_abi, LoadConfig, TypeDeclaration};
+use std::any::Any;
+use std::sync::Arc;
+
+/// Loads models of one type a plugin declares.
+pub struct PluginLoader {
+    plugin: Arc<LoadedPlugin>,
+    model_type: String,
+    option_keys: Vec<&'static str>,
+}
+
+impl PluginLoader {
+    /// The loader for `decl` of `plugin`.
+    pub fn new(plugin: Arc<LoadedPlugin>, decl: &TypeDeclaration) -> Self {
+        // Leaked once per type per registry: plugins are never unloaded, and
+        // `ModelLoader::option_keys` hands out `&str`s.
+        let option_keys = decl
+            .option_keys
+            .iter()
+            .map(|k| &*Box::leak(k.clone().into_boxed_str()))
+            .collect();
+        Self {
+            plugin,
+            model_type: decl.model_type.clone(),
+            option_keys,
+        }
+    }
+
+    fn config(&self, spec: &ModelSpec, device: &DeviceChoice) -> LoadConfig {
+        LoadConfig {
+            model_id: spec.id.clone(),
+            model_type: spec.model_type.clone(),
+            local_path: spec.local_path.clone(),
+            device: match device.device {
+                Device::Cpu => "cpu".into(),
+                Device::Cuda(n) => format!("cuda:{n}"),
+            },
+            options: spec.options.clone(),
+        }
+    }
+}
+
+/// The plugin's error with our code: the plugin's code if it is one of ours, else
+/// `fallback`.
+fn plugin_error(plugin: &str, e: AbiError, fallback: ErrorCode) -> ModelError {
+    let code = serde_json::from_value::<ErrorCode>(serde_json::Value::String(e.code.to_string()))
+        .unwrap_or(fallback);
+    ModelError::new(code, e.message.to_string())
+        .with("plugin", plugin)
+        .with("plugin_code", e.code.as_str())
+}
+
+impl ModelLoader for PluginLoader {
+    fn model_type(&self) -> &str {
+        &self.model_type
+    }
+
+    fn backend(&self) -> &str {
+        &self.plugin.record.name
+    }
+
+    fn probe(&self, spec: &ModelSpec) -> Probe {
+        match &spec.local_path {
+            Some(path) if !path.exists() => Probe::reject(
+                ErrorCode::ModelNotFound,
+                format!("{} does not exist", path.display()),
+            ),
+            _ => Probe::Accept,
+        }
+    }
+
+    fn option_keys(&self) -> &[&str] {
+        &self.option_keys
+    }
+
+    fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
+        let config = serde_json::to_string(&self.config(spec, device)).map_err(|e| {
+            ModelError::new(
+                ErrorCode::ModelLoadError,
+                format!("cannot encode the load request: {e}"),
+            )
+        })?;
+        let name = &self.plugin.record.name;
+        let model = (self.plugin.module.load())(RStr::from(config.as_str()))
+            .into_result()
+            .map_err(|e| plugin_error(name, e, ErrorCode::ModelLoadError).for_model(&spec.id))?;
+        Ok(Arc::new(PluginModel {
+            model,
+            plugin: self.plugin.clone(),
+            model_type: self.model_type.clone(),
+            device: device.device,
+        }))
+    }
+}
+
+/// A model loaded by a plugin.
+pub struct PluginModel {
+    model: AbiModelBox,
+    plugin: Arc<LoadedPlugin>,
+    model_type: String,
+    device: Device,
+}
+
+impl Model for PluginModel {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            model_type: self.model_type.clone(),
+            backend: self.plugin.record.name.clone(),
+            device: self.device,
+            dimension: None,
+            bytes: Some(self.model.memory_bytes()).filter(|b| *b > 0),
+        }
+    }
+
+    fn as_infer(&self) -> Option<&dyn Infer> {
+        Some(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Infer for PluginModel {
+    fn infer(&self, inputs: &NamedValues) -> Result<NamedValues> {
+        let name = &self.plugin.record.name;
+        let outputs = self
+            .model
+            .infer(values_to_abi(convert::to_sdk(inputs)))
+            .into_result()
+            .map_err(|e| plugin_error(name, e, ErrorCode::InferenceError))?;
+        let outputs = values_from_abi(outputs).map_err(|e| {
+            ModelError::new(
+                ErrorCode::InferenceError,
+                format!(
+                    "plugin `{name}` returned outputs the host cannot read: {}",
+                    e.message
+                ),
+            )
+        })?;
+        Ok(convert::from_sdk(outputs))
+    }
+}

@@ -1,0 +1,178 @@
+//! Plugin libraries built with cargo and loaded through the manager.
+
+mod support;
+
+use model_manager_core::{ErrorCode, InferValue, ModelManager, NamedValues, Settings};
+use model_manager_plugin_host as _;
+use std::path::Path;
+use support::{fixture_plugins, install, set_mode, workspace_plugin};
+
+fn echo_settings(library: &Path, extra: &str) -> Settings {
+    let text = format!(
+        "plugins.enabled = true\nplugins.paths = [{:?}]\nsharing.unload_after_seconds = 1\n\
+         models.echo.type = \"echo\"\nmodels.echo.prefix = \"> \"\n{extra}",
+        library.display().to_string()
+    );
+    Settings::from_toml_str(&text, ".").unwrap()
+}
+
+fn text_input(name: &str, text: &str) -> NamedValues {
+    NamedValues::from([(name.to_owned(), InferValue::Text(text.to_owned()))])
+}
+
+async fn init_error(settings: Settings) -> model_manager_core::ModelError {
+    ModelManager::new(settings).initialize().await.unwrap_err()
+}
+
+#[tokio::test]
+async fn a_plugin_type_loads_shares_and_unloads_like_a_built_in_one() {
+    let (_dir, library) = install(&workspace_plugin("mm-plugin-echo"), "libmm_plugin_echo.so");
+    let manager = ModelManager::new(echo_settings(&library, ""));
+    manager.initialize().await.unwrap();
+
+    let plugins = manager.plugins();
+    assert_eq!(plugins.len(), 1);
+    assert_eq!(plugins[0].name, "echo");
+    assert_eq!(plugins[0].types[0].model_type, "echo");
+    assert_eq!(plugins[0].sha256.len(), 64);
+
+    let out = manager
+        .infer("echo", text_input("greeting", "hello"))
+        .await
+        .unwrap();
+    assert_eq!(out["greeting"], InferValue::Text("> hello".into()));
+
+    let held = manager.get_model("echo").await.unwrap();
+    let second = manager.get_model("echo").await.unwrap();
+    let status = manager.get_status().await.unwrap();
+    assert_eq!(status.plugins[0].name, "echo");
+    let model = &status.models["echo"];
+    assert_eq!(model.references, 2);
+    assert_eq!(model.load_count, 1, "one shared instance");
+    assert_eq!(held.model().info().backend, "echo");
+    drop((held, second));
+
+    // Idle unload after `unload_after_seconds`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while manager.get_status().await.unwrap().models["echo"].state != "unloaded" {
+        assert!(std::time::Instant::now() < deadline, "echo never unloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    manager.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_plugin_model_is_an_error_and_the_host_answers_the_next_call() {
+    let (_dir, library) = install(&workspace_plugin("mm-plugin-echo"), "libmm_plugin_echo.so");
+    let manager = ModelManager::new(echo_settings(&library, ""));
+    let err = manager
+        .infer("echo", text_input("panic", "now"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InferenceError);
+    assert!(err.message.contains("panicked"), "{}", err.message);
+    let out = manager
+        .infer("echo", text_input("t", "still here"))
+        .await
+        .unwrap();
+    assert_eq!(out["t"], InferValue::Text("> still here".into()));
+    let err = manager.infer("echo", NamedValues::new()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+}
+
+#[tokio::test]
+async fn a_plugin_option_of_the_wrong_type_is_a_config_error_from_the_plugin() {
+    let (_dir, library) = install(&workspace_plugin("mm-plugin-echo"), "libmm_plugin_echo.so");
+    let settings = echo_settings(
+        &library,
+        "models.bad.type = \"echo\"\nmodels.bad.prefix = 3\n",
+    );
+    let manager = ModelManager::new(settings);
+    let err = manager.get_model("bad").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ConfigError, "{err}");
+    let err = init_error(echo_settings(&library, "models.echo.prefx = \"x\"\n")).await;
+    assert_eq!(err.code, ErrorCode::ConfigError);
+    assert!(
+        err.message.contains("prefix"),
+        "suggests the declared key: {}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn garbage_bytes_and_a_plain_cdylib_are_load_errors_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("libgarbage.so");
+    std::fs::write(&garbage, b"\x7fELF but not really a library").unwrap();
+    set_mode(&garbage, 0o644);
+    let err = init_error(echo_settings(&garbage, "")).await;
+    assert_eq!(err.code, ErrorCode::PluginLoadError);
+    assert!(err.message.contains("libgarbage.so"), "{}", err.message);
+
+    let (_plain_dir, plain) = install(&fixture_plugins().1, "libplain.so");
+    let err = init_error(echo_settings(&plain, "")).await;
+    assert_eq!(err.code, ErrorCode::PluginLoadError);
+    assert!(
+        err.message.contains("not a model-manager plugin"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_a_changed_interface_is_an_abi_mismatch_with_a_short_summary() {
+    let (_dir, library) = install(&fixture_plugins().0, "libmismatched.so");
+    let err = init_error(echo_settings(&library, "")).await;
+    assert_eq!(err.code, ErrorCode::PluginAbiMismatch, "{err}");
+    assert!(err.message.len() < 600, "short: {}", err.message);
+    assert!(err.message.contains("0.1.0"), "versions: {}", err.message);
+    let first = err.details["first_mismatch"].as_str().unwrap();
+    assert!(
+        first.contains("AbiImage") && first.contains("width"),
+        "{first}"
+    );
+    assert!(err.message.contains(first), "{}", err.message);
+    assert!(err.details["report"].as_str().unwrap().len() > err.message.len());
+}
+
+#[tokio::test]
+async fn writable_plugins_and_sha256_mismatches_are_refused_before_opening() {
+    let (dir, library) = install(&workspace_plugin("mm-plugin-echo"), "libmm_plugin_echo.so");
+    set_mode(&library, 0o664);
+    let err = init_error(echo_settings(&library, "")).await;
+    assert_eq!(err.code, ErrorCode::PluginLoadError);
+    assert!(
+        err.message.contains("writable by group or others"),
+        "{}",
+        err.message
+    );
+    set_mode(&library, 0o644);
+    set_mode(dir.path(), 0o777);
+    let err = init_error(echo_settings(&library, "")).await;
+    assert!(err.message.contains("its folder"), "{}", err.message);
+    set_mode(dir.path(), 0o700);
+
+    let pin = format!(
+        "[plugins.sha256]\n\"libmm_plugin_echo.so\" = \"{}\"\n",
+        "0".repeat(64)
+    );
+    let err = init_error(echo_settings(&library, &pin)).await;
+    assert_eq!(err.code, ErrorCode::PluginLoadError);
+    assert!(err.message.contains("sha256"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_type_declared_twice_names_both_providers() {
+    let echo = workspace_plugin("mm-plugin-echo");
+    let (_a, first) = install(&echo, "libecho_a.so");
+    let (_b, second) = install(&echo, "libecho_b.so");
+    let text = format!(
+        "plugins.enabled = true\nplugins.paths = [{:?}, {:?}]\n",
+        first.display().to_string(),
+        second.display().to_string()
+    );
+    let err = init_error(Settings::from_toml_str(&text, ".").unwrap()).await;
+    assert_eq!(err.code, ErrorCode::PluginLoadError);
+    assert!(err.message.contains("libecho_a.so"), "{}", err.message);
+    assert!(err.message.contains("libecho_b.so"), "{}", err.message);
+}

@@ -1,0 +1,155 @@
+//! Builds plugin libraries with cargo for the tests, as a third party would build them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Runs `cargo build` on `manifest` for `package` and returns the cdylib it produced.
+fn cargo_build_cdylib(manifest: &Path, package: &str, target_dir: Option<&Path>) -> PathBuf {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--message-format=json-render-diagnostics",
+        "-p",
+        package,
+    ]);
+    cmd.arg("--manifest-path").arg(manifest);
+    if let Some(dir) = target_dir {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wanted = package.replace('-', "_");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == wanted.as_str())
+        .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|f| {
+            f.extension()
+                .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+        })
+        .unwrap_or_else(|| panic!("cargo built no shared library for {package}"))
+}
+
+/// Builds a plugin of this workspace (once per test binary).
+pub fn workspace_plugin(package: &'static str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::HashMap<&'static str, PathBuf>>> =
+        OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    built
+        .entry(package)
+        .or_insert_with(|| cargo_build_cdylib(&workspace_root().join("Cargo.toml"), package, None))
+        .clone()
+}
+
+/// Copies `library` into a fresh private folder (mode 0700, file 0644), as an operator
+/// installs a plugin; returns the folder guard and the copy's path.
+pub fn install(library: &Path, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join(name);
+    std::fs::copy(library, &dest).unwrap();
+    set_mode(&dest, 0o644);
+    set_mode(dir.path(), 0o700);
+    (dir, dest)
+}
+
+/// Sets a file's permission bits.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Fixtures that need their own workspace: the echo plugin built against a copy of the
+/// interface with one field changed, and a plain cdylib with no root module. Built under
+/// `target/plugin-fixtures` (kept between runs). Returns (mismatched, plain).
+pub fn fixture_plugins() -> (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(build_fixtures).clone()
+}
+
+fn build_fixtures() -> (PathBuf, PathBuf) {
+    let root = workspace_root();
+    let fixtures = root.join("target/plugin-fixtures");
+    let interface = fixtures.join("interface");
+    copy_dir(&root.join("crates/plugin-api"), &interface);
+    // The changed interface: two fields of a boundary type swapped, as if the host had
+    // moved on without the plugin being rebuilt (the source still compiles).
+    let abi = interface.join("src/abi.rs");
+    let text = std::fs::read_to_string(&abi).unwrap();
+    let (width, height) = ("    pub width: u32,\n", "    pub height: u32,\n");
+    assert!(text.contains(width) && text.contains(height));
+    let swapped = text
+        .replace(width, "@WIDTH@")
+        .replace(height, width)
+        .replace("@WIDTH@", height);
+    std::fs::write(&abi, swapped).unwrap();
+    let manifest = std::fs::read_to_string(interface.join("Cargo.toml")).unwrap();
+    let manifest = manifest.replace("{ workspace = true }", "\"1\"").replace(
+        "serde = \"1\"",
+        "serde = { version = \"1\", features = [\"derive\"] }",
+    );
+    std::fs::write(interface.join("Cargo.toml"), manifest).unwrap();
+    let echo_src = root.join("plugins/echo/src/lib.rs");
+    write(
+        &fixtures.join("mismatched/Cargo.toml"),
+        &format!(
+            "[package]\nname = \"mismatched\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\npath = {:?}\n\n[dependencies]\nmodel-manager-plugin = {{ path = \"../interface\" }}\nserde_json = \"1\"\n",
+            echo_src.display().to_string()
+        ),
+    );
+    write(
+        &fixtures.join("plain/Cargo.toml"),
+        "[package]\nname = \"plain\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n",
+    );
+    write(
+        &fixtures.join("plain/src/lib.rs"),
+        "//! A cdylib that is not a plugin.\n\n/// Answers 42.\n#[no_mangle]\npub extern \"C\" fn answer() -> i32 {\n    42\n}\n",
+    );
+    write(
+        &fixtures.join("Cargo.toml"),
+        "[workspace]\nmembers = [\"interface\", \"mismatched\", \"plain\"]\nresolver = \"2\"\n\n[profile.dev]\nopt-level = 1\n",
+    );
+    // Same dependency versions as the host, so only the changed field differs.
+    std::fs::copy(root.join("Cargo.lock"), fixtures.join("Cargo.lock")).unwrap();
+    let manifest = fixtures.join("Cargo.toml");
+    let target = fixtures.join("target");
+    let mismatched = cargo_build_cdylib(&manifest, "mismatched", Some(&target));
+    let plain = cargo_build_cdylib(&manifest, "plain", Some(&target));
+    (mismatched, plain)
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            write(&dest, &std::fs::read_to_string(entry.path()).unwrap());
+        }
+    }
+}
