@@ -1,5 +1,6 @@
 //! `mm`: inspect and drive the models of a model-manager settings file.
 
+mod bench;
 mod commands;
 mod embed_io;
 mod infer;
@@ -117,6 +118,21 @@ enum Command {
         /// '{"X": {"shape": [1, 2], "dtype": "f32", "data": [1, 2]}}'.
         #[arg(long)]
         input: Option<String>,
+    },
+    /// Embedding throughput of a model: batched, one text per call (baseline) and cached.
+    Bench {
+        /// Configured model id.
+        #[arg(long, default_value = "embedding")]
+        model: String,
+        /// One text per line (default: the bundled support corpus).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// Texts per run.
+        #[arg(long, default_value_t = 256)]
+        texts: usize,
+        /// Runs per figure; the median is shown.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Plugin libraries: list the configured ones, or check one file safely.
     Plugins {
@@ -244,6 +260,20 @@ fn run(cli: &Cli) -> Result<(), ModelError> {
                 image,
                 input,
             } => infer::infer(settings, model, image, input.as_deref(), cli.json).await,
+            Command::Bench {
+                model,
+                corpus,
+                texts,
+                runs,
+            } => {
+                let options = bench::BenchOptions {
+                    model,
+                    corpus: corpus.as_deref(),
+                    texts: *texts,
+                    runs: *runs,
+                };
+                bench::bench(settings, options, cli.json).await
+            }
             Command::Plugins { command } => match command {
                 PluginsCommand::List => plugins::list(&settings, cli.json),
                 PluginsCommand::Check {

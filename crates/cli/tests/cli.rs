@@ -292,3 +292,25 @@ fn embed_file_errors_exit_1_and_leave_no_partial_output() {
         .collect();
     assert_eq!(names, vec!["empty.txt"], "no output or partial files");
 }
+
+#[test]
+fn bench_reports_batched_one_per_call_and_cached_throughput() {
+    let out = mm()
+        .args(["--json", "bench", "--texts", "16", "--runs", "1"])
+        .assert()
+        .success();
+    let value = json_of(&out.get_output().stdout);
+    assert_eq!(value["texts"], 16);
+    for key in [
+        "batched_texts_per_second",
+        "one_per_call_texts_per_second",
+        "cached_texts_per_second",
+    ] {
+        assert!(value[key].as_f64().unwrap() > 0.0, "{key}: {value}");
+    }
+    let out = mm()
+        .args(["--json", "bench", "--texts", "0"])
+        .assert()
+        .code(1);
+    assert_eq!(json_of(&out.get_output().stdout)["code"], "INVALID_INPUT");
+}

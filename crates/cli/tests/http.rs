@@ -141,3 +141,138 @@ fn api_key_load_unload_and_graceful_shutdown() {
     let exit = server.child.wait().unwrap();
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
 }
+
+#[test]
+fn metrics_count_requests_by_route_and_model_and_show_the_manager() {
+    let server = Server::start(&[], &[]);
+    for _ in 0..2 {
+        let (status, _) = server.post("/v1/embeddings", r#"{"input": ["metrics a", "metrics b"]}"#);
+        assert_eq!(status, 200);
+    }
+    assert_eq!(server.post("/v1/embeddings", r#"{"input": []}"#).0, 400);
+    let (status, text) = server.request_text("GET", "/metrics", "", &[]);
+    assert_eq!(status, 200, "{text}");
+    for expected in [
+        r#"mm_http_requests_total{route="/v1/embeddings",model="embedding",status="200"} 2"#,
+        r#"mm_http_requests_total{route="/v1/embeddings",model="embedding",status="400"} 1"#,
+        r#"mm_http_request_duration_seconds_count{route="/v1/embeddings",model="embedding"} 3"#,
+        "mm_loaded_models 1",
+        "mm_embedding_cache_hits_total 2",
+        "mm_embedding_cache_misses_total 2",
+        r#"mm_model_loads_total{model="embedding"} 1"#,
+        r#"mm_model_last_load_seconds{model="embedding"}"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_client_that_disconnects_frees_its_slot_and_leaves_the_model_state_correct() {
+    use std::io::Write;
+    let server = Server::start(&["--max-concurrent", "1"], &[]);
+    let texts: Vec<String> = (0..600)
+        .map(|i| format!("disconnecting client sentence number {i} about refunds"))
+        .collect();
+    let body = serde_json::json!({ "input": texts }).to_string();
+    {
+        let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+        let head = format!(
+            "POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    } // The client goes away mid-request.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (status, st) = server.get("/v1/status");
+    assert_eq!(status, 200, "the only slot was freed: {st}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (_, st) = server.get("/v1/status");
+        let model = &st["models"]["embedding"];
+        if model["references"] == 0 && model["state"] == "loaded" {
+            assert_eq!(model["load_count"], 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reference never released: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (status, _) = server.post("/v1/embeddings", r#"{"input": "after the disconnect"}"#);
+    assert_eq!(status, 200);
+}
+
+/// A virtualenv under `target/` with the official OpenAI Python client (created once).
+fn openai_python() -> std::path::PathBuf {
+    // httpx 0.28 dropped an argument this openai release passes; pin the pair.
+    const VERSION: &str = "1.54.4";
+    const HTTPX: &str = "0.27.2";
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/openai-venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join(format!("openai-{VERSION}-httpx-{HTTPX}"));
+    if !marker.exists() {
+        let run = |cmd: &mut Command| assert!(cmd.status().unwrap().success(), "{cmd:?}");
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            &format!("openai=={VERSION}"),
+            &format!("httpx=={HTTPX}"),
+        ]));
+        std::fs::write(&marker, "").unwrap();
+    }
+    python
+}
+
+#[test]
+fn the_official_openai_client_embeds_unchanged() {
+    let python = openai_python();
+    let server = Server::start(&[], &[("MM_API_KEY", "sk-test")]);
+    let script = r#"
+import json, sys, openai
+client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key="sk-test")
+texts = ["A man is playing a guitar.", "The new movie is awesome."]
+default = client.embeddings.create(model="embedding", input=texts)
+floats = client.embeddings.create(model="embedding", input=texts, encoding_format="float")
+print(json.dumps({
+    "default": [d.embedding for d in default.data],
+    "floats": [d.embedding for d in floats.data],
+    "indexes": [d.index for d in default.data],
+    "model": default.model,
+    "prompt_tokens": default.usage.prompt_tokens,
+}))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, &server.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["indexes"], serde_json::json!([0, 1]));
+    assert_eq!(value["model"], "embedding");
+    assert!(value["prompt_tokens"].as_u64().unwrap() > 0);
+    let (_, raw) = server.request(
+        "POST",
+        "/v1/embeddings",
+        r#"{"input": ["A man is playing a guitar.", "The new movie is awesome."]}"#,
+        &[("Authorization", "Bearer sk-test")],
+    );
+    for key in ["default", "floats"] {
+        let vectors: Vec<Vec<f32>> = serde_json::from_value(value[key].clone()).unwrap();
+        assert_eq!(vectors.len(), 2);
+        for (i, vector) in vectors.iter().enumerate() {
+            let expected: Vec<f32> =
+                serde_json::from_value(raw["data"][i]["embedding"].clone()).unwrap();
+            assert_eq!(vector, &expected, "{key} vector {i}");
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! explicit [`AppState`]; errors are the seed's JSON with a fitting status.
 
 mod errors;
+mod metrics;
 mod routes;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -38,6 +39,7 @@ pub struct AppState {
     /// The limits.
     pub config: Arc<ServerConfig>,
     permits: Arc<Semaphore>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// The routes with their middleware.
@@ -45,6 +47,7 @@ pub fn router(manager: ModelManager, config: ServerConfig) -> Router {
     let state = AppState {
         manager,
         permits: Arc::new(Semaphore::new(config.max_concurrent)),
+        metrics: Arc::new(metrics::Metrics::new()),
         config: Arc::new(config),
     };
     Router::new()
@@ -55,8 +58,13 @@ pub fn router(manager: ModelManager, config: ServerConfig) -> Router {
         .route("/v1/models/{id}/infer", post(routes::infer))
         .route("/v1/models/{id}/unload", post(routes::unload))
         .route("/v1/status", get(routes::status))
+        .route("/metrics", get(metrics::render))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit))
         .route("/health", get(routes::health))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
 }

@@ -1,6 +1,7 @@
 //! The handlers.
 
 use super::errors::ApiError;
+use super::metrics::tag_model;
 use super::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -54,6 +55,7 @@ pub async fn embeddings(
     body: Result<Json<EmbeddingsRequest>, JsonRejection>,
 ) -> Answer {
     let Json(request) = body?;
+    tag_model(&request.model);
     let texts = match request.input {
         Input::One(text) => vec![text],
         Input::Many(texts) => texts,
@@ -142,6 +144,7 @@ pub async fn generate(
     body: Result<Json<GenerateRequest>, JsonRejection>,
 ) -> Answer {
     let Json(request) = body?;
+    tag_model(&request.model);
     let text = state
         .manager
         .generate_text(&request.model, &request.prompt, &request.params)
@@ -188,6 +191,7 @@ pub async fn infer(
     Path(id): Path<String>,
     body: Result<Json<InferRequest>, JsonRejection>,
 ) -> Answer {
+    tag_model(&id);
     let Json(request) = body?;
     let outputs = state.manager.infer(&id, request.inputs).await?;
     Ok(Json(
@@ -215,6 +219,7 @@ pub async fn load(
             .map_err(|e| ModelError::invalid_input(format!("bad request body: {e}")))?
     };
     let pin = request.pin;
+    tag_model(&id);
     state.manager.preload(&id).await?;
     if pin {
         state.manager.pin(&id, true)?;
@@ -226,6 +231,7 @@ pub async fn load(
 
 /// `POST /v1/models/{id}/unload`: waits for in-flight requests on it, then unloads.
 pub async fn unload(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
+    tag_model(&id);
     state.manager.pin(&id, false)?;
     let was_loaded = state.manager.unload_model(&id).await?;
     Ok(Json(

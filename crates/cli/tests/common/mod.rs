@@ -47,13 +47,14 @@ impl Server {
         Self { child, addr }
     }
 
-    pub fn request(
+    /// Sends one request; the status and the body as text.
+    pub fn request_text(
         &self,
         method: &str,
         path: &str,
         body: &str,
         headers: &[(&str, &str)],
-    ) -> (u16, serde_json::Value) {
+    ) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -69,10 +70,27 @@ impl Server {
         stream.read_to_string(&mut response).unwrap();
         let status: u16 = response[9..12].parse().unwrap();
         let payload = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, payload.to_owned())
+    }
+
+    /// Sends one request; the status and the body as JSON (null when it is not JSON).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let (status, payload) = self.request_text(method, path, body, headers);
         (
             status,
-            serde_json::from_str(payload).unwrap_or(serde_json::Value::Null),
+            serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    /// The server's address as a base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {

@@ -1,0 +1,140 @@
+//! `mm bench`: embedding throughput of a configured model, beside baselines measured in the
+//! same run (one text per call, and cached texts), as medians over several runs.
+
+use crate::output::print_json;
+use model_manager::{ModelError, ModelManager, Settings};
+use serde_json::json;
+use std::path::Path;
+use std::time::Instant;
+
+/// The corpus used when none is given: the bundled support corpus.
+const BUILT_IN_CORPUS: &str = include_str!("../../../examples/corpus.txt");
+
+/// What to measure.
+pub struct BenchOptions<'a> {
+    /// Configured model id.
+    pub model: &'a str,
+    /// One text per line; the built-in corpus when `None`.
+    pub corpus: Option<&'a Path>,
+    /// Texts per run (corpus lines repeated with a counter to keep them distinct).
+    pub texts: usize,
+    /// Runs per measurement; the median is reported.
+    pub runs: usize,
+}
+
+fn corpus_texts(corpus: Option<&Path>, count: usize) -> Result<Vec<String>, ModelError> {
+    let text = match corpus {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            ModelError::invalid_input(format!("cannot read corpus {}: {e}", path.display()))
+        })?,
+        None => BUILT_IN_CORPUS.to_owned(),
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() || count == 0 {
+        return Err(ModelError::invalid_input(
+            "the corpus and --texts must not be empty",
+        ));
+    }
+    // Distinct texts, so a cold run really computes every one.
+    Ok((0..count)
+        .map(|i| match i / lines.len() {
+            0 => lines[i % lines.len()].to_owned(),
+            round => format!("{} ({round})", lines[i % lines.len()]),
+        })
+        .collect())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Texts per second of `runs` timed passes of `pass`, median; the cache is cleared before
+/// each pass when `cold`.
+async fn texts_per_second<F, Fut>(
+    manager: &ModelManager,
+    runs: usize,
+    texts: usize,
+    cold: bool,
+    mut pass: F,
+) -> Result<f64, ModelError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ModelError>>,
+{
+    let mut rates = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        if cold {
+            manager.clear_cache();
+        }
+        let started = Instant::now();
+        pass().await?;
+        rates.push(texts as f64 / started.elapsed().as_secs_f64());
+    }
+    Ok(median(rates))
+}
+
+/// `mm bench`.
+pub async fn bench(
+    settings: Settings,
+    options: BenchOptions<'_>,
+    json_out: bool,
+) -> Result<(), ModelError> {
+    let texts = corpus_texts(options.corpus, options.texts)?;
+    let (model, runs) = (options.model, options.runs.max(1));
+    let manager = ModelManager::new(settings);
+    let started = Instant::now();
+    manager.get_embedding_model(model).await?;
+    let load_seconds = started.elapsed().as_secs_f64();
+
+    let batched = texts_per_second(&manager, runs, texts.len(), true, || async {
+        manager.generate_embeddings(&texts, model).await.map(drop)
+    })
+    .await?;
+    // One text per call, on a slice so the baseline stays quick.
+    let single = &texts[..texts.len().min(64)];
+    let one_by_one = texts_per_second(&manager, runs, single.len(), true, || async {
+        for text in single {
+            manager
+                .generate_embeddings(std::slice::from_ref(text), model)
+                .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    manager.generate_embeddings(&texts, model).await?;
+    let cached = texts_per_second(&manager, runs, texts.len(), false, || async {
+        manager.generate_embeddings(&texts, model).await.map(drop)
+    })
+    .await?;
+
+    if json_out {
+        print_json(&json!({
+            "success": true, "model": model, "texts": texts.len(), "runs": runs,
+            "load_seconds": load_seconds,
+            "batched_texts_per_second": batched,
+            "one_per_call_texts_per_second": one_by_one,
+            "cached_texts_per_second": cached,
+        }));
+    } else {
+        println!(
+            "model {model}: loaded in {load_seconds:.2} s; {} texts, median of {runs} runs",
+            texts.len()
+        );
+        println!("  batched (cold cache)     {batched:>10.1} texts/s");
+        println!(
+            "  one text per call       {one_by_one:>10.1} texts/s   (baseline; batched is {:.2}x)",
+            batched / one_by_one
+        );
+        println!(
+            "  cached                  {cached:>10.1} texts/s   ({:.0}x batched)",
+            cached / batched
+        );
+    }
+    manager.shutdown().await?;
+    Ok(())
+}
