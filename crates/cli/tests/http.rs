@@ -276,3 +276,28 @@ print(json.dumps({
         }
     }
 }
+
+#[test]
+fn load_with_keep_alive_holds_the_model_then_idle_rules_apply_again() {
+    let server = Server::start(&[], &[]);
+    let (status, body) = server.post("/v1/models/embedding/load", r#"{"keep_alive": 1}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["keep_alive"], 1.0);
+    let (_, st) = server.get("/v1/status");
+    assert_eq!(
+        st["models"]["embedding"]["pinned"], true,
+        "held while the keep-alive runs"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.get("/v1/status").1["models"]["embedding"]["pinned"] != false {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keep-alive never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, _) = server.post("/v1/models/embedding/load", r#"{"keep_alive": -1}"#);
+    assert_eq!(status, 400);
+    let (status, _) = server.post("/v1/models/embedding/load", r#"{"keep_alve": 1}"#);
+    assert_eq!(status, 400, "unknown fields are refused");
+}

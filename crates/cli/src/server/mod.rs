@@ -2,6 +2,7 @@
 //! explicit [`AppState`]; errors are the seed's JSON with a fitting status.
 
 mod errors;
+mod keep_alive;
 mod metrics;
 mod routes;
 
@@ -40,6 +41,7 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     permits: Arc<Semaphore>,
     metrics: Arc<metrics::Metrics>,
+    keep_alive: Arc<keep_alive::KeepAlive>,
 }
 
 /// The routes with their middleware.
@@ -48,6 +50,7 @@ pub fn router(manager: ModelManager, config: ServerConfig) -> Router {
         manager,
         permits: Arc::new(Semaphore::new(config.max_concurrent)),
         metrics: Arc::new(metrics::Metrics::new()),
+        keep_alive: Arc::default(),
         config: Arc::new(config),
     };
     Router::new()

@@ -201,9 +201,13 @@ pub async fn infer(
 
 /// `POST /v1/models/{id}/load` body.
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct LoadRequest {
     #[serde(default)]
     pin: bool,
+    /// Seconds to keep the model loaded before the idle rules apply again.
+    #[serde(default)]
+    keep_alive: Option<f64>,
 }
 
 /// `POST /v1/models/{id}/load`: loads now; `{"pin": true}` keeps it loaded.
@@ -218,20 +222,37 @@ pub async fn load(
         serde_json::from_slice(&body)
             .map_err(|e| ModelError::invalid_input(format!("bad request body: {e}")))?
     };
+    let keep_alive = match request.keep_alive {
+        Some(s) if !(0.0..=31_536_000.0).contains(&s) => {
+            return Err(ModelError::invalid_input(
+                "keep_alive is a number of seconds between 0 and one year",
+            )
+            .into())
+        }
+        other => other.map(std::time::Duration::from_secs_f64),
+    };
     let pin = request.pin;
     tag_model(&id);
     state.manager.preload(&id).await?;
-    if pin {
+    state.keep_alive.cancel(&id);
+    if pin || keep_alive.is_some() {
         state.manager.pin(&id, true)?;
     }
-    Ok(Json(
-        json!({"success": true, "model": id, "state": "loaded", "pinned": pin}),
-    ))
+    if let (false, Some(duration)) = (pin, keep_alive) {
+        state
+            .keep_alive
+            .release_after(state.manager.clone(), &id, duration);
+    }
+    Ok(Json(json!({
+        "success": true, "model": id, "state": "loaded", "pinned": pin,
+        "keep_alive": keep_alive.map(|d| d.as_secs_f64()),
+    })))
 }
 
 /// `POST /v1/models/{id}/unload`: waits for in-flight requests on it, then unloads.
 pub async fn unload(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
     tag_model(&id);
+    state.keep_alive.cancel(&id);
     state.manager.pin(&id, false)?;
     let was_loaded = state.manager.unload_model(&id).await?;
     Ok(Json(
