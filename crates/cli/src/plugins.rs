@@ -29,12 +29,13 @@ fn print_record(record: &PluginRecord) {
 pub fn list(settings: &Settings, json_out: bool) -> Result<(), ModelError> {
     let config = &settings.plugins;
     let registry = Registry::with_static_loaders();
-    let mut records: Vec<PluginRecord> = Vec::new();
+    let mut opened = Vec::new();
     for path in plugin_files(config)? {
         let plugin = open_plugin(&path, &config.sha256)?;
-        register_types(&plugin, &registry, &records)?;
-        records.push(plugin.record.clone());
+        register_types(&plugin, &registry, &opened)?;
+        opened.push(plugin);
     }
+    let records: Vec<PluginRecord> = opened.iter().map(|p| p.record.clone()).collect();
     if json_out {
         print_json(&json!({"success": true, "enabled": config.enabled, "plugins": records}));
         return Ok(());

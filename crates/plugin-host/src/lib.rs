@@ -36,13 +36,20 @@ impl PluginHost for DylibPluginHost {
         settings: &PluginSettings,
         registry: &Registry,
     ) -> Result<Vec<PluginRecord>> {
-        let mut records: Vec<PluginRecord> = Vec::new();
+        // Check every library before registering any, so a failure leaves the registry as
+        // it was.
+        let staging = Registry::new();
+        let mut opened = Vec::new();
         for path in plugin_files(settings)? {
             let plugin = open_plugin(&path, &settings.sha256)?;
-            register_types(&plugin, registry, &records)?;
-            records.push(plugin.record.clone());
+            check_types(&plugin, registry, &opened)?;
+            register_types(&plugin, &staging, &opened)?;
+            opened.push(plugin);
         }
-        Ok(records)
+        for plugin in &opened {
+            register_types(plugin, registry, &[])?;
+        }
+        Ok(opened.iter().map(|p| p.record.clone()).collect())
     }
 }
 
@@ -80,17 +87,32 @@ fn libraries_in(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Registers a loader for every type `plugin` declares; a type some other loader already
-/// serves is `PLUGIN_LOAD_ERROR` naming both providers.
+/// serves is `PLUGIN_LOAD_ERROR` naming both providers (`loaded`: the plugins registered
+/// before, to name them).
 pub fn register_types(
     plugin: &Arc<LoadedPlugin>,
     registry: &Registry,
-    loaded: &[PluginRecord],
+    loaded: &[Arc<LoadedPlugin>],
+) -> Result<()> {
+    check_types(plugin, registry, loaded)?;
+    for decl in &plugin.types {
+        registry.register(Arc::new(PluginLoader::new(plugin.clone(), decl)))?;
+    }
+    Ok(())
+}
+
+/// `PLUGIN_LOAD_ERROR` naming both providers if a type of `plugin` is served already.
+fn check_types(
+    plugin: &LoadedPlugin,
+    registry: &Registry,
+    loaded: &[Arc<LoadedPlugin>],
 ) -> Result<()> {
     let entries = registry.entries();
     for decl in &plugin.types {
         if let Some((_, backend)) = entries.iter().find(|(t, _)| *t == decl.model_type) {
             let provider = loaded
                 .iter()
+                .map(|p| &p.record)
                 .find(|r| r.name == *backend)
                 .map(|r| format!("plugin `{}` ({})", r.name, r.path.display()))
                 .unwrap_or_else(|| format!("the built-in backend `{backend}`"));
@@ -107,9 +129,6 @@ pub fn register_types(
             .with("model_type", decl.model_type.as_str())
             .with("registered_by", backend.as_str()));
         }
-    }
-    for decl in &plugin.types {
-        registry.register(Arc::new(PluginLoader::new(plugin.clone(), decl)))?;
     }
     Ok(())
 }

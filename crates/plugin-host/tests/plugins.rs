@@ -176,3 +176,29 @@ async fn a_type_declared_twice_names_both_providers() {
     assert!(err.message.contains("libecho_a.so"), "{}", err.message);
     assert!(err.message.contains("libecho_b.so"), "{}", err.message);
 }
+
+#[tokio::test]
+async fn a_failed_initialize_registers_nothing_and_can_be_retried() {
+    let echo = workspace_plugin("mm-plugin-echo");
+    let (_a, first) = install(&echo, "libecho_a.so");
+    let (_b, second) = install(&echo, "libecho_b.so");
+    let text = format!(
+        "plugins.enabled = true\nplugins.paths = [{:?}, {:?}]\n",
+        first.display().to_string(),
+        second.display().to_string()
+    );
+    let manager = ModelManager::new(Settings::from_toml_str(&text, ".").unwrap());
+    assert!(manager.initialize().await.is_err());
+    assert!(
+        !manager.registry().types().contains(&"echo".to_owned()),
+        "nothing registered by the failed attempt"
+    );
+
+    // A settings error found after the plugins loaded: retrying gives the same error, not a
+    // plugin conflict with itself.
+    let manager = ModelManager::new(echo_settings(&first, "models.echo.prefx = \"x\"\n"));
+    let first_err = manager.initialize().await.unwrap_err();
+    let second_err = manager.initialize().await.unwrap_err();
+    assert_eq!(first_err.code, ErrorCode::ConfigError);
+    assert_eq!(second_err, first_err);
+}

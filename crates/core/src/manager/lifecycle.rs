@@ -41,10 +41,12 @@ impl ModelManager {
         if inner.initialized.load(Ordering::Acquire) {
             return Ok(InitReport::default());
         }
-        if inner.settings.plugins.enabled {
+        // Once per manager: a failed initialize (e.g. a settings typo found below) may be
+        // retried without registering the plugins' types twice.
+        if inner.settings.plugins.enabled && inner.plugins.lock().is_none() {
             let records =
                 crate::plugins::load_configured(&inner.settings.plugins, &inner.registry)?;
-            *inner.plugins.lock() = records;
+            *inner.plugins.lock() = Some(records);
         }
         for spec in inner.settings.models.values() {
             inner.registry.validate_spec(spec)?;

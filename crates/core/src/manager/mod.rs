@@ -49,7 +49,8 @@ pub(crate) struct Inner {
     pub shutting_down: AtomicBool,
     pub init_lock: tokio::sync::Mutex<()>,
     pub cache_load_error: Mutex<Option<ModelError>>,
-    pub plugins: Mutex<Vec<crate::PluginRecord>>,
+    /// `None` until the plugins are loaded.
+    pub plugins: Mutex<Option<Vec<crate::PluginRecord>>>,
 }
 
 impl Drop for Inner {
@@ -83,7 +84,7 @@ impl ModelManager {
             shutting_down: AtomicBool::new(false),
             init_lock: tokio::sync::Mutex::new(()),
             cache_load_error: Mutex::new(None),
-            plugins: Mutex::new(Vec::new()),
+            plugins: Mutex::new(None),
         };
         Self {
             inner: Arc::new(inner),
@@ -170,7 +171,7 @@ impl ModelManager {
 
     /// The plugins loaded at initialize.
     pub fn plugins(&self) -> Vec<crate::PluginRecord> {
-        self.inner.plugins.lock().clone()
+        self.inner.plugins.lock().clone().unwrap_or_default()
     }
 
     /// Returns one reference taken with [`ModelHandle::detach`] (the seed's explicit form).

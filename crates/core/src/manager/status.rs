@@ -181,7 +181,7 @@ impl ModelManager {
             cache,
             cache_restore_error: inner.cache_load_error.lock().clone(),
             registered_types: inner.registry.types(),
-            plugins: inner.plugins.lock().clone(),
+            plugins: inner.plugins.lock().clone().unwrap_or_default(),
             process_resident_bytes: inner
                 .settings
                 .memory_monitoring
