@@ -17,22 +17,53 @@ pub trait Exported: Plugin {
     fn instance() -> &'static Self;
 }
 
+thread_local! {
+    /// Set while a host call runs under [`guarded`]; the panic's location, once caught.
+    static GUARDED: std::cell::RefCell<Option<Option<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes panics inside host calls quiet (they become errors that carry the location) and
+/// leaves other panics of the plugin to the previous hook. The plugin's std is its own copy,
+/// so this hook is the plugin's, not the host's.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            let guarded = GUARDED.with(|g| match g.borrow_mut().as_mut() {
+                Some(slot) => {
+                    *slot = location;
+                    true
+                }
+                None => false,
+            });
+            if !guarded {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning a panic into an `INFERENCE_ERROR` (abi_stable would abort the process
 /// on a panic that reaches the boundary).
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let reason = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_owned());
-            Err(Error::inference(format!(
-                "the plugin panicked in {what}: {reason}"
-            )))
-        }
-    }
+    let outer = GUARDED.with(|g| g.replace(Some(None)));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    let location = GUARDED.with(|g| g.replace(outer)).flatten();
+    result.unwrap_or_else(|payload| {
+        let reason = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
+        Err(Error::inference(format!(
+            "the plugin panicked in {what}{at}: {reason}"
+        )))
+    })
 }
 
 struct ModelAdapter(Box<dyn PluginModel>);
@@ -77,6 +108,7 @@ extern "C" fn load<P: Exported>(config_json: RStr<'_>) -> RResult<AbiModelBox, A
 /// The root module of plugin `P`.
 #[doc(hidden)]
 pub fn root_module<P: Exported>() -> PluginModuleRef {
+    install_panic_hook();
     PluginModule {
         manifest: manifest::<P>,
         load: load::<P>,

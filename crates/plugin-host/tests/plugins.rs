@@ -71,6 +71,11 @@ async fn a_panicking_plugin_model_is_an_error_and_the_host_answers_the_next_call
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::InferenceError);
     assert!(err.message.contains("panicked"), "{}", err.message);
+    assert!(
+        err.message.contains("plugins/echo/src/lib.rs"),
+        "where: {}",
+        err.message
+    );
     let out = manager
         .infer("echo", text_input("t", "still here"))
         .await
