@@ -8,7 +8,7 @@
 //! Every call into the plugin runs under `catch_unwind`: a panicking model becomes an
 //! `INFERENCE_ERROR` and the host lives on.
 //!
-//! ```ignore
+//! ```
 //! use model_manager_plugin::{export_plugin, Error, LoadConfig, Plugin, PluginInfo,
 //!     PluginModel, TypeDeclaration, Value, Values};
 //!
