@@ -30,6 +30,7 @@ fn loader_state(registry: &Registry, spec: &ModelSpec) -> String {
 /// `mm models`.
 pub async fn models(settings: Settings, json_out: bool) -> Result<(), ModelError> {
     let manager = ModelManager::new(settings);
+    manager.load_plugins()?;
     let status = manager.get_model_status().await?;
     let registry = manager.registry();
     if json_out {
@@ -74,6 +75,7 @@ pub async fn models(settings: Settings, json_out: bool) -> Result<(), ModelError
 /// `mm status`.
 pub async fn status(settings: Settings, json_out: bool) -> Result<(), ModelError> {
     let manager = ModelManager::new(settings);
+    manager.load_plugins()?;
     let status = manager.get_status().await?;
     if json_out {
         let mut value = serde_json::to_value(&status).unwrap_or_default();
@@ -98,6 +100,14 @@ pub async fn status(settings: Settings, json_out: bool) -> Result<(), ModelError
         status.registered_types.join(", ")
     };
     println!("registered model types: {types}");
+    for plugin in &status.plugins {
+        println!(
+            "plugin {} {} ({})",
+            plugin.name,
+            plugin.version,
+            plugin.path.display()
+        );
+    }
     if let Some(rss) = status.process_resident_bytes {
         println!("process resident memory: {:.1} MiB", rss as f64 / 1048576.0);
     }

@@ -52,6 +52,20 @@ fn plugins_list_and_check_report_the_plugin_and_its_types() {
     let value = json_of(&out.get_output().stdout);
     assert_eq!(value["plugins"][0]["name"], "echo");
     assert_eq!(value["plugins"][0]["types"][0]["model_type"], "echo");
+    let out = mm(&s.settings)
+        .args(["--json", "models"])
+        .assert()
+        .success();
+    let value = json_of(&out.get_output().stdout);
+    assert_eq!(value["models"]["echo"]["loaders"], "echo", "{value}");
+    let out = mm(&s.settings)
+        .args(["--json", "status"])
+        .assert()
+        .success();
+    assert_eq!(
+        json_of(&out.get_output().stdout)["plugins"][0]["name"],
+        "echo"
+    );
 
     let out = mm(&s.settings)
         .args(["plugins", "check"])

@@ -41,13 +41,7 @@ impl ModelManager {
         if inner.initialized.load(Ordering::Acquire) {
             return Ok(InitReport::default());
         }
-        // Once per manager: a failed initialize (e.g. a settings typo found below) may be
-        // retried without registering the plugins' types twice.
-        if inner.settings.plugins.enabled && inner.plugins.lock().is_none() {
-            let records =
-                crate::plugins::load_configured(&inner.settings.plugins, &inner.registry)?;
-            *inner.plugins.lock() = Some(records);
-        }
+        self.load_plugins()?;
         for spec in inner.settings.models.values() {
             inner.registry.validate_spec(spec)?;
         }
@@ -71,6 +65,22 @@ impl ModelManager {
             report.preloaded.push(spec.id.clone());
         }
         Ok(report)
+    }
+
+    /// Loads the plugins of `plugins.*` (with `plugins.enabled = true`) and registers their
+    /// types, once per manager: initialize does it, and tools that inspect the registry
+    /// without initializing can. Blocking (opens libraries).
+    pub fn load_plugins(&self) -> Result<Vec<crate::PluginRecord>> {
+        let inner = &self.inner;
+        // Held while loading, so concurrent callers load once; a failed attempt registers
+        // nothing and may be retried.
+        let mut plugins = inner.plugins.lock();
+        if plugins.is_none() && inner.settings.plugins.enabled {
+            let records =
+                crate::plugins::load_configured(&inner.settings.plugins, &inner.registry)?;
+            *plugins = Some(records);
+        }
+        Ok(plugins.clone().unwrap_or_default())
     }
 
     /// Refuses new work (`SHUTTING_DOWN`), lets in-flight work finish within
