@@ -70,14 +70,20 @@ pub async fn embed(
         manager.shutdown().await?;
         return Ok(());
     }
-    let out = manager.generate_embeddings(texts, model).await?;
+    let mut embeddings = Vec::with_capacity(texts.len());
+    let summary = embed_in_chunks(&manager, model, texts, |vectors| {
+        embeddings.extend(vectors);
+        Ok(())
+    })
+    .await?;
     if json_out {
         print_json(&json!({
-            "success": true, "model": model, "dimension": out.dimension,
-            "cached": out.cached, "cache_hits": out.cache_hits, "embeddings": out.embeddings,
+            "success": true, "model": model, "dimension": summary.dimension,
+            "cached": summary.cache_hits == summary.count, "cache_hits": summary.cache_hits,
+            "embeddings": embeddings,
         }));
     } else {
-        for (text, vector) in texts.iter().zip(&out.embeddings) {
+        for (text, vector) in texts.iter().zip(&embeddings) {
             let head: Vec<String> = vector.iter().take(6).map(|x| format!("{x:+.4}")).collect();
             println!(
                 "{:<40} [{} … ] ({} dims)",
