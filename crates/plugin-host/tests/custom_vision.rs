@@ -54,10 +54,20 @@ fn image_input(bytes: Vec<u8>, format: &str) -> NamedValues {
     NamedValues::from([("image".to_owned(), InferValue::Image(image))])
 }
 
-fn held_out(model_dir: &Path) -> Vec<(PathBuf, String)> {
+/// The `labels` output: top-k `{"label", "score"}`.
+fn labels_of(out: &NamedValues) -> &Vec<serde_json::Value> {
+    match &out["labels"] {
+        InferValue::Json(serde_json::Value::Array(labels)) => labels,
+        other => panic!("labels are a JSON array: {other:?}"),
+    }
+}
+
+/// Held-out images with extension `ext` and their labels.
+fn held_out(model_dir: &Path, ext: &str) -> Vec<(PathBuf, String)> {
     let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(model_dir.join("heldout"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .map(|p| {
             let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
             let label = stem.rsplit('_').next().unwrap().to_owned();
@@ -76,7 +86,7 @@ async fn held_out_digits_are_classified_through_the_plugin() {
         "libmm_plugin_custom_vision.so",
     );
     let manager = manager(&library, model_dir.path());
-    let images = held_out(model_dir.path());
+    let images = held_out(model_dir.path(), "png");
     assert_eq!(images.len(), 360);
     let mut correct = 0;
     for (path, label) in &images {
@@ -85,10 +95,7 @@ async fn held_out_digits_are_classified_through_the_plugin() {
             .infer("digits", image_input(png, "png"))
             .await
             .unwrap();
-        let InferValue::Json(labels) = &out["labels"] else {
-            panic!("labels are JSON: {out:?}")
-        };
-        let labels = labels.as_array().unwrap();
+        let labels = labels_of(&out);
         assert_eq!(labels.len(), 3);
         let scores: Vec<f64> = labels
             .iter()
@@ -108,6 +115,22 @@ async fn held_out_digits_are_classified_through_the_plugin() {
     }
     let accuracy = correct as f64 / images.len() as f64;
     assert!(accuracy >= 0.9, "held-out accuracy {accuracy}");
+
+    // The same digits as 64x64 JPEGs: decoded, resized back to 8x8 and still recognised.
+    let jpegs = held_out(model_dir.path(), "jpg");
+    let mut correct = 0;
+    for (path, label) in &jpegs {
+        let jpeg = std::fs::read(path).unwrap();
+        let out = manager
+            .infer("digits", image_input(jpeg, "jpeg"))
+            .await
+            .unwrap();
+        if labels_of(&out)[0]["label"] == label.as_str() {
+            correct += 1;
+        }
+    }
+    let accuracy = correct as f64 / jpegs.len() as f64;
+    assert!(accuracy >= 0.85, "held-out JPEG accuracy {accuracy}");
 
     let status = manager.get_status().await.unwrap();
     let digits = &status.models["digits"];

@@ -60,12 +60,26 @@ pub fn split(digits: Vec<Digit>) -> (Vec<Digit>, Vec<Digit>) {
     )
 }
 
+fn encode(image: &image::GrayImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut bytes), format)
+        .expect("encoding an image in memory");
+    bytes
+}
+
+fn gray(digit: &Digit) -> image::GrayImage {
+    image::GrayImage::from_raw(8, 8, digit.pixels.clone()).expect("64 pixels")
+}
+
 /// The sample as an 8x8 grayscale PNG.
 pub fn to_png(digit: &Digit) -> Vec<u8> {
-    let image = image::GrayImage::from_raw(8, 8, digit.pixels.clone()).expect("64 pixels");
-    let mut png = Vec::new();
-    image
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .expect("encoding a PNG in memory");
-    png
+    encode(&gray(digit), image::ImageFormat::Png)
+}
+
+/// The sample scaled to 64x64 as a JPEG, as a photo of a digit would arrive: the
+/// classifier must decode, and resize it back down.
+pub fn to_large_jpeg(digit: &Digit) -> Vec<u8> {
+    let large = image::imageops::resize(&gray(digit), 64, 64, image::imageops::FilterType::Nearest);
+    encode(&large, image::ImageFormat::Jpeg)
 }

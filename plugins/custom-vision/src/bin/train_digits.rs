@@ -3,7 +3,8 @@
 //!     train-digits --data models/digits/data/digits.csv.gz --out models/digits-classifier
 //!
 //! Writes `model.safetensors`, `config.json`, and the held-out split as PNGs named
-//! `heldout/<index>_<label>.png`, then prints the held-out accuracy.
+//! `heldout/<index>_<label>.png` (plus 64x64 JPEGs of the same images, `.jpg`), then prints
+//! the held-out accuracy.
 
 use mm_plugin_custom_vision::{classifier::Classifier, digits, train};
 use std::path::PathBuf;
@@ -50,7 +51,9 @@ fn run(args: &Args) -> Result<f64, String> {
     std::fs::write(args.out.join("config.json"), config_json).map_err(|e| e.to_string())?;
     for (i, digit) in held_out.iter().enumerate() {
         let path = args.out.join(format!("heldout/{i:04}_{}.png", digit.label));
-        std::fs::write(path, digits::to_png(digit)).map_err(|e| e.to_string())?;
+        std::fs::write(&path, digits::to_png(digit)).map_err(|e| e.to_string())?;
+        std::fs::write(path.with_extension("jpg"), digits::to_large_jpeg(digit))
+            .map_err(|e| e.to_string())?;
     }
     let classifier = Classifier::from_weights(weights, config).map_err(|e| e.message)?;
     let train_accuracy = train::accuracy(&classifier, &train_set).map_err(|e| e.message)?;
