@@ -48,11 +48,7 @@ fn outputs_json(outputs: &NamedValues, full: bool) -> Value {
         .map(|(name, value)| {
             let shown = match value {
                 InferValue::Tensor(t) if !full => {
-                    let dtype = serde_json::to_value(&t.data)
-                        .ok()
-                        .and_then(|v| v["dtype"].as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    json!(format!("tensor {dtype} {:?}", t.shape))
+                    json!(format!("tensor {} {:?}", t.data.dtype(), t.shape))
                 }
                 other => serde_json::to_value(other).unwrap_or_default(),
             };

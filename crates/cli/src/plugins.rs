@@ -1,8 +1,8 @@
 //! `mm plugins list|check`.
 
 use crate::output::print_json;
-use model_manager::plugin_host::{open_plugin, plugin_files, register_types};
-use model_manager::{ErrorCode, ModelError, PluginRecord, Registry, Settings};
+use model_manager::plugin_host::{open_plugin, register_types, DylibPluginHost};
+use model_manager::{ErrorCode, ModelError, PluginHost, PluginRecord, Registry, Settings};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -28,14 +28,8 @@ fn print_record(record: &PluginRecord) {
 /// `mm plugins list`: the plugins the settings name, loaded as `mm serve` would load them.
 pub fn list(settings: &Settings, json_out: bool) -> Result<(), ModelError> {
     let config = &settings.plugins;
-    let registry = Registry::with_static_loaders();
-    let mut opened = Vec::new();
-    for path in plugin_files(config)? {
-        let plugin = open_plugin(&path, &config.sha256)?;
-        register_types(&plugin, &registry, &opened)?;
-        opened.push(plugin);
-    }
-    let records: Vec<PluginRecord> = opened.iter().map(|p| p.record.clone()).collect();
+    // The host's own loading, whatever `plugins.enabled` says, against the built-in types.
+    let records = DylibPluginHost.load_plugins(config, &Registry::with_static_loaders())?;
     if json_out {
         print_json(&json!({"success": true, "enabled": config.enabled, "plugins": records}));
         return Ok(());

@@ -123,15 +123,8 @@ pub async fn similarity(
     Ok(())
 }
 
-/// `mm search`.
-pub async fn search(
-    settings: Settings,
-    model: &str,
-    corpus: &Path,
-    top_k: usize,
-    query: &str,
-    json_out: bool,
-) -> Result<(), ModelError> {
+/// The non-blank lines of a corpus file, trimmed; `INVALID_INPUT` if unreadable or empty.
+pub fn read_corpus(corpus: &Path) -> Result<Vec<String>, ModelError> {
     let text = std::fs::read_to_string(corpus).map_err(|e| {
         ModelError::invalid_input(format!("cannot read corpus {}: {e}", corpus.display()))
             .with("file", corpus.display().to_string())
@@ -148,6 +141,19 @@ pub async fn search(
             format!("corpus {} has no lines", corpus.display()),
         ));
     }
+    Ok(documents)
+}
+
+/// `mm search`.
+pub async fn search(
+    settings: Settings,
+    model: &str,
+    corpus: &Path,
+    top_k: usize,
+    query: &str,
+    json_out: bool,
+) -> Result<(), ModelError> {
+    let documents = read_corpus(corpus)?;
     let manager = ModelManager::new(settings);
     let query_vector = embed_texts(&manager, model, &[query.to_owned()])
         .await?

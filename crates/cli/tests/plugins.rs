@@ -121,39 +121,20 @@ fn a_truncated_library_is_reported_and_the_caller_survives() {
 #[test]
 fn mm_infer_runs_a_plugin_model_and_reports_its_errors() {
     let s = setup();
-    let out = mm(&s.settings)
-        .args([
-            "--json",
-            "infer",
-            "--model",
-            "echo",
-            "--input",
-            r#"{"t": "hi", "n": {"k": 1}}"#,
-        ])
-        .assert()
-        .success();
-    let value = json_of(&out.get_output().stdout);
+    let value = echo_infer(&s.settings, r#"{"t": "hi", "n": {"k": 1}}"#, 0);
     assert_eq!(value["outputs"]["t"], "> hi");
     assert_eq!(value["outputs"]["n"]["k"], 1);
+    let value = echo_infer(&s.settings, r#"{"panic": "yes"}"#, 1);
+    assert_eq!(value["code"], "INFERENCE_ERROR");
+    let value = echo_infer(&s.settings, "not json", 1);
+    assert_eq!(value["code"], "INVALID_INPUT");
+}
 
-    let out = mm(&s.settings)
-        .args([
-            "--json",
-            "infer",
-            "--model",
-            "echo",
-            "--input",
-            r#"{"panic": "yes"}"#,
-        ])
-        .assert()
-        .code(1);
-    assert_eq!(json_of(&out.get_output().stdout)["code"], "INFERENCE_ERROR");
-
-    let out = mm(&s.settings)
-        .args(["--json", "infer", "--model", "echo", "--input", "not json"])
-        .assert()
-        .code(1);
-    assert_eq!(json_of(&out.get_output().stdout)["code"], "INVALID_INPUT");
+/// `mm --json infer --model echo --input INPUT`, which must exit with `code`; its JSON.
+fn echo_infer(settings: &Path, input: &str, code: i32) -> serde_json::Value {
+    let args = ["--json", "infer", "--model", "echo", "--input", input];
+    let out = mm(settings).args(args).assert().code(code);
+    json_of(&out.get_output().stdout)
 }
 
 #[test]

@@ -107,6 +107,15 @@ impl TensorData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The element type as written in JSON (`f32`, `i64`, `i32`).
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            TensorData::F32(_) => "f32",
+            TensorData::I64(_) => "i64",
+            TensorData::I32(_) => "i32",
+        }
+    }
 }
 
 /// A tensor crossing a generic inference call: a shape and row-major data.

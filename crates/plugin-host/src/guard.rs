@@ -1,16 +1,13 @@
 //! Checks made before a library is opened: opening one runs its code.
 
-use model_manager_core::{ErrorCode, ModelError, Result};
+use crate::library::load_error;
+use model_manager_core::{ModelError, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 fn refused(path: &Path, why: String) -> ModelError {
-    ModelError::new(
-        ErrorCode::PluginLoadError,
-        format!("refusing plugin {}: {why}", path.display()),
-    )
-    .with("path", path.display().to_string())
+    load_error(path, format!("refusing plugin {}: {why}", path.display()))
 }
 
 /// Refuses a file, or a folder holding it, that group or others may write: anyone who can

@@ -67,11 +67,10 @@ pub fn plugin_files(settings: &PluginSettings) -> Result<Vec<PathBuf>> {
 
 fn libraries_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        ModelError::new(
-            ErrorCode::PluginLoadError,
+        library::load_error(
+            dir,
             format!("cannot read plugin folder {}: {e}", dir.display()),
         )
-        .with("path", dir.display().to_string())
         .with("key", "plugins.dirs")
     })?;
     let mut files: Vec<PathBuf> = entries

@@ -27,7 +27,8 @@ fn opened() -> &'static Mutex<HashMap<PathBuf, Arc<LoadedPlugin>>> {
     OPENED.get_or_init(Default::default)
 }
 
-fn load_error(path: &Path, message: String) -> ModelError {
+/// `PLUGIN_LOAD_ERROR` about the file or folder at `path`.
+pub(crate) fn load_error(path: &Path, message: String) -> ModelError {
     ModelError::new(ErrorCode::PluginLoadError, message).with("path", path.display().to_string())
 }
 

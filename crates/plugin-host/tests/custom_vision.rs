@@ -54,6 +54,18 @@ fn image_input(bytes: Vec<u8>, format: &str) -> NamedValues {
     NamedValues::from([("image".to_owned(), InferValue::Image(image))])
 }
 
+/// Input `image` as raw grayscale pixels of the given size.
+fn raw_gray_input(bytes: Vec<u8>, width: u32, height: u32) -> NamedValues {
+    let image = ImageValue {
+        bytes,
+        width,
+        height,
+        channels: 1,
+        format: "raw".into(),
+    };
+    NamedValues::from([("image".to_owned(), InferValue::Image(image))])
+}
+
 /// The `labels` output: top-k `{"label", "score"}`.
 fn labels_of(out: &NamedValues) -> &Vec<serde_json::Value> {
     match &out["labels"] {
@@ -154,15 +166,8 @@ async fn bad_images_and_missing_weights_are_clear_errors() {
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidInput, "{err}");
 
-    let huge = ImageValue {
-        bytes: vec![0; 16],
-        width: 100_000,
-        height: 100_000,
-        channels: 1,
-        format: "raw".into(),
-    };
-    let inputs = NamedValues::from([("image".to_owned(), InferValue::Image(huge))]);
-    let err = manager.infer("digits", inputs).await.unwrap_err();
+    let huge = raw_gray_input(vec![0; 16], 100_000, 100_000);
+    let err = manager.infer("digits", huge).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidInput, "{err}");
 
     let text = NamedValues::from([("image".to_owned(), InferValue::Text("a cat".into()))]);
@@ -170,15 +175,8 @@ async fn bad_images_and_missing_weights_are_clear_errors() {
     assert_eq!(err.code, ErrorCode::InvalidInput, "{err}");
 
     // A raw 8x8 grayscale image works as well as a PNG.
-    let raw = ImageValue {
-        bytes: vec![0; 64],
-        width: 8,
-        height: 8,
-        channels: 1,
-        format: "raw".into(),
-    };
-    let inputs = NamedValues::from([("image".to_owned(), InferValue::Image(raw))]);
-    assert!(manager.infer("digits", inputs).await.is_ok());
+    let raw = raw_gray_input(vec![0; 64], 8, 8);
+    assert!(manager.infer("digits", raw).await.is_ok());
 
     let err = manager.get_model("empty").await.unwrap_err();
     assert_eq!(err.code, ErrorCode::ModelNotFound, "{err}");

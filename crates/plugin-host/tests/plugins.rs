@@ -166,17 +166,24 @@ async fn writable_plugins_and_sha256_mismatches_are_refused_before_opening() {
     assert!(err.message.contains("sha256"), "{}", err.message);
 }
 
-#[tokio::test]
-async fn a_type_declared_twice_names_both_providers() {
+/// Two installed copies of the echo plugin (same types) and settings that load both; the
+/// folder guards, the first copy's path, the settings.
+fn two_echo_copies() -> ([tempfile::TempDir; 2], std::path::PathBuf, Settings) {
     let echo = workspace_plugin("mm-plugin-echo");
-    let (_a, first) = install(&echo, "libecho_a.so");
-    let (_b, second) = install(&echo, "libecho_b.so");
+    let (a, first) = install(&echo, "libecho_a.so");
+    let (b, second) = install(&echo, "libecho_b.so");
     let text = format!(
         "plugins.enabled = true\nplugins.paths = [{:?}, {:?}]\n",
         first.display().to_string(),
         second.display().to_string()
     );
-    let err = init_error(Settings::from_toml_str(&text, ".").unwrap()).await;
+    ([a, b], first, Settings::from_toml_str(&text, ".").unwrap())
+}
+
+#[tokio::test]
+async fn a_type_declared_twice_names_both_providers() {
+    let (_copies, _, settings) = two_echo_copies();
+    let err = init_error(settings).await;
     assert_eq!(err.code, ErrorCode::PluginLoadError);
     assert!(err.message.contains("libecho_a.so"), "{}", err.message);
     assert!(err.message.contains("libecho_b.so"), "{}", err.message);
@@ -184,15 +191,8 @@ async fn a_type_declared_twice_names_both_providers() {
 
 #[tokio::test]
 async fn a_failed_initialize_registers_nothing_and_can_be_retried() {
-    let echo = workspace_plugin("mm-plugin-echo");
-    let (_a, first) = install(&echo, "libecho_a.so");
-    let (_b, second) = install(&echo, "libecho_b.so");
-    let text = format!(
-        "plugins.enabled = true\nplugins.paths = [{:?}, {:?}]\n",
-        first.display().to_string(),
-        second.display().to_string()
-    );
-    let manager = ModelManager::new(Settings::from_toml_str(&text, ".").unwrap());
+    let (_copies, first, settings) = two_echo_copies();
+    let manager = ModelManager::new(settings);
     assert!(manager.initialize().await.is_err());
     assert!(
         !manager.registry().types().contains(&"echo".to_owned()),

@@ -136,16 +136,15 @@ impl ModelManager {
     ) -> Result<String> {
         let handle = self.get_text_generation_model(model_id).await?;
         let (prompt, params) = (prompt.to_owned(), params.clone());
-        tokio::task::spawn_blocking(move || handle.text_generator()?.generate(&prompt, &params))
-            .await
-            .map_err(|e| {
-                ModelError::new(
-                    ErrorCode::GenerationError,
-                    format!("the generator of model `{model_id}` panicked"),
-                )
-                .caused_by("Panic", e)
-            })?
-            .map_err(|e| e.for_model(model_id))
+        let panicked = format!("the generator of model `{model_id}` panicked");
+        on_blocking_thread(
+            model_id,
+            handle,
+            ErrorCode::GenerationError,
+            panicked,
+            move |h| h.text_generator()?.generate(&prompt, &params),
+        )
+        .await
     }
 
     /// Runs generic inference with `model_id` on a blocking thread, holding a reference
@@ -157,16 +156,15 @@ impl ModelManager {
     ) -> Result<crate::NamedValues> {
         let handle = self.get_model(model_id).await?;
         handle.infer_model()?;
-        tokio::task::spawn_blocking(move || handle.infer_model()?.infer(&inputs))
-            .await
-            .map_err(|e| {
-                ModelError::new(
-                    ErrorCode::InferenceError,
-                    format!("model `{model_id}` panicked during inference"),
-                )
-                .caused_by("Panic", e)
-            })?
-            .map_err(|e| e.for_model(model_id))
+        let panicked = format!("model `{model_id}` panicked during inference");
+        on_blocking_thread(
+            model_id,
+            handle,
+            ErrorCode::InferenceError,
+            panicked,
+            move |h| h.infer_model()?.infer(&inputs),
+        )
+        .await
     }
 
     /// The plugins loaded at initialize.
@@ -259,4 +257,19 @@ impl Inner {
     pub fn log_usage(&self) -> bool {
         self.settings.log_model_usage
     }
+}
+
+/// Runs `work` on a blocking thread while `handle` keeps the model referenced; a panic
+/// becomes `code` with the message `panicked`, and errors name the model.
+async fn on_blocking_thread<T: Send + 'static>(
+    model_id: &str,
+    handle: ModelHandle,
+    code: ErrorCode,
+    panicked: String,
+    work: impl FnOnce(&ModelHandle) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || work(&handle))
+        .await
+        .map_err(|e| ModelError::new(code, panicked).caused_by("Panic", e))?
+        .map_err(|e| e.for_model(model_id))
 }
