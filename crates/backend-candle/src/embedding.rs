@@ -10,14 +10,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config};
 use model_manager_core::locate_or_download;
 use model_manager_core::{
-    DeviceChoice, Embedder, ErrorCode, Model, ModelError, ModelInfo, ModelLoader, ModelSpec, Probe,
-    Result,
+    DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelLoader, ModelSpec, Probe, Result,
 };
 use model_manager_text::{
-    sentence_config, EmbeddingPipeline, EncoderOutput, PaddedBatch, SentenceConfig, TextTokenizer,
-    TokenEncoder,
+    sentence_config, EmbeddingPipeline, EncoderOutput, PaddedBatch, SentenceConfig, TextEmbedding,
+    TextEncoder, TextTokenizer, TokenEncoder,
 };
-use std::any::Any;
 use std::sync::Arc;
 
 const REQUIRED: &[&str] = &["config.json", "tokenizer.json"];
@@ -59,7 +57,7 @@ impl ModelLoader for BertEmbeddingLoader {
         option_keys()
     }
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
-        Ok(Arc::new(BertEmbedder::load(spec, device)?))
+        Ok(Arc::new(TextEmbedding(BertEmbedder::load(spec, device)?)))
     }
 }
 
@@ -172,19 +170,10 @@ impl TokenEncoder for BertEmbedder {
     }
 }
 
-impl Embedder for BertEmbedder {
-    fn dimension(&self) -> usize {
-        self.dimension
+impl TextEncoder for BertEmbedder {
+    fn pipeline(&self) -> &EmbeddingPipeline {
+        &self.pipeline
     }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.pipeline.embed(self, texts)
-    }
-    fn count_tokens(&self, texts: &[&str]) -> Option<usize> {
-        self.pipeline.count_tokens(texts)
-    }
-}
-
-impl Model for BertEmbedder {
     fn info(&self) -> ModelInfo {
         ModelInfo {
             model_type: "embedding".into(),
@@ -193,11 +182,5 @@ impl Model for BertEmbedder {
             dimension: Some(self.dimension),
             bytes: self.bytes,
         }
-    }
-    fn as_embedder(&self) -> Option<&dyn Embedder> {
-        Some(self)
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

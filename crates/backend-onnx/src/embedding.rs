@@ -3,17 +3,16 @@
 use crate::session::{build_session, onnx_file, SESSION_OPTION_KEYS};
 use crate::BACKEND_NAME;
 use model_manager_core::{
-    locate_model_folder, DeviceChoice, Embedder, ErrorCode, Model, ModelError, ModelInfo,
-    ModelLoader, ModelSpec, Probe, Result,
+    locate_model_folder, DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelLoader,
+    ModelSpec, Probe, Result,
 };
 use model_manager_text::{
-    sentence_config, EmbeddingPipeline, EncoderOutput, PaddedBatch, SentenceConfig, TextTokenizer,
-    TokenEncoder,
+    sentence_config, EmbeddingPipeline, EncoderOutput, PaddedBatch, SentenceConfig, TextEmbedding,
+    TextEncoder, TextTokenizer, TokenEncoder,
 };
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType};
 use parking_lot::Mutex;
-use std::any::Any;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -80,7 +79,7 @@ impl ModelLoader for OnnxEmbeddingLoader {
         option_keys()
     }
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
-        Ok(Arc::new(OnnxEmbedder::load(spec, device)?))
+        Ok(Arc::new(TextEmbedding(OnnxEmbedder::load(spec, device)?)))
     }
 }
 
@@ -307,19 +306,10 @@ impl TokenEncoder for OnnxEmbedder {
     }
 }
 
-impl Embedder for OnnxEmbedder {
-    fn dimension(&self) -> usize {
-        self.dimension
+impl TextEncoder for OnnxEmbedder {
+    fn pipeline(&self) -> &EmbeddingPipeline {
+        &self.pipeline
     }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.pipeline.embed(self, texts)
-    }
-    fn count_tokens(&self, texts: &[&str]) -> Option<usize> {
-        self.pipeline.count_tokens(texts)
-    }
-}
-
-impl Model for OnnxEmbedder {
     fn info(&self) -> ModelInfo {
         ModelInfo {
             model_type: "embedding".into(),
@@ -328,11 +318,5 @@ impl Model for OnnxEmbedder {
             dimension: Some(self.dimension),
             bytes: self.bytes,
         }
-    }
-    fn as_embedder(&self) -> Option<&dyn Embedder> {
-        Some(self)
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -221,11 +221,8 @@ fn run(cli: &Cli) -> Result<(), ModelError> {
                 input,
                 output,
             } => {
-                let mut texts = texts.clone();
-                if let Some(input) = input {
-                    texts.extend(embed_io::read_texts(input)?);
-                }
-                text::embed(settings, model, &texts, output.as_deref(), cli.json).await
+                let (input, output) = (input.as_deref(), output.as_deref());
+                text::embed(settings, model, texts, input, output, cli.json).await
             }
             Command::Similarity { model, texts } => {
                 text::similarity(settings, model, texts, cli.json).await

@@ -1,6 +1,6 @@
 //! The text commands: embed, similarity, search, generate.
 
-use crate::embed_io::{embed_in_chunks, EmbeddingFile};
+use crate::embed_io::{embed_all, EmbeddingFile, TextSource};
 use crate::output::print_json;
 use model_manager::{ErrorCode, GenerationParams, ModelError, ModelManager, Settings};
 use serde_json::json;
@@ -32,12 +32,12 @@ fn shorten(text: &str, width: usize) -> String {
 async fn embed_to_file(
     manager: &ModelManager,
     model: &str,
-    texts: &[String],
+    source: TextSource,
     output: &Path,
     json_out: bool,
 ) -> Result<(), ModelError> {
-    let mut file = EmbeddingFile::create(output, texts.len())?;
-    let summary = embed_in_chunks(manager, model, texts, |vectors| file.append(&vectors)).await?;
+    let mut file = EmbeddingFile::create(output)?;
+    let summary = embed_all(manager, model, source, |vectors| file.append(&vectors)).await?;
     file.finish()?;
     if json_out {
         print_json(&json!({
@@ -56,25 +56,44 @@ async fn embed_to_file(
     Ok(())
 }
 
-/// `mm embed`.
+/// `mm embed`: the texts given, then those of `input` (a file, or `-` for stdin).
 pub async fn embed(
     settings: Settings,
     model: &str,
     texts: &[String],
+    input: Option<&Path>,
     output: Option<&Path>,
     json_out: bool,
 ) -> Result<(), ModelError> {
     let manager = ModelManager::new(settings);
     if let Some(output) = output {
-        embed_to_file(&manager, model, texts, output, json_out).await?;
+        let source = TextSource::open(texts.to_vec(), input)?;
+        embed_to_file(&manager, model, source, output, json_out).await?;
         manager.shutdown().await?;
         return Ok(());
     }
+    // Printed beside their texts, so these are kept.
+    let mut texts = texts.to_vec();
+    if input.is_some() {
+        let mut source = TextSource::open(Vec::new(), input)?;
+        loop {
+            let more = source.next_texts(4096)?;
+            if more.is_empty() {
+                break;
+            }
+            texts.extend(more);
+        }
+    }
     let mut embeddings = Vec::with_capacity(texts.len());
-    let summary = embed_in_chunks(&manager, model, texts, |vectors| {
-        embeddings.extend(vectors);
-        Ok(())
-    })
+    let summary = embed_all(
+        &manager,
+        model,
+        TextSource::open(texts.clone(), None)?,
+        |vectors| {
+            embeddings.extend(vectors);
+            Ok(())
+        },
+    )
     .await?;
     if json_out {
         print_json(&json!({

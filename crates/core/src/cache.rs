@@ -12,6 +12,16 @@ use std::sync::Arc;
 /// A cached vector.
 pub type Vector = Arc<[f32]>;
 
+/// What the cache keeps per text: the vector and the tokens the model read for it, so
+/// cached texts still count in usage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedEmbedding {
+    /// The embedding.
+    pub vector: Vector,
+    /// Tokens of the text after truncation.
+    pub tokens: u32,
+}
+
 /// Seed of the text hash for one model: covers its id and the fingerprint of its files and
 /// config, so a changed model never serves vectors of the old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,12 +72,12 @@ pub struct CacheStats {
 
 /// Per-text embedding cache with a size bound and TTL, backed by moka.
 pub struct EmbeddingCache {
-    entries: Option<moka::sync::Cache<u128, Vector>>,
+    entries: Option<moka::sync::Cache<u128, CachedEmbedding>>,
     max_entries: u64,
     counters: Arc<Counters>,
 }
 
-const FILE_MAGIC: &[u8; 8] = b"MMCACHE1";
+const FILE_MAGIC: &[u8; 8] = b"MMCACHE2";
 
 impl EmbeddingCache {
     /// A cache per `settings`; disabled when `enabled = false` or the size is 0.
@@ -102,8 +112,8 @@ impl EmbeddingCache {
         self.entries.is_some()
     }
 
-    /// The vector cached under `key`, counting a hit or a miss.
-    pub fn get(&self, key: u128) -> Option<Vector> {
+    /// The entry cached under `key`, counting a hit or a miss.
+    pub fn get(&self, key: u128) -> Option<CachedEmbedding> {
         let found = self.entries.as_ref()?.get(&key);
         let counter = if found.is_some() {
             &self.counters.hits
@@ -114,10 +124,10 @@ impl EmbeddingCache {
         found
     }
 
-    /// Caches `vector` under `key`.
-    pub fn insert(&self, key: u128, vector: Vector) {
+    /// Caches `entry` under `key`.
+    pub fn insert(&self, key: u128, entry: CachedEmbedding) {
         if let Some(entries) = &self.entries {
-            entries.insert(key, vector);
+            entries.insert(key, entry);
         }
     }
 
@@ -157,15 +167,16 @@ impl EmbeddingCache {
         }
         let tmp = path.with_extension("tmp");
         let mut out = BufWriter::new(std::fs::File::create(&tmp).map_err(io_err)?);
-        let snapshot: Vec<(u128, Vector)> = entries.iter().map(|(k, v)| (*k, v)).collect();
+        let snapshot: Vec<(u128, CachedEmbedding)> = entries.iter().map(|(k, v)| (*k, v)).collect();
         out.write_all(FILE_MAGIC).map_err(io_err)?;
         out.write_all(&(snapshot.len() as u64).to_le_bytes())
             .map_err(io_err)?;
-        for (key, vector) in &snapshot {
+        for (key, entry) in &snapshot {
             out.write_all(&key.to_le_bytes()).map_err(io_err)?;
-            out.write_all(&(vector.len() as u32).to_le_bytes())
+            out.write_all(&entry.tokens.to_le_bytes()).map_err(io_err)?;
+            out.write_all(&(entry.vector.len() as u32).to_le_bytes())
                 .map_err(io_err)?;
-            for x in vector.iter() {
+            for x in entry.vector.iter() {
                 out.write_all(&x.to_le_bytes()).map_err(io_err)?;
             }
         }
@@ -201,6 +212,8 @@ impl EmbeddingCache {
         for _ in 0..count {
             let mut key = [0u8; 16];
             input.read_exact(&mut key).map_err(io_err)?;
+            let mut tokens = [0u8; 4];
+            input.read_exact(&mut tokens).map_err(io_err)?;
             let mut dim = [0u8; 4];
             input.read_exact(&mut dim).map_err(io_err)?;
             let dim = u32::from_le_bytes(dim) as u64;
@@ -213,7 +226,8 @@ impl EmbeddingCache {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            entries.insert(u128::from_le_bytes(key), vector);
+            let tokens = u32::from_le_bytes(tokens);
+            entries.insert(u128::from_le_bytes(key), CachedEmbedding { vector, tokens });
             loaded += 1;
         }
         Ok(loaded)

@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod files;
 pub mod fingerprint;
@@ -19,8 +20,9 @@ pub mod registry;
 pub mod settings;
 pub mod spec;
 
-pub use cache::{CacheNamespace, CacheStats, EmbeddingCache};
+pub use cache::{CacheNamespace, CacheStats, CachedEmbedding, EmbeddingCache};
 pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest, GpuProbe};
+pub use engine::{Admission, EngineStatus, HistogramSnapshot};
 pub use error::{ErrorCode, ModelError, Result};
 pub use files::{can_download, locate_model_folder, locate_or_download, ModelFolder};
 pub use loader::{LoaderRegistration, ModelLoader, Probe};
@@ -29,8 +31,8 @@ pub use manager::{
     ServiceStatus, ShutdownReport,
 };
 pub use model::{
-    Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo, NamedValues,
-    TensorData, TensorValue, TextGenerator,
+    BatchCost, Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo,
+    NamedValues, TensorData, TensorValue, TextGenerator, TokenEmbedder, TokenizedText,
 };
 pub use plugins::{PluginHost, PluginHostRegistration, PluginRecord, PluginTypeRecord};
 pub use registry::Registry;

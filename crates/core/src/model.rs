@@ -45,13 +45,65 @@ pub trait Model: Send + Sync + 'static {
 pub trait Embedder {
     /// Length of every vector.
     fn dimension(&self) -> usize;
-    /// One vector per text, in input order. Blocking; the manager calls it off the async
-    /// runtime.
+    /// One vector per text, in input order. Blocking. The manager does not call it for
+    /// embedders that offer [`Embedder::as_token_embedder`]: their work goes through the
+    /// model's batching engine instead.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
     /// Tokens the model reads for `texts` (after truncation), when it tokenizes: for usage
     /// accounting.
     fn count_tokens(&self, _texts: &[&str]) -> Option<usize> {
         None
+    }
+    /// The embedder split into tokenizing and forward passes, so the engine can batch
+    /// texts of many callers by length under a token budget. `None`: the engine batches
+    /// whole texts through [`Embedder::embed`].
+    fn as_token_embedder(&self) -> Option<&dyn TokenEmbedder> {
+        None
+    }
+}
+
+/// One text as the model reads it: token ids after truncation, special tokens included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenizedText {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Segment ids, one per token.
+    pub type_ids: Vec<u32>,
+}
+
+impl TokenizedText {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// What a forward pass over a batch costs, for the engine's token budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchCost {
+    /// Every row is padded to the longest: the cost is longest × rows.
+    #[default]
+    Padded,
+    /// Rows are packed without padding: the cost is the sum of their lengths.
+    Packed,
+}
+
+/// An embedder whose tokenizing is apart from its forward pass (see
+/// [`Embedder::as_token_embedder`]). Both methods are blocking.
+pub trait TokenEmbedder: Send + Sync {
+    /// Tokenizes `texts`, each truncated to the model's longest input.
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>>;
+    /// One vector per sequence, in order: one forward pass over a batch the engine formed.
+    fn embed_tokens(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>>;
+    /// How a batch is paid for.
+    fn batch_cost(&self) -> BatchCost {
+        BatchCost::Padded
     }
 }
 

@@ -25,8 +25,12 @@ pub struct ModelSpec {
     pub dimension: Option<usize>,
     /// Requested device.
     pub device: DeviceRequest,
-    /// Texts per forward pass.
+    /// Most texts in one forward pass.
     pub batch_size: usize,
+    /// Tokens one forward pass may pay for.
+    pub max_batch_tokens: usize,
+    /// Tokens that may wait in the model's engine before requests are refused.
+    pub max_queued_tokens: usize,
     /// Whether callers share one instance.
     pub shared: bool,
     /// Whether embeddings of this model are cached.
@@ -56,6 +60,8 @@ impl ModelSpec {
             dimension: None,
             device: DeviceRequest::Auto,
             batch_size: 32,
+            max_batch_tokens: crate::engine::DEFAULT_MAX_BATCH_TOKENS,
+            max_queued_tokens: crate::engine::DEFAULT_MAX_QUEUED_TOKENS,
             shared: true,
             cache_embeddings: true,
             pinned: false,

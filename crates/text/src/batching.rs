@@ -1,6 +1,7 @@
-//! Length-sorted batches padded to their longest member.
+//! Batches of token sequences as a forward pass takes them: padded to the longest
+//! (`[batch, seq]`) or packed end to end without padding.
 
-use crate::tokenize::Tokens;
+use model_manager_core::TokenizedText;
 
 /// Groups text indices into batches of at most `batch_size`, longest first, so each batch
 /// pads little. Every index appears exactly once.
@@ -12,6 +13,15 @@ pub fn length_sorted_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<us
         .chunks(batch_size.max(1))
         .map(<[usize]>::to_vec)
         .collect()
+}
+
+/// Where each row's tokens lie in a forward pass's token output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSpan {
+    /// Index of the row's first token in the output's token axis.
+    pub start: usize,
+    /// Real tokens in the row.
+    pub len: usize,
 }
 
 /// A batch of token sequences padded to the longest, row-major `[batch, seq]`.
@@ -31,8 +41,8 @@ pub struct PaddedBatch {
 
 impl PaddedBatch {
     /// Pads `rows` to their longest member.
-    pub fn new(rows: &[&Tokens], pad_id: u32) -> Self {
-        let seq = rows.iter().map(|t| t.ids.len()).max().unwrap_or(0);
+    pub fn new(rows: &[&TokenizedText], pad_id: u32) -> Self {
+        let seq = rows.iter().map(|t| t.len()).max().unwrap_or(0);
         let batch = rows.len();
         let mut out = Self {
             batch,
@@ -43,7 +53,7 @@ impl PaddedBatch {
         };
         for (r, tokens) in rows.iter().enumerate() {
             let start = r * seq;
-            let n = tokens.ids.len();
+            let n = tokens.len();
             out.ids[start..start + n].copy_from_slice(&tokens.ids);
             out.type_ids[start..start + n].copy_from_slice(&tokens.type_ids);
             out.attention_mask[start..start + n].fill(1);
@@ -58,11 +68,75 @@ impl PaddedBatch {
             .filter(|&&m| m != 0)
             .count()
     }
+
+    /// Each row's real tokens in a `[batch, seq, hidden]` output (padding is on the right).
+    pub fn spans(&self) -> Vec<RowSpan> {
+        (0..self.batch)
+            .map(|r| RowSpan {
+                start: r * self.seq,
+                len: self.row_length(r),
+            })
+            .collect()
+    }
+}
+
+/// A batch of token sequences laid end to end without padding: `[total_tokens]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedBatch {
+    /// Token ids of every row, concatenated.
+    pub ids: Vec<u32>,
+    /// Segment ids, likewise.
+    pub type_ids: Vec<u32>,
+    /// Tokens in each row, in order.
+    pub lengths: Vec<usize>,
+}
+
+impl PackedBatch {
+    /// Concatenates `rows`.
+    pub fn new(rows: &[&TokenizedText]) -> Self {
+        let total = rows.iter().map(|t| t.len()).sum();
+        let mut out = Self {
+            ids: Vec::with_capacity(total),
+            type_ids: Vec::with_capacity(total),
+            lengths: Vec::with_capacity(rows.len()),
+        };
+        for tokens in rows {
+            out.ids.extend_from_slice(&tokens.ids);
+            out.type_ids.extend_from_slice(&tokens.type_ids);
+            out.lengths.push(tokens.len());
+        }
+        out
+    }
+
+    /// Tokens in the whole batch.
+    pub fn total_tokens(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Each row's tokens in a `[total_tokens, hidden]` output.
+    pub fn spans(&self) -> Vec<RowSpan> {
+        let mut start = 0;
+        self.lengths
+            .iter()
+            .map(|&len| {
+                let span = RowSpan { start, len };
+                start += len;
+                span
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tokens(ids: &[u32], type_ids: &[u32]) -> TokenizedText {
+        TokenizedText {
+            ids: ids.to_vec(),
+            type_ids: type_ids.to_vec(),
+        }
+    }
 
     #[test]
     fn batches_cover_every_index_longest_first() {
@@ -72,19 +146,31 @@ mod tests {
 
     #[test]
     fn padding_fills_ids_and_mask() {
-        let a = Tokens {
-            ids: vec![5, 6, 7],
-            type_ids: vec![0, 0, 0],
-        };
-        let b = Tokens {
-            ids: vec![8],
-            type_ids: vec![1],
-        };
+        let a = tokens(&[5, 6, 7], &[0, 0, 0]);
+        let b = tokens(&[8], &[1]);
         let batch = PaddedBatch::new(&[&a, &b], 0);
         assert_eq!((batch.batch, batch.seq), (2, 3));
         assert_eq!(batch.ids, vec![5, 6, 7, 8, 0, 0]);
         assert_eq!(batch.type_ids, vec![0, 0, 0, 1, 0, 0]);
         assert_eq!(batch.attention_mask, vec![1, 1, 1, 1, 0, 0]);
         assert_eq!(batch.row_length(1), 1);
+        assert_eq!(
+            batch.spans(),
+            vec![RowSpan { start: 0, len: 3 }, RowSpan { start: 3, len: 1 }]
+        );
+    }
+
+    #[test]
+    fn packing_concatenates_without_padding() {
+        let a = tokens(&[5, 6, 7], &[0, 0, 0]);
+        let b = tokens(&[8], &[1]);
+        let batch = PackedBatch::new(&[&a, &b]);
+        assert_eq!(batch.ids, vec![5, 6, 7, 8]);
+        assert_eq!(batch.type_ids, vec![0, 0, 0, 1]);
+        assert_eq!(batch.total_tokens(), 4);
+        assert_eq!(
+            batch.spans(),
+            vec![RowSpan { start: 0, len: 3 }, RowSpan { start: 3, len: 1 }]
+        );
     }
 }

@@ -1,19 +1,22 @@
 //! The text embedding pipeline shared by model-manager's backends, independent of any
 //! inference engine: a backend supplies only the forward pass ([`TokenEncoder`]); this crate
-//! tokenizes, sorts texts by length into batches padded to their longest member, pools with
-//! the attention mask, normalizes, and returns vectors in input order.
+//! tokenizes, lays batches out padded to their longest member or packed without padding,
+//! pools each row's real tokens, normalizes, and returns vectors in input order.
 
 pub mod batching;
+pub mod model;
 pub mod pipeline;
 pub mod pooling;
 pub mod sentence_config;
 pub mod tokenize;
 
-pub use batching::PaddedBatch;
+pub use batching::{PackedBatch, PaddedBatch, RowSpan};
+pub use model::{TextEmbedding, TextEncoder};
+pub use model_manager_core::TokenizedText;
 pub use pipeline::{EmbeddingPipeline, EncoderOutput, TokenEncoder};
 pub use pooling::Pooling;
 pub use sentence_config::SentenceConfig;
-pub use tokenize::{TextTokenizer, Tokens};
+pub use tokenize::TextTokenizer;
 
 use model_manager_core::{ErrorCode, ModelError};
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! Pooling token embeddings into one vector per text, honouring the attention mask.
 
+use crate::batching::RowSpan;
 use serde::Serialize;
 
 /// How token embeddings become one vector (sentence-transformers' pooling modes).
@@ -32,39 +33,34 @@ impl Pooling {
     }
 }
 
-/// Pools `hidden`, row-major `[batch, seq, dim]`, with `mask` `[batch, seq]`.
-pub fn pool(
-    hidden: &[f32],
-    dim: usize,
-    mask: &[u32],
-    seq: usize,
-    pooling: Pooling,
-) -> Vec<Vec<f32>> {
-    let batch = mask.len().checked_div(seq).unwrap_or(0);
-    (0..batch)
-        .map(|b| {
-            let rows = |t: usize| &hidden[(b * seq + t) * dim..(b * seq + t + 1) * dim];
-            let real: Vec<usize> = (0..seq).filter(|&t| mask[b * seq + t] != 0).collect();
-            pool_row(&real, rows, dim, pooling)
+/// Pools token vectors `hidden` (`dim` values per token) into one vector per row; each row's
+/// real tokens are `span.len` consecutive tokens from `span.start`, so padded
+/// (`[batch, seq, dim]`) and packed (`[total, dim]`) outputs pool alike.
+pub fn pool(hidden: &[f32], dim: usize, spans: &[RowSpan], pooling: Pooling) -> Vec<Vec<f32>> {
+    spans
+        .iter()
+        .map(|span| {
+            let row = |t: usize| &hidden[(span.start + t) * dim..(span.start + t + 1) * dim];
+            pool_row(span.len, row, dim, pooling)
         })
         .collect()
 }
 
 fn pool_row<'a>(
-    real: &[usize],
+    len: usize,
     row: impl Fn(usize) -> &'a [f32],
     dim: usize,
     pooling: Pooling,
 ) -> Vec<f32> {
     match pooling {
-        Pooling::Cls if real.is_empty() => vec![0.0; dim],
+        Pooling::Cls if len == 0 => vec![0.0; dim],
         Pooling::Cls => row(0).to_vec(),
-        Pooling::LastToken => real
-            .last()
-            .map_or_else(|| vec![0.0; dim], |&t| row(t).to_vec()),
+        Pooling::LastToken if len == 0 => vec![0.0; dim],
+        Pooling::LastToken => row(len - 1).to_vec(),
+        Pooling::Max if len == 0 => vec![0.0; dim],
         Pooling::Max => {
             let mut out = vec![f32::NEG_INFINITY; dim];
-            for &t in real {
+            for t in 0..len {
                 for (o, &x) in out.iter_mut().zip(row(t)) {
                     *o = o.max(x);
                 }
@@ -73,13 +69,13 @@ fn pool_row<'a>(
         }
         Pooling::Mean | Pooling::MeanSqrtLen => {
             let mut sum = vec![0.0f32; dim];
-            for &t in real {
+            for t in 0..len {
                 for (s, &x) in sum.iter_mut().zip(row(t)) {
                     *s += x;
                 }
             }
             // sentence-transformers clamps the token count at 1e-9 to avoid dividing by 0.
-            let n = (real.len() as f32).max(1e-9);
+            let n = (len as f32).max(1e-9);
             let divisor = if pooling == Pooling::Mean {
                 n
             } else {
@@ -105,24 +101,55 @@ mod tests {
     const HIDDEN: [f32; 12] = [
         1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0, 0.0, 20.0, -2.0, 99.0, 99.0,
     ];
-    const MASK: [u32; 6] = [1, 1, 1, 1, 1, 0];
+    const SPANS: [RowSpan; 2] = [RowSpan { start: 0, len: 3 }, RowSpan { start: 3, len: 2 }];
 
     #[test]
     fn mean_ignores_padding() {
-        let out = pool(&HIDDEN, 2, &MASK, 3, Pooling::Mean);
+        let out = pool(&HIDDEN, 2, &SPANS, Pooling::Mean);
         assert_eq!(out, vec![vec![3.0, 4.0], vec![15.0, -1.0]]);
     }
 
     #[test]
     fn cls_max_last_and_sqrt() {
-        assert_eq!(pool(&HIDDEN, 2, &MASK, 3, Pooling::Cls)[1], vec![10.0, 0.0]);
-        assert_eq!(pool(&HIDDEN, 2, &MASK, 3, Pooling::Max)[1], vec![20.0, 0.0]);
+        assert_eq!(pool(&HIDDEN, 2, &SPANS, Pooling::Cls)[1], vec![10.0, 0.0]);
+        assert_eq!(pool(&HIDDEN, 2, &SPANS, Pooling::Max)[1], vec![20.0, 0.0]);
         assert_eq!(
-            pool(&HIDDEN, 2, &MASK, 3, Pooling::LastToken)[1],
+            pool(&HIDDEN, 2, &SPANS, Pooling::LastToken)[1],
             vec![20.0, -2.0]
         );
-        let s = pool(&HIDDEN, 2, &MASK, 3, Pooling::MeanSqrtLen)[1].clone();
+        let s = pool(&HIDDEN, 2, &SPANS, Pooling::MeanSqrtLen)[1].clone();
         assert!((s[0] - 30.0 / 2f32.sqrt()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn packed_rows_pool_like_padded_ones() {
+        // The same two texts packed: 3 + 2 tokens, no junk.
+        let packed = &HIDDEN[..10];
+        let spans = [RowSpan { start: 0, len: 3 }, RowSpan { start: 3, len: 2 }];
+        for pooling in [
+            Pooling::Mean,
+            Pooling::Cls,
+            Pooling::Max,
+            Pooling::LastToken,
+        ] {
+            assert_eq!(
+                pool(packed, 2, &spans, pooling),
+                pool(&HIDDEN, 2, &SPANS, pooling)
+            );
+        }
+    }
+
+    #[test]
+    fn empty_rows_pool_to_zeros() {
+        let spans = [RowSpan { start: 0, len: 0 }];
+        for pooling in [
+            Pooling::Mean,
+            Pooling::Cls,
+            Pooling::LastToken,
+            Pooling::Max,
+        ] {
+            assert_eq!(pool(&[], 2, &spans, pooling), vec![vec![0.0, 0.0]]);
+        }
     }
 
     #[test]

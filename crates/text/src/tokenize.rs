@@ -2,18 +2,14 @@
 //! into the file: sentence-transformers pads per batch and truncates at `max_seq_length`.
 
 use crate::load_error;
-use model_manager_core::{ErrorCode, ModelError, Result};
+use model_manager_core::{ErrorCode, ModelError, Result, TokenizedText};
 use std::path::Path;
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
-/// Token ids of one text, already truncated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tokens {
-    /// Token ids, special tokens included.
-    pub ids: Vec<u32>,
-    /// Segment ids.
-    pub type_ids: Vec<u32>,
-}
+/// Bytes of text tokenized at first per token of the limit. English averages under five
+/// bytes a token, so this prefix nearly always holds every token that is kept; when it does
+/// not, the prefix doubles until it does (see [`TextTokenizer::encode`]).
+const PREFIX_BYTES_PER_TOKEN: usize = 16;
 
 /// A tokenizer that truncates at `max_length` tokens and never pads.
 pub struct TextTokenizer {
@@ -65,19 +61,84 @@ impl TextTokenizer {
     }
 
     /// Tokenizes `texts` with special tokens, truncating each at `max_length`.
-    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Tokens>> {
-        let encodings = self.inner.encode_batch(texts.to_vec(), true).map_err(|e| {
+    ///
+    /// A long text is tokenized from a prefix, so a 2 MiB string costs about what a
+    /// 256-token text costs. The prefix is accepted only when it provably yields the same
+    /// kept tokens as the whole text: the limit is reached, and every kept token ends before
+    /// the prefix's last whitespace (tokenizers split words at whitespace, so the word the
+    /// cut went through cannot change the tokens before it). Otherwise the prefix doubles.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        let mut limit = self.max_length.max(1) * PREFIX_BYTES_PER_TOKEN;
+        let mut out: Vec<Option<TokenizedText>> = vec![None; texts.len()];
+        let mut todo: Vec<usize> = (0..texts.len()).collect();
+        while !todo.is_empty() {
+            let prefixes: Vec<&str> = todo.iter().map(|&i| prefix(texts[i], limit)).collect();
+            let encodings = self.encode_all(&prefixes)?;
+            let mut retry = Vec::new();
+            for ((i, cut), encoding) in todo.into_iter().zip(prefixes).zip(encodings) {
+                let whole = cut.len() == texts[i].len();
+                if whole || self.prefix_is_enough(cut, &encoding) {
+                    out[i] = Some(TokenizedText {
+                        ids: encoding.get_ids().to_vec(),
+                        type_ids: encoding.get_type_ids().to_vec(),
+                    });
+                } else {
+                    retry.push(i);
+                }
+            }
+            todo = retry;
+            limit = limit.saturating_mul(2);
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    fn encode_all(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
+        self.inner.encode_batch(texts.to_vec(), true).map_err(|e| {
             ModelError::new(
                 ErrorCode::GenerateEmbeddingsError,
                 format!("tokenization failed: {e}"),
             )
-        })?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| Tokens {
-                ids: e.get_ids().to_vec(),
-                type_ids: e.get_type_ids().to_vec(),
-            })
-            .collect())
+        })
+    }
+
+    /// Whether the tokens kept from `cut` (a prefix) are those of the whole text.
+    fn prefix_is_enough(&self, cut: &str, encoding: &Encoding) -> bool {
+        if encoding.get_ids().len() < self.max_length {
+            return false;
+        }
+        let kept_end = encoding
+            .get_offsets()
+            .iter()
+            .zip(encoding.get_special_tokens_mask())
+            .filter(|(_, &special)| special == 0)
+            .map(|(&(_, end), _)| end)
+            .max()
+            .unwrap_or(0);
+        cut.get(kept_end..)
+            .is_some_and(|rest| rest.contains(char::is_whitespace))
+    }
+}
+
+/// The first `limit` bytes of `text`, cut back to a character boundary.
+fn prefix(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix;
+
+    #[test]
+    fn prefix_cuts_on_a_char_boundary() {
+        assert_eq!(prefix("héllo", 2), "h");
+        assert_eq!(prefix("héllo", 3), "hé");
+        assert_eq!(prefix("hi", 10), "hi");
     }
 }

@@ -1,7 +1,7 @@
 //! `ModelError` as an HTTP response: the seed's JSON with a fitting status.
 
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use model_manager::{ErrorCode, ModelError};
@@ -53,6 +53,20 @@ fn status_of(error: &ModelError) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (status_of(&self.0), Json(self.0.to_json())).into_response()
+        let status = status_of(&self.0);
+        let mut response = (status, Json(self.0.to_json())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 says when to come back: the engine's estimate, else a second.
+            let seconds = self
+                .0
+                .details
+                .get("retry_after_seconds")
+                .and_then(|s| s.as_u64())
+                .unwrap_or(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }

@@ -6,8 +6,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use model_manager::ServiceStatus;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use model_manager::{EngineStatus, HistogramSnapshot, ServiceStatus};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -220,6 +220,120 @@ impl prometheus_client::collector::Collector for ManagerCollector {
             ),
             models().map(|(id, m)| (id.clone(), ConstGauge::new(m.references as i64))),
         )?;
-        Ok(())
+        let engines: Vec<(&String, &EngineStatus)> = status
+            .models
+            .iter()
+            .filter_map(|(id, m)| Some((id, m.engine.as_ref()?)))
+            .collect();
+        encode_engines(e, &engines)
     }
+}
+
+/// A histogram from status, as a Prometheus histogram.
+#[derive(Debug)]
+struct SnapshotHistogram<'a>(&'a HistogramSnapshot);
+
+impl EncodeMetric for SnapshotHistogram<'_> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // Status keeps cumulative counts; the encoder wants each bucket's own, with
+        // f64::MAX as +Inf.
+        let mut previous = 0;
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(self.0.buckets.len() + 1);
+        for &(le, cumulative) in &self.0.buckets {
+            buckets.push((le, cumulative - previous));
+            previous = cumulative;
+        }
+        buckets.push((f64::MAX, self.0.count - previous));
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.0.sum,
+            self.0.count,
+            &buckets,
+            None,
+        )
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+type EngineFigure = fn(&EngineStatus) -> u64;
+type EngineHistogram = for<'a> fn(&'a EngineStatus) -> &'a HistogramSnapshot;
+
+/// The engines' queues, batches and timings per model.
+fn encode_engines(
+    e: &mut DescriptorEncoder,
+    engines: &[(&String, &EngineStatus)],
+) -> Result<(), std::fmt::Error> {
+    let gauges: [(&str, &str, EngineFigure); 2] = [
+        ("engine_queued_texts", "Texts waiting for a batch", |s| {
+            s.queued_texts
+        }),
+        (
+            "engine_queued_tokens",
+            "Tokens waiting for a batch (the admission bound counts these)",
+            |s| s.queued_tokens,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let values = engines
+            .iter()
+            .map(|(id, s)| ((*id).clone(), ConstGauge::new(value(s) as i64)));
+        per_model(e, (name, help, MetricType::Gauge), values)?;
+    }
+    let counters: [(&str, &str, EngineFigure); 7] = [
+        ("engine_batches", "Forward passes run", |s| s.batches),
+        ("engine_texts", "Texts embedded", |s| s.texts_computed),
+        ("engine_tokens", "Real tokens embedded", |s| {
+            s.tokens_computed
+        }),
+        (
+            "engine_padded_tokens",
+            "Tokens paid for by forward passes, padding included",
+            |s| s.padded_tokens,
+        ),
+        (
+            "engine_cancelled_texts",
+            "Texts dropped before computing because their caller went away",
+            |s| s.texts_cancelled,
+        ),
+        (
+            "engine_rejected_requests",
+            "Requests refused because the queue was full",
+            |s| s.requests_rejected,
+        ),
+        ("engine_failed_batches", "Forward passes that failed", |s| {
+            s.batch_failures
+        }),
+    ];
+    for (name, help, value) in counters {
+        let values = engines
+            .iter()
+            .map(|(id, s)| ((*id).clone(), ConstCounter::new(value(s))));
+        per_model(e, (name, help, MetricType::Counter), values)?;
+    }
+    let histograms: [(&str, &str, EngineHistogram); 4] = [
+        ("engine_batch_rows", "Rows per forward pass", |s| {
+            &s.batch_rows
+        }),
+        (
+            "engine_padding_ratio",
+            "Paid tokens / real tokens per forward pass (1: no padding)",
+            |s| &s.padding_ratio,
+        ),
+        (
+            "engine_queue_seconds",
+            "Seconds each text waited for a batch",
+            |s| &s.queue_seconds,
+        ),
+        ("engine_forward_seconds", "Seconds per forward pass", |s| {
+            &s.forward_seconds
+        }),
+    ];
+    for (name, help, value) in histograms {
+        let values = engines
+            .iter()
+            .map(|(id, s)| ((*id).clone(), SnapshotHistogram(value(s))));
+        per_model(e, (name, help, MetricType::Histogram), values)?;
+    }
+    Ok(())
 }

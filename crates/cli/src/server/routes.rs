@@ -7,7 +7,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use base64::Engine;
-use model_manager::{ErrorCode, GenerationParams, ModelError};
+use model_manager::{GenerationParams, ModelError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -80,7 +80,7 @@ pub async fn embeddings(
         .manager
         .generate_embeddings(&texts, &request.model)
         .await?;
-    let tokens = count_tokens(&state, &request.model, texts).await?;
+    let tokens = out.tokens;
     let data: Vec<Value> = out
         .embeddings
         .iter()
@@ -101,27 +101,6 @@ pub async fn embeddings(
         "model": request.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     })))
-}
-
-async fn count_tokens(
-    state: &AppState,
-    model: &str,
-    texts: Vec<String>,
-) -> Result<usize, ModelError> {
-    let handle = state.manager.get_embedding_model(model).await?;
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        handle
-            .embedder()
-            .map(|e| e.count_tokens(&refs).unwrap_or(0))
-    })
-    .await
-    .map_err(|e| {
-        ModelError::new(
-            ErrorCode::GenerateEmbeddingsError,
-            format!("token counting panicked: {e}"),
-        )
-    })?
 }
 
 /// `POST /v1/generate` body.

@@ -11,6 +11,13 @@ fn settings(size: u64) -> CacheSettings {
     }
 }
 
+fn entry(values: &[f32]) -> CachedEmbedding {
+    CachedEmbedding {
+        vector: Vector::from(values.to_vec()),
+        tokens: 3,
+    }
+}
+
 #[test]
 fn keys_differ_by_model_fingerprint_and_text() {
     let a = CacheNamespace::new("m", 1);
@@ -26,7 +33,7 @@ fn disabled_cache_stores_nothing() {
         enabled: false,
         ..settings(10)
     });
-    cache.insert(1, Vector::from(vec![1.0]));
+    cache.insert(1, entry(&[1.0]));
     assert!(cache.get(1).is_none());
     assert!(!cache.stats().enabled);
 }
@@ -36,12 +43,12 @@ fn save_and_load_round_trip_and_truncation_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.bin");
     let cache = EmbeddingCache::new(&settings(10));
-    cache.insert(7, Vector::from(vec![0.5, -1.5]));
+    cache.insert(7, entry(&[0.5, -1.5]));
     assert_eq!(cache.save(&path).unwrap(), 1);
 
     let restored = EmbeddingCache::new(&settings(10));
     assert_eq!(restored.load(&path).unwrap(), 1);
-    assert_eq!(&*restored.get(7).unwrap(), &[0.5, -1.5]);
+    assert_eq!(restored.get(7).unwrap(), entry(&[0.5, -1.5]));
 
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();

@@ -1,6 +1,7 @@
 //! Getting a handle: the fast path, single-flight loads, room and capacity waits.
 
 use super::handle::ModelHandle;
+use super::instance::Instance;
 use super::slot::{Limits, LoadOutcome, NoRoom, Phase};
 use super::Inner;
 use crate::device::{choose_device, cuda_device_count, DeviceChoice};
@@ -69,15 +70,15 @@ pub(crate) async fn acquire(inner: &Arc<Inner>, model_id: &str) -> Result<ModelH
                 .get_mut(model_id)
                 .expect("every configured model has a slot");
             match &slot.phase {
-                Phase::Loaded(model) => {
-                    let model = model.clone();
+                Phase::Loaded(instance) => {
+                    let instance = instance.clone();
                     slot.refs += 1;
                     slot.touch();
                     drop(state);
                     if inner.log_usage() {
                         tracing::debug!(model_id, "model reference taken");
                     }
-                    return Ok(ModelHandle::shared(inner.clone(), model_id, model));
+                    return Ok(ModelHandle::shared(inner.clone(), model_id, instance));
                 }
                 Phase::Loading(rx) => Step::Wait(rx.clone()),
                 Phase::Unloaded => Step::NeedPlan,
@@ -221,15 +222,17 @@ fn spawn_load(
 ) {
     tokio::spawn(async move {
         let started = StdInstant::now();
-        let outcome = run_loader(&spec, &plan).await;
+        let loaded = run_loader(&spec, &plan).await;
         let elapsed = started.elapsed();
-        {
+        let outcome = {
             let mut state = inner.state.lock();
             let slot = state.slots.get_mut(&spec.id).expect("slot exists");
             slot.last_load_duration = Some(elapsed);
+            let outcome = loaded
+                .map(|m| Instance::new(m, &spec, plan.fingerprint, slot.engine_stats.clone()));
             match &outcome {
-                Ok(model) => {
-                    slot.phase = Phase::Loaded(model.clone());
+                Ok(instance) => {
+                    slot.phase = Phase::Loaded(instance.clone());
                     slot.load_count += 1;
                     slot.loaded_at = Some(SystemTime::now());
                     slot.last_error = None;
@@ -240,7 +243,8 @@ fn spawn_load(
                     slot.last_error = Some(e.clone());
                 }
             }
-        }
+            outcome
+        };
         match &outcome {
             Ok(_) if inner.log_usage() => {
                 tracing::info!(model_id = %spec.id, backend = plan.loader.backend(), device = %plan.device.device, ?elapsed, "model loaded")
@@ -256,7 +260,7 @@ fn spawn_load(
 
 /// Calls the blocking loader on a blocking thread, turning a panic into `MODEL_LOAD_ERROR`
 /// and checking the configured dimension.
-pub(crate) async fn run_loader(spec: &ModelSpec, plan: &LoadPlan) -> LoadOutcome {
+pub(crate) async fn run_loader(spec: &ModelSpec, plan: &LoadPlan) -> Result<Arc<dyn Model>> {
     let (loader, s, device) = (plan.loader.clone(), spec.clone(), plan.device.clone());
     let joined = tokio::task::spawn_blocking(move || loader.load(&s, &device)).await;
     let model = match joined {
@@ -318,8 +322,9 @@ async fn acquire_exclusive(inner: &Arc<Inner>, spec: &ModelSpec) -> Result<Model
             slot.loaded_at = Some(SystemTime::now());
             slot.last_error = None;
             slot.touch();
+            let instance = Instance::new(model, spec, plan.fingerprint, slot.engine_stats.clone());
             drop(state);
-            Ok(ModelHandle::exclusive(inner.clone(), &spec.id, model))
+            Ok(ModelHandle::exclusive(inner.clone(), &spec.id, instance))
         }
         Err(e) => {
             slot.last_error = Some(e.clone());

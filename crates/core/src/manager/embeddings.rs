@@ -1,7 +1,9 @@
-//! `generate_embeddings`: the per-text cache in front of a model's embedder.
+//! `generate_embeddings`: the per-text cache in front of a model's engine.
 
+use super::handle::ModelHandle;
 use super::{Inner, ModelManager};
-use crate::cache::{CacheNamespace, Vector};
+use crate::cache::{CacheNamespace, CachedEmbedding};
+use crate::engine::{Admission, Work};
 use crate::error::{ErrorCode, ModelError, Result};
 use crate::fingerprint::model_fingerprint;
 use crate::spec::ModelSpec;
@@ -19,95 +21,197 @@ pub struct EmbeddingsOutput {
     pub cached: bool,
     /// How many texts were served from the cache.
     pub cache_hits: usize,
+    /// Tokens the model reads for all the inputs (after truncation, special tokens
+    /// included), cached ones too: the `usage` of an API response. Embedders that do not
+    /// tokenize apart report an estimate of a quarter of the bytes plus two.
+    pub tokens: usize,
     /// The model that produced them.
     pub model_id: String,
 }
 
+/// The texts a request must compute: each distinct miss once.
+struct Misses {
+    /// Distinct texts to compute.
+    distinct: Vec<String>,
+    /// For each input position that missed, its index in `distinct`.
+    at: Vec<(usize, usize)>,
+}
+
+impl Misses {
+    fn of<S: AsRef<str>>(texts: &[S], found: &[Option<CachedEmbedding>]) -> Self {
+        let mut distinct = Vec::new();
+        let mut position: HashMap<&str, usize> = HashMap::new();
+        let at = (0..texts.len())
+            .filter(|&i| found[i].is_none())
+            .map(|i| {
+                let text = texts[i].as_ref();
+                let j = *position.entry(text).or_insert_with(|| {
+                    distinct.push(text.to_owned());
+                    distinct.len() - 1
+                });
+                (i, j)
+            })
+            .collect();
+        Self { distinct, at }
+    }
+}
+
 impl ModelManager {
     /// Embeds `texts` with `model_id`, serving each text from the cache when it can and
-    /// computing only the misses. Results are in input order.
+    /// computing only the misses, through the model's engine (batched with every other
+    /// caller's texts). Results are in input order. When the engine's queue is full this
+    /// fails at once with `CAPACITY_EXHAUSTED`; see [`Self::generate_embeddings_with`].
     pub async fn generate_embeddings<S: AsRef<str>>(
         &self,
         texts: &[S],
         model_id: &str,
     ) -> Result<EmbeddingsOutput> {
+        self.generate_embeddings_with(texts, model_id, Admission::FailFast)
+            .await
+    }
+
+    /// [`Self::generate_embeddings`] with a choice of what to do when the engine's queue is
+    /// full: fail at once, or wait for room (bulk jobs).
+    pub async fn generate_embeddings_with<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        model_id: &str,
+        admission: Admission,
+    ) -> Result<EmbeddingsOutput> {
         self.ensure_ready().await?;
         let inner = &self.inner;
         let spec = inner.spec(model_id)?;
-        let mut slots: Vec<Option<Vector>> = vec![None; texts.len()];
-        let namespace = (inner.cache.is_enabled() && spec.cache_embeddings)
-            .then(|| inner.cache_namespace(spec));
-        let mut hits = 0;
-        if let Some(ns) = namespace {
-            for (slot, text) in slots.iter_mut().zip(texts) {
-                *slot = inner.cache.get(ns.key(text.as_ref()));
-                hits += usize::from(slot.is_some());
+        let caching = inner.cache.is_enabled() && spec.cache_embeddings;
+        let mut namespace = caching.then(|| inner.cache_namespace(spec));
+        let mut found = lookup(inner, namespace, texts);
+        let mut misses = Misses::of(texts, &found);
+        if !misses.distinct.is_empty() {
+            let handle = self.get_embedding_model(model_id).await?;
+            // The instance that computes the misses decides the namespace, so a response
+            // never mixes vectors of a model and of its changed files.
+            let own = caching.then(|| CacheNamespace::new(model_id, handle.instance().fingerprint));
+            if own != namespace {
+                namespace = own;
+                found = lookup(inner, namespace, texts);
+                misses = Misses::of(texts, &found);
             }
-        }
-        let misses: Vec<usize> = (0..texts.len()).filter(|&i| slots[i].is_none()).collect();
-        let mut dimension = slots.iter().flatten().next().map(|v| v.len());
-        if !misses.is_empty() {
-            let computed = self.embed_misses(spec, texts, &misses).await?;
-            for (&i, vector) in misses.iter().zip(computed) {
+            let computed = embed_distinct(spec, handle, misses.distinct, admission).await?;
+            for &(i, j) in &misses.at {
                 if let Some(ns) = namespace {
                     inner
                         .cache
-                        .insert(ns.key(texts[i].as_ref()), vector.clone());
+                        .insert(ns.key(texts[i].as_ref()), computed[j].clone());
                 }
-                dimension = Some(vector.len());
-                slots[i] = Some(vector);
+                found[i] = Some(computed[j].clone());
             }
         }
-        Ok(EmbeddingsOutput {
-            embeddings: slots
-                .into_iter()
-                .map(|v| v.map(|v| v.to_vec()).unwrap_or_default())
-                .collect(),
-            dimension: dimension.or(spec.dimension).unwrap_or(0),
-            cached: !texts.is_empty() && misses.is_empty(),
-            cache_hits: hits,
-            model_id: model_id.to_owned(),
-        })
+        Ok(output(spec, found, misses.at.len(), texts.len()))
     }
+}
 
-    /// Embeds the texts at `misses` (each distinct text once) on a blocking thread.
-    async fn embed_misses<S: AsRef<str>>(
-        &self,
-        spec: &ModelSpec,
-        texts: &[S],
-        misses: &[usize],
-    ) -> Result<Vec<Vector>> {
-        let mut distinct: Vec<String> = Vec::new();
-        let mut position: HashMap<&str, usize> = HashMap::new();
-        let order: Vec<usize> = misses
-            .iter()
-            .map(|&i| {
-                let text = texts[i].as_ref();
-                *position.entry(text).or_insert_with(|| {
-                    distinct.push(text.to_owned());
-                    distinct.len() - 1
-                })
-            })
-            .collect();
-        let handle = self.get_embedding_model(&spec.id).await?;
-        let count = distinct.len();
-        let computed = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = distinct.iter().map(String::as_str).collect();
-            handle.embedder()?.embed(&refs)
-        })
-        .await
-        .map_err(|e| {
-            ModelError::new(
-                ErrorCode::GenerateEmbeddingsError,
-                format!("the embedder of model `{}` panicked", spec.id),
-            )
-            .caused_by("Panic", e)
-        })?
-        .map_err(|e| e.for_model(&spec.id))?;
-        check_shapes(spec, &computed, count)?;
-        let vectors: Vec<Vector> = computed.into_iter().map(Vector::from).collect();
-        Ok(order.into_iter().map(|j| vectors[j].clone()).collect())
+/// The cached entry of each text (none when caching is off).
+fn lookup<S: AsRef<str>>(
+    inner: &Inner,
+    namespace: Option<CacheNamespace>,
+    texts: &[S],
+) -> Vec<Option<CachedEmbedding>> {
+    texts
+        .iter()
+        .map(|t| namespace.and_then(|ns| inner.cache.get(ns.key(t.as_ref()))))
+        .collect()
+}
+
+fn output(
+    spec: &ModelSpec,
+    found: Vec<Option<CachedEmbedding>>,
+    computed: usize,
+    count: usize,
+) -> EmbeddingsOutput {
+    let entries: Vec<CachedEmbedding> = found.into_iter().flatten().collect();
+    EmbeddingsOutput {
+        dimension: entries
+            .first()
+            .map(|e| e.vector.len())
+            .or(spec.dimension)
+            .unwrap_or(0),
+        tokens: entries.iter().map(|e| e.tokens as usize).sum(),
+        embeddings: entries.into_iter().map(|e| e.vector.to_vec()).collect(),
+        cached: count > 0 && computed == 0,
+        cache_hits: count - computed,
+        model_id: spec.id.clone(),
     }
+}
+
+/// Tokenizes `texts` off the async runtime, then runs them through the instance's engine.
+async fn embed_distinct(
+    spec: &ModelSpec,
+    handle: ModelHandle,
+    texts: Vec<String>,
+    admission: Admission,
+) -> Result<Vec<CachedEmbedding>> {
+    let count = texts.len();
+    let (handle, work) = tokio::task::spawn_blocking(move || {
+        let work = prepare(&handle, texts);
+        (handle, work)
+    })
+    .await
+    .map_err(|e| {
+        ModelError::new(
+            ErrorCode::GenerateEmbeddingsError,
+            format!("the tokenizer of model `{}` panicked", spec.id),
+        )
+        .caused_by("Panic", e)
+    })?;
+    let work = work.map_err(|e| e.for_model(&spec.id))?;
+    let tokens: Vec<u32> = work.iter().map(|(_, n)| *n as u32).collect();
+    let vectors = handle
+        .instance()
+        .engine()?
+        .embed(work, admission)
+        .await
+        .map_err(|e| e.for_model(&spec.id))?;
+    check_shapes(spec, &vectors, count)?;
+    Ok(vectors
+        .into_iter()
+        .zip(tokens)
+        .map(|(vector, tokens)| CachedEmbedding {
+            vector: vector.into(),
+            tokens,
+        })
+        .collect())
+}
+
+/// The engine's work for `texts` and each text's token count.
+fn prepare(handle: &ModelHandle, texts: Vec<String>) -> Result<Vec<(Work, usize)>> {
+    let embedder = handle.embedder()?;
+    let Some(tokenizer) = embedder.as_token_embedder() else {
+        return Ok(texts
+            .into_iter()
+            .map(|t| {
+                let estimate = t.len() / 4 + 2;
+                (Work::Text(t), estimate)
+            })
+            .collect());
+    };
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let tokenized = tokenizer.tokenize(&refs)?;
+    if tokenized.len() != texts.len() {
+        return Err(ModelError::new(
+            ErrorCode::GenerateEmbeddingsError,
+            format!(
+                "the tokenizer returned {} sequences for {} texts",
+                tokenized.len(),
+                texts.len()
+            ),
+        ));
+    }
+    Ok(tokenized
+        .into_iter()
+        .map(|t| {
+            let n = t.len();
+            (Work::Tokens(t), n)
+        })
+        .collect())
 }
 
 /// A backend that returns the wrong number or size of vectors is a bug worth naming.

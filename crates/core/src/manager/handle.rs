@@ -1,5 +1,6 @@
 //! The RAII reference to a loaded model.
 
+use super::instance::Instance;
 use super::Inner;
 use crate::error::{ErrorCode, ModelError, Result};
 use crate::model::{Embedder, Model, TextGenerator};
@@ -11,29 +12,34 @@ use std::sync::Arc;
 pub struct ModelHandle {
     inner: Arc<Inner>,
     model_id: String,
-    model: Arc<dyn Model>,
+    instance: Arc<Instance>,
     exclusive: bool,
     /// Cleared by `detach`, whose reference `release_model` returns instead of `Drop`.
     counted: bool,
 }
 
 impl ModelHandle {
-    fn new(inner: Arc<Inner>, model_id: &str, model: Arc<dyn Model>, exclusive: bool) -> Self {
+    fn new(inner: Arc<Inner>, model_id: &str, instance: Arc<Instance>, exclusive: bool) -> Self {
         Self {
             inner,
             model_id: model_id.to_owned(),
-            model,
+            instance,
             exclusive,
             counted: true,
         }
     }
 
-    pub(crate) fn shared(inner: Arc<Inner>, model_id: &str, model: Arc<dyn Model>) -> Self {
-        Self::new(inner, model_id, model, false)
+    pub(crate) fn shared(inner: Arc<Inner>, model_id: &str, instance: Arc<Instance>) -> Self {
+        Self::new(inner, model_id, instance, false)
     }
 
-    pub(crate) fn exclusive(inner: Arc<Inner>, model_id: &str, model: Arc<dyn Model>) -> Self {
-        Self::new(inner, model_id, model, true)
+    pub(crate) fn exclusive(inner: Arc<Inner>, model_id: &str, instance: Arc<Instance>) -> Self {
+        Self::new(inner, model_id, instance, true)
+    }
+
+    /// The instance (model and engine) this handle holds.
+    pub(crate) fn instance(&self) -> &Instance {
+        &self.instance
     }
 
     /// The configured id.
@@ -43,7 +49,7 @@ impl ModelHandle {
 
     /// The model.
     pub fn model(&self) -> &Arc<dyn Model> {
-        &self.model
+        &self.instance.model
     }
 
     /// Whether this is a private instance (`shared = false`).
@@ -53,32 +59,35 @@ impl ModelHandle {
 
     /// The model as an embedder, or `INVALID_MODEL_TYPE`.
     pub fn embedder(&self) -> Result<&dyn Embedder> {
-        self.model
+        self.instance
+            .model
             .as_embedder()
             .ok_or_else(|| self.wrong_kind("an embedding model"))
     }
 
     /// The model as a text generator, or `INVALID_MODEL_TYPE`.
     pub fn text_generator(&self) -> Result<&dyn TextGenerator> {
-        self.model
+        self.instance
+            .model
             .as_text_generator()
             .ok_or_else(|| self.wrong_kind("a text generation model"))
     }
 
     /// The model as a generic inference function, or `INVALID_MODEL_TYPE`.
     pub fn infer_model(&self) -> Result<&dyn crate::Infer> {
-        self.model
+        self.instance
+            .model
             .as_infer()
             .ok_or_else(|| self.wrong_kind("a model that runs generic inference"))
     }
 
     /// The backend's concrete model type, for raw access (model, tokenizer, device).
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
-        self.model.as_any().downcast_ref::<T>()
+        self.instance.model.as_any().downcast_ref::<T>()
     }
 
     fn wrong_kind(&self, wanted: &str) -> ModelError {
-        let info = self.model.info();
+        let info = self.instance.model.info();
         ModelError::new(
             ErrorCode::InvalidModelType,
             format!(
@@ -103,7 +112,7 @@ impl ModelHandle {
             }
             self.counted = false;
         }
-        self.model.clone()
+        self.instance.model.clone()
     }
 }
 

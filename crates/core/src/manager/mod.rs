@@ -3,6 +3,7 @@
 mod acquire;
 mod embeddings;
 mod handle;
+mod instance;
 mod lifecycle;
 mod slot;
 mod status;

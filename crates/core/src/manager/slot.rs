@@ -1,8 +1,9 @@
 //! Per-model lifecycle state and the pure decisions on it: room, eviction, idle unload.
 
+use super::instance::Instance;
 use crate::device::DeviceChoice;
+use crate::engine::EngineStats;
 use crate::error::ModelError;
-use crate::model::Model;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -10,17 +11,17 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// What a finished load hands its waiters.
-pub(crate) type LoadOutcome = Result<Arc<dyn Model>, ModelError>;
+pub(crate) type LoadOutcome = Result<Arc<Instance>, ModelError>;
 
 /// Models taken out of their slots, to drop outside the lock.
-pub(crate) type Unloaded = Vec<(String, Arc<dyn Model>)>;
+pub(crate) type Unloaded = Vec<(String, Arc<Instance>)>;
 
 /// Where a shared model is in its life.
 pub(crate) enum Phase {
     Unloaded,
     /// A load is running; waiters watch for its outcome.
     Loading(watch::Receiver<Option<LoadOutcome>>),
-    Loaded(Arc<dyn Model>),
+    Loaded(Arc<Instance>),
 }
 
 /// Everything the manager tracks for one configured model.
@@ -43,6 +44,8 @@ pub(crate) struct Slot {
     pub device: Option<DeviceChoice>,
     pub backend: Option<String>,
     pub fingerprint: Option<u64>,
+    /// The engine's counters, kept across reloads.
+    pub engine_stats: Arc<EngineStats>,
 }
 
 impl Slot {
@@ -63,6 +66,7 @@ impl Slot {
             device: None,
             backend: None,
             fingerprint: None,
+            engine_stats: Arc::default(),
         }
     }
 
@@ -86,7 +90,7 @@ impl Slot {
     }
 
     /// Takes the model out, leaving the slot unloaded. The caller drops it outside the lock.
-    pub fn unload(&mut self) -> Option<Arc<dyn Model>> {
+    pub fn unload(&mut self) -> Option<Arc<Instance>> {
         match std::mem::replace(&mut self.phase, Phase::Unloaded) {
             Phase::Loaded(model) => Some(model),
             other => {

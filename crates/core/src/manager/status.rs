@@ -3,6 +3,7 @@
 use super::slot::{Phase, Slot};
 use super::ModelManager;
 use crate::cache::CacheStats;
+use crate::engine::EngineStatus;
 use crate::error::{ModelError, Result};
 use crate::spec::ModelSpec;
 use serde::Serialize;
@@ -47,6 +48,9 @@ pub struct ModelStatus {
     pub dimension: Option<usize>,
     /// The last load's error, until a load succeeds.
     pub last_error: Option<ModelError>,
+    /// The embedding engine's queue, batches and timings, for models that embed (kept
+    /// across reloads).
+    pub engine: Option<EngineStatus>,
 }
 
 /// The seed's `get_model_status` data.
@@ -108,8 +112,10 @@ fn model_status(spec: &ModelSpec, slot: &Slot, now: Instant) -> ModelStatus {
     let (state, dimension) = match &slot.phase {
         Phase::Unloaded => ("unloaded", None),
         Phase::Loading(_) => ("loading", None),
-        Phase::Loaded(m) => ("loaded", m.as_embedder().map(|e| e.dimension())),
+        Phase::Loaded(i) => ("loaded", i.model.as_embedder().map(|e| e.dimension())),
     };
+    let engine = slot.engine_stats.snapshot();
+    let engine_used = engine.batches + engine.texts_cancelled + engine.requests_rejected > 0;
     ModelStatus {
         model_type: spec.model_type.clone(),
         backend: slot.backend.clone(),
@@ -129,6 +135,7 @@ fn model_status(spec: &ModelSpec, slot: &Slot, now: Instant) -> ModelStatus {
         estimated_bytes: slot.estimated_bytes,
         dimension,
         last_error: slot.last_error.clone(),
+        engine: (dimension.is_some() || engine_used).then_some(engine),
     }
 }
 

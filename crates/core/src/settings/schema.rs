@@ -145,7 +145,19 @@ pub const MODEL_KEYS: &[KeyDef] = &[
         "batch_size",
         Kind::Int { min: 1 },
         "32",
-        "Texts per forward pass.",
+        "Most texts in one forward pass (the engine's row cap).",
+    ),
+    key(
+        "max_batch_tokens",
+        Kind::Int { min: 1 },
+        "16384",
+        "Tokens one forward pass may pay for (padding included where the backend pads); the engine's batch budget.",
+    ),
+    key(
+        "max_queued_tokens",
+        Kind::Int { min: 1 },
+        "262144",
+        "Tokens that may wait for a batch; past it new requests fail at once with CAPACITY_EXHAUSTED (a request alone in an empty queue is always taken).",
     ),
     key(
         "shared",

@@ -1,0 +1,60 @@
+//! The `Model` / `Embedder` glue shared by every text embedding backend: a backend supplies
+//! its forward pass ([`TokenEncoder`]) and its pipeline, and [`TextEmbedding`] makes it a
+//! model the manager can load, batch and downcast.
+
+use crate::pipeline::{EmbeddingPipeline, TokenEncoder};
+use model_manager_core::{
+    BatchCost, Embedder, Model, ModelInfo, Result, TokenEmbedder, TokenizedText,
+};
+use std::any::Any;
+
+/// A backend's text encoder: its forward pass plus the pipeline around it.
+pub trait TextEncoder: TokenEncoder + Send + Sync + 'static {
+    /// Tokenizer, pooling and normalization.
+    fn pipeline(&self) -> &EmbeddingPipeline;
+    /// Facts for status; `dimension` must be set.
+    fn info(&self) -> ModelInfo;
+}
+
+/// A [`TextEncoder`] as a loaded model. [`Model::as_any`] yields the encoder itself, so
+/// callers downcast to the backend's type (e.g. the candle `BertEmbedder`).
+pub struct TextEmbedding<E>(pub E);
+
+impl<E: TextEncoder> Model for TextEmbedding<E> {
+    fn info(&self) -> ModelInfo {
+        self.0.info()
+    }
+    fn as_embedder(&self) -> Option<&dyn Embedder> {
+        Some(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        &self.0
+    }
+}
+
+impl<E: TextEncoder> Embedder for TextEmbedding<E> {
+    fn dimension(&self) -> usize {
+        self.0.info().dimension.unwrap_or(0)
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.0.pipeline().embed(&self.0, texts)
+    }
+    fn count_tokens(&self, texts: &[&str]) -> Option<usize> {
+        self.0.pipeline().count_tokens(texts)
+    }
+    fn as_token_embedder(&self) -> Option<&dyn TokenEmbedder> {
+        Some(self)
+    }
+}
+
+impl<E: TextEncoder> TokenEmbedder for TextEmbedding<E> {
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        self.0.pipeline().tokenize(texts)
+    }
+    fn embed_tokens(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>> {
+        self.0.pipeline().embed_tokens(&self.0, batch)
+    }
+    fn batch_cost(&self) -> BatchCost {
+        self.0.batch_cost()
+    }
+}
