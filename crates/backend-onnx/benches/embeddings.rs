@@ -8,49 +8,18 @@
 
 #[path = "../../../benches/corpus.rs"]
 mod corpus;
+#[path = "../../../benches/python_venv.rs"]
+mod python_venv;
 
 use corpus::{corpora, median, SENTENCES};
 use model_manager_core::{ModelManager, Settings};
 use model_manager_onnx as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 const BATCH: usize = 32;
 const PASSES: usize = 3;
-
-fn python(repo: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("MM_BENCH_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo.join("target/bench-venv");
-    let bin = venv.join("bin/python");
-    if !bin.is_file() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "cannot create {}", venv.display());
-    }
-    let installed = Command::new(&bin)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "onnxruntime==1.32.0",
-            "tokenizers",
-            "numpy",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        installed,
-        "pip could not install the Python baseline's packages"
-    );
-    bin
-}
 
 fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -80,7 +49,8 @@ fn main() {
         })
         .collect();
     std::fs::write(&corpus_file, lines.join("\n")).unwrap();
-    let out = Command::new(python(&repo))
+    let packages = ["onnxruntime==1.32.0", "tokenizers", "numpy"];
+    let out = Command::new(python_venv::python(&repo, &packages))
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/python_baseline.py"))
         .args([&graph, &tokenizer, &corpus_file])
         .args([BATCH.to_string(), PASSES.to_string()])

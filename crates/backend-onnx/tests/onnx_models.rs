@@ -211,3 +211,43 @@ async fn a_generic_onnx_model_runs_on_named_tensors() {
     let err = model.infer(&NamedValues::new()).unwrap_err();
     assert!(err.message.contains("missing input `X`"), "{}", err.message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_through_the_engine_get_the_vectors_of_each_text_alone() {
+    let manager = manager(INT8);
+    let items = reference();
+    let alone: Vec<Vec<f32>> = {
+        let handle = manager.get_embedding_model("int8").await.unwrap();
+        let embedder = handle.embedder().unwrap();
+        items
+            .iter()
+            .map(|(t, _)| embedder.embed(&[t.as_str()]).unwrap().remove(0))
+            .collect()
+    };
+    // Each caller sends every reference text in its own order; the engine mixes callers'
+    // texts of similar length in shared batches (batch_size 4).
+    let callers: Vec<_> = (0..6)
+        .map(|c| {
+            let m = manager.clone();
+            let mut texts: Vec<String> = items.iter().map(|(t, _)| t.clone()).collect();
+            texts.rotate_left(c);
+            tokio::spawn(async move { (c, m.generate_embeddings(&texts, "int8").await.unwrap()) })
+        })
+        .collect();
+    for caller in callers {
+        let (c, out) = caller.await.unwrap();
+        for (k, vector) in out.embeddings.iter().enumerate() {
+            let want = &alone[(k + c) % items.len()];
+            let max_abs = vector
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max_abs < 1e-5, "caller {c} text {k}: max abs {max_abs}");
+        }
+    }
+    let status = manager.get_status().await.unwrap();
+    let engine = status.models["int8"].engine.clone().unwrap();
+    assert_eq!(engine.texts_computed, 60);
+    assert!(engine.batch_rows.count <= 60);
+}

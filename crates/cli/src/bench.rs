@@ -7,6 +7,9 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
 
+/// Concurrent callers of the engine measurement.
+const CALLERS: usize = 32;
+
 /// The corpus used when none is given: the bundled support corpus.
 const BUILT_IN_CORPUS: &str = include_str!("../../../examples/corpus.txt");
 
@@ -102,6 +105,27 @@ pub async fn bench(
         Ok(())
     })
     .await?;
+    // Many callers at once, one text each: the engine batches them across callers.
+    let concurrent = texts_per_second(&manager, runs, texts.len(), true, || async {
+        let calls = texts.chunks(texts.len().div_ceil(CALLERS)).map(|share| {
+            let (manager, share) = (manager.clone(), share.to_vec());
+            let model = model.to_owned();
+            tokio::spawn(async move {
+                for text in &share {
+                    manager
+                        .generate_embeddings(std::slice::from_ref(text), &model)
+                        .await?;
+                }
+                Ok::<_, ModelError>(())
+            })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            call.await
+                .map_err(|e| ModelError::invalid_input(format!("a bench caller stopped: {e}")))??;
+        }
+        Ok(())
+    })
+    .await?;
     manager.generate_embeddings(&texts, model).await?;
     let cached = texts_per_second(&manager, runs, texts.len(), false, || async {
         manager.generate_embeddings(&texts, model).await.map(drop)
@@ -114,6 +138,8 @@ pub async fn bench(
             "load_seconds": load_seconds,
             "batched_texts_per_second": batched,
             "one_per_call_texts_per_second": one_by_one,
+            "concurrent_callers": CALLERS,
+            "concurrent_texts_per_second": concurrent,
             "cached_texts_per_second": cached,
         }));
     } else {
@@ -125,6 +151,10 @@ pub async fn bench(
         println!(
             "  one text per call       {one_by_one:>10.1} texts/s   (baseline; batched is {:.2}x)",
             batched / one_by_one
+        );
+        println!(
+            "  {CALLERS} callers, 1 text each {concurrent:>10.1} texts/s   ({:.2}x batched: the engine batches across callers)",
+            concurrent / batched
         );
         println!(
             "  cached                  {cached:>10.1} texts/s   ({:.0}x batched)",

@@ -304,6 +304,7 @@ fn bench_reports_batched_one_per_call_and_cached_throughput() {
     for key in [
         "batched_texts_per_second",
         "one_per_call_texts_per_second",
+        "concurrent_texts_per_second",
         "cached_texts_per_second",
     ] {
         assert!(value[key].as_f64().unwrap() > 0.0, "{key}: {value}");

@@ -93,6 +93,7 @@ impl Shared {
 /// reference to the model on its own thread, off the async runtime.
 pub(crate) struct Engine {
     shared: Arc<Shared>,
+    worker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Engine {
@@ -112,10 +113,10 @@ impl Engine {
             stats,
             tokens_per_second: Mutex::new(0.0),
         });
-        let worker = shared.clone();
-        std::thread::Builder::new()
+        let state = shared.clone();
+        let worker = std::thread::Builder::new()
             .name(format!("mm-engine-{model_id}"))
-            .spawn(move || worker::run(&worker, model))
+            .spawn(move || worker::run(&state, model))
             .map_err(|e| {
                 ModelError::new(
                     ErrorCode::GenerateEmbeddingsError,
@@ -123,7 +124,24 @@ impl Engine {
                 )
                 .for_model(model_id)
             })?;
-        Ok(Self { shared })
+        Ok(Self {
+            shared,
+            worker: Some(worker),
+        })
+    }
+
+    /// Stops the worker and waits until it has dropped its reference to the model.
+    /// Blocking: a running forward pass finishes first.
+    pub fn stop(mut self) {
+        self.close();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+
+    fn close(&self) {
+        self.shared.queue.lock().closed = true;
+        self.shared.work_ready.notify_all();
     }
 
     /// Embeds `work` (one entry per text, with its token count) and returns one vector per
@@ -231,8 +249,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.shared.queue.lock().closed = true;
-        self.shared.work_ready.notify_all();
+        self.close();
     }
 }
 

@@ -2,49 +2,58 @@
 
 use super::handle::ModelHandle;
 use super::instance::Instance;
-use super::slot::{Limits, LoadOutcome, NoRoom, Phase};
-use super::Inner;
-use crate::device::{choose_device, cuda_device_count, DeviceChoice};
+use super::load::{plan, run_loader, spawn_load, LoadPlan};
+use super::slot::{Limits, LoadOutcome, NoRoom, Phase, Slot};
+use super::{release_instances, shutting_down_error, Inner};
 use crate::error::{ErrorCode, ModelError, Result};
-use crate::fingerprint::model_fingerprint;
-use crate::loader::ModelLoader;
-use crate::model::Model;
 use crate::spec::ModelSpec;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant as StdInstant, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Everything a load needs, worked out before taking the lock.
-pub(crate) struct LoadPlan {
-    pub loader: Arc<dyn ModelLoader>,
-    pub device: DeviceChoice,
-    pub estimated_bytes: Option<u64>,
-    pub fingerprint: u64,
-}
-
 impl Inner {
-    pub(crate) fn plan(&self, spec: &ModelSpec) -> Result<LoadPlan> {
-        let loader = self.registry.resolve(spec)?;
-        let device = choose_device(
-            &spec.id,
-            spec.device,
-            self.settings.device_policy(),
-            cuda_device_count().0,
-        )?;
-        Ok(LoadPlan {
-            estimated_bytes: loader.estimate_bytes(spec),
-            fingerprint: model_fingerprint(spec),
-            loader,
-            device,
-        })
-    }
-
     fn limits(&self) -> Limits {
         Limits {
             max_models: self.settings.sharing.max_shared_models,
             max_bytes: self.settings.memory_max_bytes,
             reference_counting: self.settings.sharing.reference_counting,
+        }
+    }
+}
+
+/// A caller's place among a slot's waiters: counted from the moment it waits for a load
+/// until it takes its reference or gives up, so the loaded model stays for it.
+struct Waiter<'a> {
+    inner: &'a Inner,
+    model_id: &'a str,
+    counted: bool,
+}
+
+impl Waiter<'_> {
+    fn count(&mut self, slot: &mut Slot) {
+        if !self.counted {
+            slot.waiters += 1;
+            self.counted = true;
+        }
+    }
+
+    fn uncount(&mut self, slot: &mut Slot) {
+        if self.counted {
+            slot.waiters -= 1;
+            self.counted = false;
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            if let Some(slot) = self.inner.state.lock().slots.get_mut(self.model_id) {
+                slot.waiters -= 1;
+            }
+            self.inner.bump();
         }
     }
 }
@@ -61,8 +70,14 @@ pub(crate) async fn acquire(inner: &Arc<Inner>, model_id: &str) -> Result<ModelH
     if !spec.shared || !inner.settings.sharing.enabled {
         return acquire_exclusive(inner, spec).await;
     }
+    let mut waiter = Waiter {
+        inner,
+        model_id,
+        counted: false,
+    };
     let mut room_deadline: Option<Instant> = None;
     loop {
+        inner.check_accepting()?;
         let step = {
             let mut state = inner.state.lock();
             let slot = state
@@ -73,6 +88,7 @@ pub(crate) async fn acquire(inner: &Arc<Inner>, model_id: &str) -> Result<ModelH
                 Phase::Loaded(instance) => {
                     let instance = instance.clone();
                     slot.refs += 1;
+                    waiter.uncount(slot);
                     slot.touch();
                     drop(state);
                     if inner.log_usage() {
@@ -80,55 +96,53 @@ pub(crate) async fn acquire(inner: &Arc<Inner>, model_id: &str) -> Result<ModelH
                     }
                     return Ok(ModelHandle::shared(inner.clone(), model_id, instance));
                 }
-                Phase::Loading(rx) => Step::Wait(rx.clone()),
+                Phase::Loading(rx) => {
+                    let rx = rx.clone();
+                    waiter.count(slot);
+                    Step::Wait(rx)
+                }
                 Phase::Unloaded => Step::NeedPlan,
             }
         };
-        let rx = match step {
-            Step::Wait(rx) => rx,
+        match step {
+            Step::Wait(rx) => wait_for_load(rx).await?,
             Step::NeedPlan => {
-                inner.check_accepting()?;
-                let plan = inner.plan(spec)?;
-                match start_load(inner, spec, plan, &mut room_deadline).await? {
-                    Some(rx) => rx,
-                    None => continue,
-                }
+                let plan = plan(inner, spec).await?;
+                start_load(inner, spec, plan, &mut waiter, &mut room_deadline).await?;
             }
-        };
-        wait_for_load(rx).await?;
+        }
     }
 }
 
-/// Starts a load unless another caller did first. `None` means "look at the slot again".
+/// Starts a load unless another caller did first, evicting idle models to make room, or
+/// waits for room. Returning means "look at the slot again".
 async fn start_load(
     inner: &Arc<Inner>,
     spec: &ModelSpec,
     plan: LoadPlan,
+    waiter: &mut Waiter<'_>,
     room_deadline: &mut Option<Instant>,
-) -> Result<Option<watch::Receiver<Option<LoadOutcome>>>> {
-    let notified = inner.room_freed.notified();
-    tokio::pin!(notified);
-    notified.as_mut().enable();
+) -> Result<()> {
+    let mut changed = inner.changed.subscribe();
     let in_use = {
         let mut state = inner.state.lock();
-        match &state.slots[&spec.id].phase {
-            Phase::Unloaded => {}
-            Phase::Loading(rx) => return Ok(Some(rx.clone())),
-            Phase::Loaded(_) => return Ok(None),
+        if !matches!(state.slots[&spec.id].phase, Phase::Unloaded) {
+            return Ok(());
         }
         let needed = plan.estimated_bytes.unwrap_or(0);
         match state.make_room(&spec.id, needed, inner.limits()) {
             Ok(evicted) => {
                 let (tx, rx) = watch::channel(None);
-                state
-                    .slots
-                    .get_mut(&spec.id)
-                    .expect("slot exists")
-                    .begin_load(rx.clone(), &plan);
+                let slot = state.slots.get_mut(&spec.id).expect("slot exists");
+                slot.load_id += 1;
+                let load_id = slot.load_id;
+                slot.begin_load(rx, &plan);
+                waiter.count(slot);
                 drop(state);
-                spawn_load(inner.clone(), spec.clone(), plan, tx);
-                log_evictions(inner, &spec.id, evicted);
-                return Ok(Some(rx));
+                log_evictions(inner, &spec.id, &evicted);
+                let evicted = evicted.into_iter().map(|(_, instance)| instance).collect();
+                spawn_load(inner.clone(), spec.clone(), plan, load_id, tx, evicted);
+                return Ok(());
             }
             Err(NoRoom::Never { needed, budget }) => {
                 return Err(capacity_error(&spec.id, format!(
@@ -139,24 +153,43 @@ async fn start_load(
             Err(NoRoom::Busy) => state.in_use_summary(),
         }
     };
-    let deadline =
-        *room_deadline.get_or_insert_with(|| Instant::now() + inner.settings.sharing.capacity_wait);
-    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+    let wait = inner.settings.sharing.capacity_wait;
+    let deadline = *room_deadline.get_or_insert_with(|| Instant::now() + wait);
+    let woken = {
+        let _counted = CapacityWaiter::new(inner);
+        tokio::time::timeout_at(deadline, changed.changed()).await
+    };
+    if woken.is_err() {
         return Err(capacity_error(
             &spec.id,
             format!(
-                "no room to load model `{}`: every loaded model is in use ({}); waited {:?} (sharing.capacity_wait_seconds)",
+                "no room to load model `{}`: every loaded model is in use ({}); waited {wait:?} (sharing.capacity_wait_seconds)",
                 spec.id,
                 in_use.join(", "),
-                inner.settings.sharing.capacity_wait
             ),
         )
         .with("in_use", in_use));
     }
-    Ok(None)
+    Ok(())
 }
 
-impl super::slot::Slot {
+/// Counts a caller waiting for room, for status, however its wait ends.
+struct CapacityWaiter<'a>(&'a Inner);
+
+impl<'a> CapacityWaiter<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.capacity_waiters.fetch_add(1, Ordering::Relaxed);
+        Self(inner)
+    }
+}
+
+impl Drop for CapacityWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.capacity_waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Slot {
     /// Marks the slot as loading per `plan`; waiters watch `rx`.
     fn begin_load(&mut self, rx: watch::Receiver<Option<LoadOutcome>>, plan: &LoadPlan) {
         self.phase = Phase::Loading(rx);
@@ -188,12 +221,11 @@ fn capacity_error(model_id: &str, message: String) -> ModelError {
     ModelError::new(ErrorCode::CapacityExhausted, message).for_model(model_id)
 }
 
-fn log_evictions(inner: &Inner, for_id: &str, evicted: super::slot::Unloaded) {
-    for (id, model) in evicted {
-        if inner.log_usage() {
+fn log_evictions(inner: &Inner, for_id: &str, evicted: &super::slot::Unloaded) {
+    if inner.log_usage() {
+        for (id, _) in evicted {
             tracing::info!(model_id = %id, to_make_room_for = for_id, "model evicted (least recently used)");
         }
-        drop(model);
     }
 }
 
@@ -213,122 +245,79 @@ async fn wait_for_load(mut rx: watch::Receiver<Option<LoadOutcome>>) -> Result<(
     }
 }
 
-/// Runs the load on its own task, so a caller that gives up does not cancel it.
-fn spawn_load(
-    inner: Arc<Inner>,
-    spec: ModelSpec,
-    plan: LoadPlan,
-    tx: watch::Sender<Option<LoadOutcome>>,
-) {
-    tokio::spawn(async move {
-        let started = StdInstant::now();
-        let loaded = run_loader(&spec, &plan).await;
-        let elapsed = started.elapsed();
-        let outcome = {
-            let mut state = inner.state.lock();
-            let slot = state.slots.get_mut(&spec.id).expect("slot exists");
-            slot.last_load_duration = Some(elapsed);
-            let outcome = loaded
-                .map(|m| Instance::new(m, &spec, plan.fingerprint, slot.engine_stats.clone()));
-            match &outcome {
-                Ok(instance) => {
-                    slot.phase = Phase::Loaded(instance.clone());
-                    slot.load_count += 1;
-                    slot.loaded_at = Some(SystemTime::now());
-                    slot.last_error = None;
-                    slot.touch();
-                }
-                Err(e) => {
-                    slot.phase = Phase::Unloaded;
-                    slot.last_error = Some(e.clone());
-                }
-            }
-            outcome
-        };
-        match &outcome {
-            Ok(_) if inner.log_usage() => {
-                tracing::info!(model_id = %spec.id, backend = plan.loader.backend(), device = %plan.device.device, ?elapsed, "model loaded")
-            }
-            Err(e) => tracing::warn!(model_id = %spec.id, "model load failed: {e}"),
-            _ => {}
-        }
-        let _ = tx.send(Some(outcome));
-        inner.room_freed.notify_waiters();
-        inner.idle_changed.notify_waiters();
-    });
+/// Counts a private load in progress, so shutdown waits for it.
+struct PrivateLoad<'a> {
+    inner: &'a Inner,
+    model_id: &'a str,
 }
 
-/// Calls the blocking loader on a blocking thread, turning a panic into `MODEL_LOAD_ERROR`
-/// and checking the configured dimension.
-pub(crate) async fn run_loader(spec: &ModelSpec, plan: &LoadPlan) -> Result<Arc<dyn Model>> {
-    let (loader, s, device) = (plan.loader.clone(), spec.clone(), plan.device.clone());
-    let joined = tokio::task::spawn_blocking(move || loader.load(&s, &device)).await;
-    let model = match joined {
-        Ok(result) => result.map_err(|e| e.for_model(&spec.id))?,
-        Err(join_error) => {
-            return Err(ModelError::new(
-                ErrorCode::ModelLoadError,
-                format!(
-                    "the `{}` loader panicked while loading model `{}`",
-                    plan.loader.backend(),
-                    spec.id
-                ),
-            )
-            .for_model(&spec.id)
-            .caused_by("Panic", join_error))
+impl Drop for PrivateLoad<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.inner.state.lock().slots.get_mut(self.model_id) {
+            slot.private_loads -= 1;
         }
-    };
-    check_dimension(spec, model.as_ref())?;
-    Ok(model)
-}
-
-fn check_dimension(spec: &ModelSpec, model: &dyn Model) -> Result<()> {
-    let (Some(want), Some(embedder)) = (spec.dimension, model.as_embedder()) else {
-        return Ok(());
-    };
-    let got = embedder.dimension();
-    if got == want {
-        return Ok(());
+        self.inner.bump();
     }
-    let key = format!("models.{}.dimension", spec.id);
-    Err(ModelError::config(
-        &key,
-        format!(
-            "settings say `{key}` = {want}, but the model produces {got}-dimensional embeddings"
-        ),
-    )
-    .for_model(&spec.id)
-    .with("expected", want)
-    .with("found", got))
 }
 
 /// A private instance for a `shared = false` model (or with sharing disabled).
 async fn acquire_exclusive(inner: &Arc<Inner>, spec: &ModelSpec) -> Result<ModelHandle> {
     inner.check_accepting()?;
-    let plan = inner.plan(spec)?;
+    let plan = plan(inner, spec).await?;
+    {
+        let mut state = inner.state.lock();
+        inner.check_accepting()?;
+        let slot = state.slots.get_mut(&spec.id).expect("slot exists");
+        slot.private_loads += 1;
+        slot.backend = Some(plan.loader.backend().to_owned());
+        slot.device = Some(plan.device.clone());
+        slot.estimated_bytes = plan.estimated_bytes;
+        slot.fingerprint = Some(plan.fingerprint);
+    }
+    let counted = PrivateLoad {
+        inner,
+        model_id: &spec.id,
+    };
     let started = StdInstant::now();
-    let outcome = run_loader(spec, &plan).await;
+    let outcome = run_loader(inner, spec, &plan, Vec::new()).await;
+    let installed = install_private(inner, spec, &plan, outcome, started.elapsed());
+    drop(counted);
+    let instance = match installed {
+        Ok(instance) => instance,
+        Err((error, unused)) => {
+            release_instances(unused.into_iter().collect()).await;
+            return Err(error);
+        }
+    };
+    Ok(ModelHandle::exclusive(inner.clone(), &spec.id, instance))
+}
+
+type Refused = (ModelError, Option<Arc<Instance>>);
+
+/// Records a private load's outcome; after shutdown began the instance is refused (and
+/// returned to be released).
+fn install_private(
+    inner: &Inner,
+    spec: &ModelSpec,
+    plan: &LoadPlan,
+    outcome: Result<Arc<dyn crate::model::Model>>,
+    elapsed: std::time::Duration,
+) -> std::result::Result<Arc<Instance>, Refused> {
     let mut state = inner.state.lock();
     let slot = state.slots.get_mut(&spec.id).expect("slot exists");
-    slot.last_load_duration = Some(started.elapsed());
-    slot.backend = Some(plan.loader.backend().to_owned());
-    slot.device = Some(plan.device.clone());
-    slot.estimated_bytes = plan.estimated_bytes;
-    slot.fingerprint = Some(plan.fingerprint);
-    match outcome {
-        Ok(model) => {
-            slot.exclusive_instances += 1;
-            slot.load_count += 1;
-            slot.loaded_at = Some(SystemTime::now());
-            slot.last_error = None;
-            slot.touch();
-            let instance = Instance::new(model, spec, plan.fingerprint, slot.engine_stats.clone());
-            drop(state);
-            Ok(ModelHandle::exclusive(inner.clone(), &spec.id, instance))
-        }
-        Err(e) => {
-            slot.last_error = Some(e.clone());
-            Err(e)
-        }
+    slot.last_load_duration = Some(elapsed);
+    let model = outcome.map_err(|e| {
+        slot.last_error = Some(e.clone());
+        (e, None)
+    })?;
+    let instance = Instance::new(model, spec, plan.fingerprint, slot.engine_stats.clone());
+    if inner.is_shutting_down() {
+        return Err((shutting_down_error(), Some(instance)));
     }
+    slot.exclusive_instances += 1;
+    slot.load_count += 1;
+    slot.loaded_at = Some(SystemTime::now());
+    slot.last_error = None;
+    slot.touch();
+    Ok(instance)
 }

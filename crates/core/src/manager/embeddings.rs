@@ -100,7 +100,7 @@ impl ModelManager {
                 if let Some(ns) = namespace {
                     inner
                         .cache
-                        .insert(ns.key(texts[i].as_ref()), computed[j].clone());
+                        .insert(ns, ns.key(texts[i].as_ref()), computed[j].clone());
                 }
                 found[i] = Some(computed[j].clone());
             }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 pub struct ModelHandle {
     inner: Arc<Inner>,
     model_id: String,
-    instance: Arc<Instance>,
+    /// Always `Some` until the handle drops.
+    instance: Option<Arc<Instance>>,
     exclusive: bool,
     /// Cleared by `detach`, whose reference `release_model` returns instead of `Drop`.
     counted: bool,
@@ -23,7 +24,7 @@ impl ModelHandle {
         Self {
             inner,
             model_id: model_id.to_owned(),
-            instance,
+            instance: Some(instance),
             exclusive,
             counted: true,
         }
@@ -39,7 +40,7 @@ impl ModelHandle {
 
     /// The instance (model and engine) this handle holds.
     pub(crate) fn instance(&self) -> &Instance {
-        &self.instance
+        self.instance.as_ref().expect("present until drop")
     }
 
     /// The configured id.
@@ -49,7 +50,7 @@ impl ModelHandle {
 
     /// The model.
     pub fn model(&self) -> &Arc<dyn Model> {
-        &self.instance.model
+        &self.instance().model
     }
 
     /// Whether this is a private instance (`shared = false`).
@@ -59,7 +60,7 @@ impl ModelHandle {
 
     /// The model as an embedder, or `INVALID_MODEL_TYPE`.
     pub fn embedder(&self) -> Result<&dyn Embedder> {
-        self.instance
+        self.instance()
             .model
             .as_embedder()
             .ok_or_else(|| self.wrong_kind("an embedding model"))
@@ -67,7 +68,7 @@ impl ModelHandle {
 
     /// The model as a text generator, or `INVALID_MODEL_TYPE`.
     pub fn text_generator(&self) -> Result<&dyn TextGenerator> {
-        self.instance
+        self.instance()
             .model
             .as_text_generator()
             .ok_or_else(|| self.wrong_kind("a text generation model"))
@@ -75,7 +76,7 @@ impl ModelHandle {
 
     /// The model as a generic inference function, or `INVALID_MODEL_TYPE`.
     pub fn infer_model(&self) -> Result<&dyn crate::Infer> {
-        self.instance
+        self.instance()
             .model
             .as_infer()
             .ok_or_else(|| self.wrong_kind("a model that runs generic inference"))
@@ -83,11 +84,11 @@ impl ModelHandle {
 
     /// The backend's concrete model type, for raw access (model, tokenizer, device).
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
-        self.instance.model.as_any().downcast_ref::<T>()
+        self.instance().model.as_any().downcast_ref::<T>()
     }
 
     fn wrong_kind(&self, wanted: &str) -> ModelError {
-        let info = self.instance.model.info();
+        let info = self.instance().model.info();
         ModelError::new(
             ErrorCode::InvalidModelType,
             format!(
@@ -112,7 +113,7 @@ impl ModelHandle {
             }
             self.counted = false;
         }
-        self.instance.model.clone()
+        self.instance().model.clone()
     }
 }
 
@@ -127,14 +128,29 @@ impl fmt::Debug for ModelHandle {
 
 impl Drop for ModelHandle {
     fn drop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            release_last_off_runtime(instance);
+        }
         if self.counted {
             release_reference(&self.inner, &self.model_id, self.exclusive);
         }
     }
 }
 
+/// Drops `instance`; when this was the last reference (a private instance, or one unloaded
+/// while in use) the model is freed on a blocking thread, not on an async worker.
+fn release_last_off_runtime(instance: Arc<Instance>) {
+    if Arc::strong_count(&instance) > 1 {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || instance.release())),
+        Err(_) => instance.release(),
+    }
+}
+
 fn release_reference(inner: &Inner, model_id: &str, exclusive: bool) {
-    let now_idle = {
+    {
         let mut state = inner.state.lock();
         let Some(slot) = state.slots.get_mut(model_id) else {
             return;
@@ -145,15 +161,11 @@ fn release_reference(inner: &Inner, model_id: &str, exclusive: bool) {
             slot.refs = slot.refs.saturating_sub(1);
         }
         slot.touch();
-        slot.refs == 0
-    };
+    }
     if inner.log_usage() {
         tracing::debug!(model_id, "model reference released");
     }
-    if now_idle || exclusive {
-        inner.room_freed.notify_waiters();
-        inner.idle_changed.notify_waiters();
-    }
+    inner.bump();
 }
 
 /// Returns one detached reference of `model_id`; the references left.

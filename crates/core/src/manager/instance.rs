@@ -36,6 +36,17 @@ impl Instance {
         })
     }
 
+    /// Drops this reference; when it was the last, stops the engine and drops the model
+    /// here, before returning. Blocking.
+    pub fn release(self: Arc<Self>) {
+        if let Ok(instance) = Arc::try_unwrap(self) {
+            if let Some(engine) = instance.engine.into_inner() {
+                engine.stop();
+            }
+            drop(instance.model);
+        }
+    }
+
     /// The instance's engine, started on first use.
     pub fn engine(&self) -> Result<&Engine> {
         if let Some(engine) = self.engine.get() {

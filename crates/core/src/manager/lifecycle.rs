@@ -1,9 +1,10 @@
 //! Initialize, idle unload, explicit unload and shutdown.
 
 use super::slot::Phase;
-use super::{Inner, ModelManager};
+use super::{release_instances, Inner, ModelManager};
 use crate::error::{ErrorCode, ModelError, Result};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::time::Instant;
@@ -13,8 +14,13 @@ use tokio::time::Instant;
 pub struct InitReport {
     /// Models loaded because they have `preload = true`.
     pub preloaded: Vec<String>,
+    /// Preloads that failed, by model: those models load on their first use instead (the
+    /// error is also in their status).
+    pub preload_failures: BTreeMap<String, ModelError>,
     /// Embeddings restored from the persisted cache.
     pub cache_entries_restored: u64,
+    /// Entries of the persisted cache left out because their lifetime had passed.
+    pub cache_entries_expired: u64,
 }
 
 /// What [`ModelManager::shutdown`] did.
@@ -32,8 +38,10 @@ pub struct ShutdownReport {
 }
 
 impl ModelManager {
-    /// Checks models against the registry, starts idle unloading, restores the persisted
-    /// cache and preloads `preload = true` models. Idempotent.
+    /// Checks models against the registry, starts idle unloading and cache snapshots,
+    /// restores the persisted cache and preloads `preload = true` models. Idempotent. A
+    /// preload that fails does not fail initialize: it is reported, and the model loads on
+    /// its first use.
     pub async fn initialize(&self) -> Result<InitReport> {
         let inner = &self.inner;
         inner.check_accepting()?;
@@ -46,23 +54,26 @@ impl ModelManager {
             inner.registry.validate_spec(spec)?;
         }
         let mut report = InitReport::default();
-        let cache = &inner.settings.embedding_cache;
-        if cache.persist_to_disk {
-            match inner.cache.load(&cache.path) {
-                Ok(n) => report.cache_entries_restored = n,
-                Err(e) => {
-                    tracing::warn!("starting with an empty embedding cache: {e}");
-                    *inner.cache_load_error.lock() = Some(e);
-                }
-            }
-        }
+        restore_cache(inner, &mut report).await;
         if inner.settings.sharing.unload_after.is_some() {
-            tokio::spawn(reaper(Arc::downgrade(inner), inner.idle_changed.clone()));
+            tokio::spawn(reaper(Arc::downgrade(inner), inner.changed.subscribe()));
+        }
+        let cache = &inner.settings.embedding_cache;
+        if let (true, Some(every)) = (cache.persist_to_disk, cache.save_interval) {
+            tokio::spawn(snapshots(Arc::downgrade(inner), every));
         }
         inner.initialized.store(true, Ordering::Release);
         for spec in inner.settings.models.values().filter(|s| s.preload) {
-            drop(super::acquire::acquire(inner, &spec.id).await?);
-            report.preloaded.push(spec.id.clone());
+            match super::acquire::acquire(inner, &spec.id).await {
+                Ok(handle) => {
+                    drop(handle);
+                    report.preloaded.push(spec.id.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(model_id = %spec.id, "preload failed; the model loads on first use: {e}");
+                    report.preload_failures.insert(spec.id.clone(), e);
+                }
+            }
         }
         Ok(report)
     }
@@ -83,21 +94,24 @@ impl ModelManager {
         Ok(plugins.clone().unwrap_or_default())
     }
 
-    /// Refuses new work (`SHUTTING_DOWN`), lets in-flight work finish within
-    /// `shutdown_timeout_seconds`, then unloads everything and persists the cache.
+    /// Refuses new work (`SHUTTING_DOWN`), lets in-flight work (references, loads, private
+    /// instances) finish within `shutdown_timeout_seconds`, then unloads everything and
+    /// persists the cache. A load that finishes after this began is not handed out.
     pub async fn shutdown(&self) -> Result<ShutdownReport> {
         let inner = &self.inner;
         inner.shutting_down.store(true, Ordering::Release);
+        inner.bump();
         let deadline = Instant::now() + inner.settings.shutdown_timeout;
         let mut report = ShutdownReport::default();
         loop {
-            let notified = inner.room_freed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if is_quiescent(inner) {
+            let mut changed = inner.changed.subscribe();
+            if inner.state.lock().slots.values().all(|s| s.is_quiescent()) {
                 break;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
                 report.timed_out = true;
                 break;
             }
@@ -115,16 +129,14 @@ impl ModelManager {
                 })
                 .collect()
         };
-        for (id, model) in unloaded {
-            report.unloaded.push(id);
-            drop(model);
-        }
+        report.unloaded = unloaded.iter().map(|(id, _)| id.clone()).collect();
         report.unloaded.sort();
         report.still_referenced.sort();
-        inner.idle_changed.notify_waiters();
+        release_instances(unloaded.into_iter().map(|(_, i)| i).collect()).await;
+        inner.bump();
         let cache = &inner.settings.embedding_cache;
         if cache.persist_to_disk {
-            report.cache_entries_saved = inner.cache.save(&cache.path)?;
+            report.cache_entries_saved = save_cache(inner).await?;
         }
         if inner.log_usage() {
             tracing::info!(unloaded = ?report.unloaded, timed_out = report.timed_out, "model manager shut down");
@@ -133,20 +145,70 @@ impl ModelManager {
     }
 }
 
-fn is_quiescent(inner: &Inner) -> bool {
-    let state = inner.state.lock();
-    state.slots.values().all(|s| {
-        s.refs == s.detached && s.exclusive_instances == 0 && !matches!(s.phase, Phase::Loading(_))
-    })
+/// Restores the persisted cache on a blocking thread; a damaged file is reported in status
+/// and the cache starts empty.
+async fn restore_cache(inner: &Arc<Inner>, report: &mut InitReport) {
+    if !inner.settings.embedding_cache.persist_to_disk {
+        return;
+    }
+    let state = inner.clone();
+    let restored =
+        tokio::task::spawn_blocking(move || state.cache.load(&state.settings.embedding_cache.path))
+            .await
+            .unwrap_or_else(|e| {
+                Err(
+                    ModelError::new(ErrorCode::CacheError, "restoring the cache panicked")
+                        .caused_by("Panic", e),
+                )
+            });
+    match restored {
+        Ok(r) => {
+            report.cache_entries_restored = r.restored;
+            report.cache_entries_expired = r.expired;
+        }
+        Err(e) => {
+            tracing::warn!("starting with an empty embedding cache: {e}");
+            *inner.cache_load_error.lock() = Some(e);
+        }
+    }
+}
+
+/// Saves the cache on a blocking thread.
+async fn save_cache(inner: &Arc<Inner>) -> Result<u64> {
+    let state = inner.clone();
+    tokio::task::spawn_blocking(move || state.cache.save(&state.settings.embedding_cache.path))
+        .await
+        .unwrap_or_else(|e| {
+            Err(
+                ModelError::new(ErrorCode::CacheError, "saving the cache panicked")
+                    .caused_by("Panic", e),
+            )
+        })
+}
+
+/// Saves the cache every `every` while it changes, so a crash loses at most that window.
+async fn snapshots(manager: Weak<Inner>, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = manager.upgrade() else {
+            return;
+        };
+        if inner.is_shutting_down() {
+            return;
+        }
+        if inner.cache.has_unsaved() {
+            if let Err(e) = save_cache(&inner).await {
+                tracing::warn!("periodic cache save failed: {e}");
+            }
+        }
+    }
 }
 
 /// Unloads `model_id` once no handle holds it, waiting up to the shutdown bound.
 pub(crate) async fn unload_when_unreferenced(inner: &Inner, model_id: &str) -> Result<bool> {
     let deadline = Instant::now() + inner.settings.shutdown_timeout;
     loop {
-        let notified = inner.room_freed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        let mut changed = inner.changed.subscribe();
         let outcome = {
             let mut state = inner.state.lock();
             let slot = state
@@ -155,20 +217,23 @@ pub(crate) async fn unload_when_unreferenced(inner: &Inner, model_id: &str) -> R
                 .expect("configured models have slots");
             match slot.phase {
                 Phase::Unloaded => Some(None),
-                Phase::Loaded(_) if slot.refs == 0 => Some(slot.unload()),
+                Phase::Loaded(_) if slot.refs == 0 && slot.waiters == 0 => Some(slot.unload()),
                 _ => None,
             }
         };
-        if let Some(model) = outcome {
-            let was_loaded = model.is_some();
-            drop(model);
+        if let Some(instance) = outcome {
+            let was_loaded = instance.is_some();
+            release_instances(instance.into_iter().collect()).await;
             if was_loaded && inner.log_usage() {
                 tracing::info!(model_id, "model unloaded on request");
             }
-            inner.room_freed.notify_waiters();
+            inner.bump();
             return Ok(was_loaded);
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+        if tokio::time::timeout_at(deadline, changed.changed())
+            .await
+            .is_err()
+        {
             return Err(ModelError::new(
                 ErrorCode::CapacityExhausted,
                 format!(
@@ -182,18 +247,15 @@ pub(crate) async fn unload_when_unreferenced(inner: &Inner, model_id: &str) -> R
 }
 
 /// Unloads models idle past `sharing.unload_after_seconds`, sleeping until the next
-/// deadline or until a model may have become idle. Holds the manager weakly, so dropping
-/// the manager ends it.
-async fn reaper(manager: Weak<Inner>, idle_changed: Arc<tokio::sync::Notify>) {
+/// deadline or until the state changes. Holds the manager weakly, so dropping the manager
+/// ends it.
+async fn reaper(manager: Weak<Inner>, mut changed: tokio::sync::watch::Receiver<u64>) {
     loop {
-        let notified = idle_changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         let next = {
             let Some(inner) = manager.upgrade() else {
                 return;
             };
-            if inner.shutting_down.load(Ordering::Acquire) {
+            if inner.is_shutting_down() {
                 return;
             }
             let Some(after) = inner.settings.sharing.unload_after else {
@@ -205,24 +267,25 @@ async fn reaper(manager: Weak<Inner>, idle_changed: Arc<tokio::sync::Notify>) {
                 inner.settings.sharing.reference_counting,
             );
             if !unloaded.is_empty() {
-                for (id, model) in unloaded {
-                    if inner.log_usage() {
+                if inner.log_usage() {
+                    for (id, _) in &unloaded {
                         tracing::info!(model_id = %id, idle_for = ?after, "idle model unloaded");
                     }
-                    drop(model);
                 }
-                inner.room_freed.notify_waiters();
+                release_instances(unloaded.into_iter().map(|(_, i)| i).collect()).await;
+                inner.bump();
             }
             next
         };
-        match next {
-            Some(deadline) => {
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep_until(deadline) => {}
-                }
-            }
-            None => notified.await,
+        let woken = match next {
+            Some(deadline) => tokio::select! {
+                woken = changed.changed() => woken,
+                _ = tokio::time::sleep_until(deadline) => Ok(()),
+            },
+            None => changed.changed().await,
+        };
+        if woken.is_err() {
+            return;
         }
     }
 }

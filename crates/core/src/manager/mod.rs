@@ -5,6 +5,7 @@ mod embeddings;
 mod handle;
 mod instance;
 mod lifecycle;
+mod load;
 mod slot;
 mod status;
 
@@ -20,9 +21,9 @@ use crate::settings::Settings;
 use crate::spec::ModelSpec;
 use parking_lot::Mutex;
 use slot::{Slot, State};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 /// Owns the configured models of an application. Cheap to clone: clones share one manager.
 ///
@@ -40,25 +41,18 @@ pub(crate) struct Inner {
     pub registry: Arc<Registry>,
     pub cache: EmbeddingCache,
     pub state: Mutex<State>,
-    /// Woken when references drop, loads finish or models unload: capacity waiters and
-    /// shutdown re-check.
-    pub room_freed: Notify,
-    /// Woken when a model may have become idle; shared with the reaper, which holds only a
-    /// weak reference to the manager.
-    pub idle_changed: Arc<Notify>,
+    /// Bumped on every change of state (a reference released, a load finished, a model
+    /// unloaded or pinned, shutdown begun). Whoever waits for the state subscribes before
+    /// looking at it, so no change goes unseen.
+    pub changed: watch::Sender<u64>,
     pub initialized: AtomicBool,
     pub shutting_down: AtomicBool,
     pub init_lock: tokio::sync::Mutex<()>,
     pub cache_load_error: Mutex<Option<ModelError>>,
+    /// Callers waiting for room to load a model.
+    pub capacity_waiters: AtomicUsize,
     /// `None` until the plugins are loaded.
     pub plugins: Mutex<Option<Vec<crate::PluginRecord>>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Lets the reaper notice the manager is gone instead of sleeping forever.
-        self.idle_changed.notify_waiters();
-    }
 }
 
 impl ModelManager {
@@ -79,12 +73,12 @@ impl ModelManager {
             settings,
             registry,
             state: Mutex::new(State { slots }),
-            room_freed: Notify::new(),
-            idle_changed: Arc::new(Notify::new()),
+            changed: watch::channel(0).0,
             initialized: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             init_lock: tokio::sync::Mutex::new(()),
             cache_load_error: Mutex::new(None),
+            capacity_waiters: AtomicUsize::new(0),
             plugins: Mutex::new(None),
         };
         Self {
@@ -193,7 +187,7 @@ impl ModelManager {
             slot.pinned = pinned;
         }
         drop(state);
-        self.inner.idle_changed.notify_waiters();
+        self.inner.bump();
         Ok(())
     }
 
@@ -240,11 +234,8 @@ impl Inner {
     }
 
     pub fn check_accepting(&self) -> Result<()> {
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Err(ModelError::new(
-                ErrorCode::ShuttingDown,
-                "the model manager is shutting down and accepts no new work",
-            ));
+        if self.is_shutting_down() {
+            return Err(shutting_down_error());
         }
         if !self.settings.enabled {
             return Err(ModelError::config(
@@ -257,6 +248,37 @@ impl Inner {
 
     pub fn log_usage(&self) -> bool {
         self.settings.log_model_usage
+    }
+
+    /// Tells every waiter that the state changed.
+    pub fn bump(&self) {
+        self.changed.send_modify(|generation| *generation += 1);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// The error of work refused or cut short because shutdown began.
+pub(crate) fn shutting_down_error() -> ModelError {
+    ModelError::new(
+        ErrorCode::ShuttingDown,
+        "the model manager is shutting down and accepts no new work",
+    )
+}
+
+/// Drops instances on a blocking thread, stopping their engines first, and waits for it:
+/// freeing a model can take long (and on a GPU must finish before the next load).
+pub(crate) async fn release_instances(instances: Vec<Arc<instance::Instance>>) {
+    if instances.is_empty() {
+        return;
+    }
+    let released = tokio::task::spawn_blocking(move || {
+        instances.into_iter().for_each(instance::Instance::release);
+    });
+    if let Err(e) = released.await {
+        tracing::warn!("a model panicked while being dropped: {e}");
     }
 }
 

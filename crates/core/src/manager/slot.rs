@@ -33,6 +33,13 @@ pub(crate) struct Slot {
     pub detached: usize,
     /// Instances of a `shared = false` model now alive.
     pub exclusive_instances: usize,
+    /// Callers inside `get_model` waiting for this model's load: until each has taken its
+    /// reference (or given up), the loaded model is not evicted or unloaded.
+    pub waiters: usize,
+    /// Loads of private (`shared = false`) instances in progress.
+    pub private_loads: usize,
+    /// Which load is current, so a late finish of an abandoned one changes nothing.
+    pub load_id: u64,
     pub pinned: bool,
     pub last_accessed: Instant,
     pub last_accessed_wall: Option<SystemTime>,
@@ -55,6 +62,9 @@ impl Slot {
             refs: 0,
             detached: 0,
             exclusive_instances: 0,
+            waiters: 0,
+            private_loads: 0,
+            load_id: 0,
             pinned,
             last_accessed: Instant::now(),
             last_accessed_wall: None,
@@ -84,9 +94,23 @@ impl Slot {
         self.last_accessed_wall = Some(SystemTime::now());
     }
 
-    /// May be unloaded now: loaded, not pinned, and unreferenced (or references ignored).
+    /// May be unloaded now: loaded, not pinned, no caller about to take it, and
+    /// unreferenced (or references ignored).
     fn is_unloadable(&self, reference_counting: bool) -> bool {
-        self.is_loaded() && !self.pinned && (self.refs == 0 || !reference_counting)
+        self.is_loaded()
+            && !self.pinned
+            && self.waiters == 0
+            && (self.refs == 0 || !reference_counting)
+    }
+
+    /// Nothing runs on it and nobody is about to: references are only detached ones, no
+    /// load, private instance or waiter.
+    pub fn is_quiescent(&self) -> bool {
+        self.refs == self.detached
+            && self.exclusive_instances == 0
+            && self.private_loads == 0
+            && self.waiters == 0
+            && !matches!(self.phase, Phase::Loading(_))
     }
 
     /// Takes the model out, leaving the slot unloaded. The caller drops it outside the lock.

@@ -28,6 +28,8 @@ pub struct ModelStatus {
     pub state: &'static str,
     /// Live references on the shared instance.
     pub references: usize,
+    /// Callers waiting for its load to hand them a reference.
+    pub waiting: usize,
     /// Private instances alive (`shared = false`).
     pub exclusive_instances: usize,
     /// Never unloaded or evicted.
@@ -79,6 +81,8 @@ pub struct ServiceStatus {
     pub loaded_models: usize,
     /// Loads in progress.
     pub loading_models: usize,
+    /// Callers waiting for room to load a model.
+    pub capacity_waiters: usize,
     /// Live references across all models.
     pub total_references: usize,
     /// Sum of the loaders' estimates for loaded models.
@@ -123,6 +127,7 @@ fn model_status(spec: &ModelSpec, slot: &Slot, now: Instant) -> ModelStatus {
         device_reason: slot.device.as_ref().map(|d| d.reason.clone()),
         state,
         references: slot.refs,
+        waiting: slot.waiters,
         exclusive_instances: slot.exclusive_instances,
         pinned: slot.pinned,
         idle_time: slot
@@ -177,6 +182,7 @@ impl ModelManager {
             configured_models: models.len(),
             loaded_models: loaded.clone().count(),
             loading_models: models.values().filter(|m| m.state == "loading").count(),
+            capacity_waiters: inner.capacity_waiters.load(Ordering::Relaxed),
             total_references: models
                 .values()
                 .map(|m| m.references + m.exclusive_instances)

@@ -31,6 +31,8 @@ pub struct SharingSettings {
     pub reference_counting: bool,
     /// How long a load waits for room before `CAPACITY_EXHAUSTED`.
     pub capacity_wait: Duration,
+    /// How long a load may run before its callers get `MODEL_LOAD_ERROR`; `None` waits.
+    pub load_timeout: Option<Duration>,
 }
 
 /// `embedding_cache.*`.
@@ -46,6 +48,9 @@ pub struct CacheSettings {
     pub persist_to_disk: bool,
     /// Where the persisted cache lives.
     pub path: PathBuf,
+    /// How often the cache is saved while running (with `persist_to_disk`); `None` saves
+    /// only at shutdown.
+    pub save_interval: Option<Duration>,
 }
 
 /// `plugins.*`.
@@ -184,6 +189,10 @@ impl Settings {
                 unload_after: seconds("sharing.unload_after_seconds"),
                 reference_counting: r.bool("sharing.reference_counting"),
                 capacity_wait: Duration::from_secs_f64(r.f64("sharing.capacity_wait_seconds")),
+                load_timeout: match r.f64("sharing.load_timeout_seconds") {
+                    s if s > 0.0 => Some(Duration::from_secs_f64(s)),
+                    _ => None,
+                },
             },
             memory_max_bytes: match r.u64("memory.max_bytes") {
                 0 => None,
@@ -195,6 +204,7 @@ impl Settings {
                 ttl: seconds("embedding_cache.ttl_seconds"),
                 persist_to_disk: r.bool("embedding_cache.persist_to_disk"),
                 path: r.path("embedding_cache.path").unwrap_or_default(),
+                save_interval: seconds("embedding_cache.save_interval_seconds"),
             },
             enabled: r.bool("enabled"),
             auto_initialize: r.bool("auto_initialize"),

@@ -4,12 +4,48 @@
 
 use model_manager_core::{
     Device, DeviceChoice, Embedder, ErrorCode, Model, ModelError, ModelInfo, ModelLoader,
-    ModelManager, ModelSpec, Probe, Registry, Result, Settings,
+    ModelManager, ModelSpec, Probe, Registry, Result, Settings, TokenEmbedder, TokenizedText,
 };
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// Holds forward passes while closed, and tells a test when a pass has started, so tests
+/// can fill an engine's queue behind a running pass without sleeping.
+#[derive(Default)]
+pub struct Gate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+    entered: Mutex<usize>,
+    entered_changed: Condvar,
+}
+
+impl Gate {
+    pub fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+    }
+    pub fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.opened.notify_all();
+    }
+    /// Called by a forward pass: counts it, then waits while the gate is closed.
+    fn pass(&self) {
+        *self.entered.lock().unwrap() += 1;
+        self.entered_changed.notify_all();
+        let closed = self.closed.lock().unwrap();
+        drop(self.opened.wait_while(closed, |c| *c).unwrap());
+    }
+    /// Blocks until `n` passes have started (call it off the async runtime).
+    pub fn wait_entered(&self, n: usize) {
+        let entered = self.entered.lock().unwrap();
+        drop(
+            self.entered_changed
+                .wait_while(entered, |e| *e < n)
+                .unwrap(),
+        );
+    }
+}
 
 /// Knobs and counters shared between a test and its loader.
 #[derive(Default)]
@@ -20,6 +56,34 @@ pub struct Probes {
     pub delay_ms: AtomicU64,
     pub embedded_texts: Mutex<Vec<String>>,
     pub estimate: Mutex<std::collections::HashMap<String, u64>>,
+    /// Forward passes of the tokenizing embedder wait here.
+    pub gate: Gate,
+    /// Loads wait here.
+    pub load_gate: Gate,
+    /// Loads of these model ids fail.
+    pub fail_ids: Mutex<std::collections::HashSet<String>>,
+    /// Models dropped so far.
+    pub dropped: AtomicUsize,
+    /// Token lengths of every forward pass of the tokenizing embedder.
+    pub batches: Mutex<Vec<Vec<usize>>>,
+}
+
+impl Probes {
+    /// Waits (off the async runtime) until `n` loads have reached the load gate.
+    pub async fn loads_entered(self: &Arc<Self>, n: usize) {
+        let probes = self.clone();
+        tokio::task::spawn_blocking(move || probes.load_gate.wait_entered(n))
+            .await
+            .unwrap();
+    }
+
+    /// Waits (off the async runtime) until `n` forward passes have started.
+    pub async fn passes_entered(self: &Arc<Self>, n: usize) {
+        let probes = self.clone();
+        tokio::task::spawn_blocking(move || probes.gate.wait_entered(n))
+            .await
+            .unwrap();
+    }
 }
 
 pub struct CountingLoader {
@@ -33,6 +97,16 @@ pub struct HashEmbedder {
     pub dimension: usize,
     pub probes: Arc<Probes>,
     pub model_type: String,
+    /// `flavour = "panic_dimension"`: `dimension()` panics.
+    pub panic_dimension: bool,
+    /// `flavour = "file_value"`: every vector is the number in `local_path/value.txt`.
+    pub file_value: Option<f32>,
+}
+
+impl Drop for HashEmbedder {
+    fn drop(&mut self) {
+        self.probes.dropped.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// The vector the test embedder gives `text`: deterministic and distinct per text.
@@ -70,6 +144,7 @@ impl Model for HashEmbedder {
 
 impl Embedder for HashEmbedder {
     fn dimension(&self) -> usize {
+        assert!(!self.panic_dimension, "dimension() panics (test)");
         self.dimension
     }
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
@@ -77,7 +152,10 @@ impl Embedder for HashEmbedder {
         seen.extend(texts.iter().map(|t| t.to_string()));
         Ok(texts
             .iter()
-            .map(|t| expected_vector(t, self.dimension))
+            .map(|t| match self.file_value {
+                Some(v) => vec![v; self.dimension],
+                None => expected_vector(t, self.dimension),
+            })
             .collect())
     }
 }
@@ -103,19 +181,137 @@ impl ModelLoader for CountingLoader {
         std::thread::sleep(Duration::from_millis(
             self.probes.delay_ms.load(Ordering::SeqCst),
         ));
+        self.probes.load_gate.pass();
         self.probes.loads_finished.fetch_add(1, Ordering::SeqCst);
-        if self.probes.fail.load(Ordering::SeqCst) {
+        let failing = self.probes.fail_ids.lock().unwrap().contains(&spec.id);
+        if self.probes.fail.load(Ordering::SeqCst) || failing {
             return Err(
                 ModelError::new(ErrorCode::ModelLoadError, "weights are corrupt (test)")
                     .with("file", "weights.bin"),
             );
         }
-        Ok(Arc::new(HashEmbedder {
+        let flavour = spec.option_str("flavour")?;
+        let file_value = match (flavour, &spec.local_path) {
+            (Some("file_value"), Some(dir)) => {
+                let text = std::fs::read_to_string(dir.join("value.txt")).unwrap();
+                Some(text.trim().parse().unwrap())
+            }
+            _ => None,
+        };
+        let embedder = HashEmbedder {
             id: spec.id.clone(),
             dimension: self.dimension,
             probes: self.probes.clone(),
             model_type: self.model_type.to_owned(),
-        }))
+            panic_dimension: flavour == Some("panic_dimension"),
+            file_value,
+        };
+        if flavour == Some("tokens") {
+            return Ok(Arc::new(TokenHashEmbedder(embedder)));
+        }
+        Ok(Arc::new(embedder))
+    }
+}
+
+/// Longest sequence of the tokenizing test embedder, special tokens included.
+pub const MAX_TOKENS: usize = 16;
+
+/// The ids the tokenizing test embedder gives `text`: one per word between 101 and 102,
+/// truncated at [`MAX_TOKENS`].
+pub fn test_tokens(text: &str) -> Vec<u32> {
+    let mut ids = vec![101];
+    ids.extend(
+        text.split_whitespace()
+            .map(|w| (xxhash(w) % 30_000) as u32 + 1000),
+    );
+    ids.truncate(MAX_TOKENS - 1);
+    ids.push(102);
+    ids
+}
+
+/// The vector the tokenizing test embedder gives `text`, alone or in any batch.
+pub fn token_vector(text: &str, dimension: usize) -> Vec<f32> {
+    vector_of_ids(&test_tokens(text), dimension)
+}
+
+fn vector_of_ids(ids: &[u32], dimension: usize) -> Vec<f32> {
+    (0..dimension)
+        .map(|i| {
+            let sum: f32 = ids
+                .iter()
+                .map(|&id| ((id as usize * (i + 3)) % 97) as f32)
+                .sum();
+            sum / ids.len() as f32
+        })
+        .collect()
+}
+
+/// Like [`HashEmbedder`], but tokenizing apart from its forward pass (so the engine batches
+/// it by tokens) and gated by [`Probes::gate`]. A word `poison` fails the pass; `panic`
+/// panics in it.
+pub struct TokenHashEmbedder(pub HashEmbedder);
+
+impl Model for TokenHashEmbedder {
+    fn info(&self) -> ModelInfo {
+        self.0.info()
+    }
+    fn as_embedder(&self) -> Option<&dyn Embedder> {
+        Some(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Embedder for TokenHashEmbedder {
+    fn dimension(&self) -> usize {
+        self.0.dimension
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let tokens = self.tokenize(texts)?;
+        self.embed_tokens(&tokens.iter().collect::<Vec<_>>())
+    }
+    fn as_token_embedder(&self) -> Option<&dyn TokenEmbedder> {
+        Some(self)
+    }
+}
+
+impl TokenEmbedder for TokenHashEmbedder {
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let ids = test_tokens(t);
+                TokenizedText {
+                    type_ids: vec![0; ids.len()],
+                    ids,
+                }
+            })
+            .collect())
+    }
+    fn embed_tokens(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>> {
+        self.0.probes.gate.pass();
+        self.0
+            .probes
+            .batches
+            .lock()
+            .unwrap()
+            .push(batch.iter().map(|t| t.len()).collect());
+        let poison = test_tokens("poison")[1];
+        let panic = test_tokens("panic")[1];
+        if batch.iter().any(|t| t.ids.contains(&panic)) {
+            panic!("a text asked the test embedder to panic");
+        }
+        if batch.iter().any(|t| t.ids.contains(&poison)) {
+            return Err(ModelError::new(
+                ErrorCode::GenerateEmbeddingsError,
+                "a poisoned text (test)",
+            ));
+        }
+        Ok(batch
+            .iter()
+            .map(|t| vector_of_ids(&t.ids, self.0.dimension))
+            .collect())
     }
 }
 

@@ -1,13 +1,17 @@
-//! The embedding cache: one entry per (model, model files and config, text).
+//! The embedding cache: one entry per (model, model files and config, text), bounded in
+//! size, expiring by age, and optionally persisted (see [`file`] for the crash-safe format).
 
-use crate::error::{ErrorCode, ModelError, Result};
+mod file;
+
+use crate::error::Result;
 use crate::settings::CacheSettings;
+use file::FileEntry;
 use moka::notification::RemovalCause;
 use serde::Serialize;
-use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A cached vector.
 pub type Vector = Arc<[f32]>;
@@ -43,12 +47,61 @@ impl CacheNamespace {
     }
 }
 
+/// An entry as held: the embedding, its namespace (so a file can check one dimension per
+/// model) and when it was first computed (so its lifetime survives restarts).
+#[derive(Clone)]
+struct Held {
+    embedding: CachedEmbedding,
+    namespace: u64,
+    inserted_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Expires entries `ttl` after they were first computed, before or after a restart.
+struct AgeExpiry {
+    ttl: Duration,
+}
+
+impl AgeExpiry {
+    fn remaining(&self, held: &Held) -> Option<Duration> {
+        let age = Duration::from_millis(now_ms().saturating_sub(held.inserted_ms));
+        Some(self.ttl.saturating_sub(age))
+    }
+}
+
+impl moka::Expiry<u128, Held> for AgeExpiry {
+    fn expire_after_create(
+        &self,
+        _: &u128,
+        held: &Held,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        self.remaining(held)
+    }
+    fn expire_after_update(
+        &self,
+        _: &u128,
+        held: &Held,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.remaining(held)
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
+    /// Inserts since the last save, so an unchanged cache is not rewritten.
+    unsaved: AtomicU64,
 }
 
 /// Hit, miss and eviction counts and the current size.
@@ -70,14 +123,22 @@ pub struct CacheStats {
     pub expirations: u64,
 }
 
-/// Per-text embedding cache with a size bound and TTL, backed by moka.
-pub struct EmbeddingCache {
-    entries: Option<moka::sync::Cache<u128, CachedEmbedding>>,
-    max_entries: u64,
-    counters: Arc<Counters>,
+/// What a restore from disk did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RestoreReport {
+    /// Entries put back in the cache.
+    pub restored: u64,
+    /// Entries of the file whose lifetime had passed, left out.
+    pub expired: u64,
 }
 
-const FILE_MAGIC: &[u8; 8] = b"MMCACHE2";
+/// Per-text embedding cache with a size bound and TTL, backed by moka.
+pub struct EmbeddingCache {
+    entries: Option<moka::sync::Cache<u128, Held>>,
+    max_entries: u64,
+    counters: Arc<Counters>,
+    ttl: Option<Duration>,
+}
 
 impl EmbeddingCache {
     /// A cache per `settings`; disabled when `enabled = false` or the size is 0.
@@ -96,7 +157,7 @@ impl EmbeddingCache {
                     counter.fetch_add(1, Ordering::Relaxed);
                 });
             if let Some(ttl) = settings.ttl {
-                builder = builder.time_to_live(ttl);
+                builder = builder.expire_after(AgeExpiry { ttl });
             }
             builder.build()
         });
@@ -104,6 +165,7 @@ impl EmbeddingCache {
             entries,
             max_entries: settings.max_cache_size,
             counters,
+            ttl: settings.ttl,
         }
     }
 
@@ -121,13 +183,19 @@ impl EmbeddingCache {
             &self.counters.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        found
+        found.map(|held| held.embedding)
     }
 
-    /// Caches `entry` under `key`.
-    pub fn insert(&self, key: u128, entry: CachedEmbedding) {
+    /// Caches `entry` under `key` of `namespace`.
+    pub fn insert(&self, namespace: CacheNamespace, key: u128, embedding: CachedEmbedding) {
         if let Some(entries) = &self.entries {
-            entries.insert(key, entry);
+            let held = Held {
+                embedding,
+                namespace: namespace.0,
+                inserted_ms: now_ms(),
+            };
+            entries.insert(key, held);
+            self.counters.unsaved.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -156,100 +224,65 @@ impl EmbeddingCache {
         }
     }
 
-    /// Writes every live entry to `path` (entries restart their TTL when loaded back).
+    /// Whether entries were added since the last save.
+    pub fn has_unsaved(&self) -> bool {
+        self.counters.unsaved.load(Ordering::Relaxed) > 0
+    }
+
+    /// Writes every live entry to `path` (crash-safe; see [`file`]); returns how many.
+    /// Blocking. A file at `path` that is not a cache file is never replaced.
     pub fn save(&self, path: &Path) -> Result<u64> {
         let Some(entries) = &self.entries else {
             return Ok(0);
         };
-        let io_err = |e: std::io::Error| cache_error(path, "write", e);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
-        }
-        let tmp = path.with_extension("tmp");
-        let mut out = BufWriter::new(std::fs::File::create(&tmp).map_err(io_err)?);
-        let snapshot: Vec<(u128, CachedEmbedding)> = entries.iter().map(|(k, v)| (*k, v)).collect();
-        out.write_all(FILE_MAGIC).map_err(io_err)?;
-        out.write_all(&(snapshot.len() as u64).to_le_bytes())
-            .map_err(io_err)?;
-        for (key, entry) in &snapshot {
-            out.write_all(&key.to_le_bytes()).map_err(io_err)?;
-            out.write_all(&entry.tokens.to_le_bytes()).map_err(io_err)?;
-            out.write_all(&(entry.vector.len() as u32).to_le_bytes())
-                .map_err(io_err)?;
-            for x in entry.vector.iter() {
-                out.write_all(&x.to_le_bytes()).map_err(io_err)?;
-            }
-        }
-        out.into_inner()
-            .map_err(|e| io_err(e.into_error()))?
-            .sync_all()
-            .map_err(io_err)?;
-        // Rename last, so a crash mid-write never leaves a truncated cache behind.
-        std::fs::rename(&tmp, path).map_err(io_err)?;
+        let unsaved = self.counters.unsaved.swap(0, Ordering::Relaxed);
+        let snapshot: Vec<FileEntry> = entries
+            .iter()
+            .map(|(key, held)| FileEntry {
+                key: *key,
+                namespace: held.namespace,
+                inserted_ms: held.inserted_ms,
+                tokens: held.embedding.tokens,
+                vector: held.embedding.vector.to_vec(),
+            })
+            .collect();
+        file::write(path, &snapshot).inspect_err(|_| {
+            self.counters.unsaved.fetch_add(unsaved, Ordering::Relaxed);
+        })?;
         Ok(snapshot.len() as u64)
     }
 
-    /// Loads entries written by [`EmbeddingCache::save`]; a missing file loads nothing.
-    pub fn load(&self, path: &Path) -> Result<u64> {
+    /// Restores the entries of `path`, all or none (a damaged file is a `CACHE_ERROR` and
+    /// restores nothing); entries past their lifetime are left out. A missing file restores
+    /// nothing. Blocking.
+    pub fn load(&self, path: &Path) -> Result<RestoreReport> {
         let Some(entries) = &self.entries else {
-            return Ok(0);
+            return Ok(RestoreReport::default());
         };
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(cache_error(path, "read", e)),
+        let Some(stored) = file::read(path)? else {
+            return Ok(RestoreReport::default());
         };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut input = BufReader::new(file);
-        let io_err = |e: std::io::Error| cache_error(path, "read", e);
-        let mut magic = [0u8; 8];
-        input.read_exact(&mut magic).map_err(io_err)?;
-        if &magic != FILE_MAGIC {
-            return Err(cache_error(path, "read", "not a model-manager cache file"));
-        }
-        let count = read_u64(&mut input).map_err(io_err)?;
-        let mut loaded = 0;
-        for _ in 0..count {
-            let mut key = [0u8; 16];
-            input.read_exact(&mut key).map_err(io_err)?;
-            let mut tokens = [0u8; 4];
-            input.read_exact(&mut tokens).map_err(io_err)?;
-            let mut dim = [0u8; 4];
-            input.read_exact(&mut dim).map_err(io_err)?;
-            let dim = u32::from_le_bytes(dim) as u64;
-            if dim * 4 > len {
-                return Err(cache_error(path, "read", "corrupt entry length"));
+        let now = now_ms();
+        let mut report = RestoreReport::default();
+        for entry in stored {
+            let age = Duration::from_millis(now.saturating_sub(entry.inserted_ms));
+            if self.ttl.is_some_and(|ttl| age >= ttl) {
+                report.expired += 1;
+                continue;
             }
-            let mut raw = vec![0u8; dim as usize * 4];
-            input.read_exact(&mut raw).map_err(io_err)?;
-            let vector: Vector = raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            let tokens = u32::from_le_bytes(tokens);
-            entries.insert(u128::from_le_bytes(key), CachedEmbedding { vector, tokens });
-            loaded += 1;
+            let held = Held {
+                embedding: CachedEmbedding {
+                    vector: entry.vector.into(),
+                    tokens: entry.tokens,
+                },
+                namespace: entry.namespace,
+                inserted_ms: entry.inserted_ms,
+            };
+            entries.insert(entry.key, held);
+            report.restored += 1;
         }
-        Ok(loaded)
+        Ok(report)
     }
-}
-
-fn read_u64(input: &mut impl Read) -> std::io::Result<u64> {
-    let mut buf = [0u8; 8];
-    input.read_exact(&mut buf)?;
-    Ok(u64::from_le_bytes(buf))
-}
-
-fn cache_error(path: &Path, action: &str, cause: impl std::fmt::Display) -> ModelError {
-    ModelError::new(
-        ErrorCode::CacheError,
-        format!(
-            "cannot {action} the embedding cache file {}: {cause}",
-            path.display()
-        ),
-    )
-    .with("path", path.display().to_string())
-    .caused_by("IoError", cause)
 }
 
 #[cfg(test)]

@@ -1,0 +1,266 @@
+//! The embedding engine through `generate_embeddings`: batches under the row cap and token
+//! budget, exact results across callers, cancellation, admission, usage, failure scope.
+
+mod support;
+
+use model_manager_core::{Admission, ErrorCode, ModelManager};
+use std::sync::Arc;
+use support::{manager, test_tokens, token_vector, Probes, MAX_TOKENS};
+
+/// A manager with one tokenizing test model `e`, plus `extra` settings for it.
+fn engine_manager(extra: &str) -> (ModelManager, Arc<Probes>) {
+    let settings =
+        format!("embedding_cache.enabled = false\nmodels.e.flavour = \"tokens\"\n{extra}");
+    manager(&settings, &["e"])
+}
+
+/// A text of `words` words (so `words + 2` tokens, up to the limit), distinct per `tag`.
+fn text(tag: usize, words: usize) -> String {
+    (0..words)
+        .map(|w| format!("w{tag}x{w}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_get_exact_vectors_in_batches_within_the_cap_and_budget() {
+    let (manager, probes) =
+        engine_manager("models.e.batch_size = 5\nmodels.e.max_batch_tokens = 40");
+    // Hold the first pass so that every caller's texts queue up and mix in batches.
+    probes.gate.close();
+    let warm = {
+        let m = manager.clone();
+        tokio::spawn(async move { m.generate_embeddings(&["warm up"], "e").await })
+    };
+    probes.passes_entered(1).await;
+    let callers: Vec<_> = (0..12)
+        .map(|c| {
+            let m = manager.clone();
+            let texts: Vec<String> = (0..7)
+                .map(|i| text(c * 10 + i, (c * 3 + i * 5) % 14))
+                .collect();
+            tokio::spawn(async move {
+                let out = m.generate_embeddings(&texts, "e").await.unwrap();
+                (texts, out)
+            })
+        })
+        .collect();
+    // Every caller's texts are queued once status says so; then let the engine run.
+    loop {
+        let status = manager.get_status().await.unwrap();
+        if status.models["e"].engine.as_ref().unwrap().queued_texts == 84 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    probes.gate.open();
+    warm.await.unwrap().unwrap();
+    for caller in callers {
+        let (texts, out) = caller.await.unwrap();
+        for (t, v) in texts.iter().zip(&out.embeddings) {
+            assert_eq!(
+                v,
+                &token_vector(t, 8),
+                "the vector of {t:?} in its request's order"
+            );
+        }
+        let tokens: usize = texts.iter().map(|t| test_tokens(t).len()).sum();
+        assert_eq!(out.tokens, tokens, "usage counts every text's tokens");
+    }
+    let batches = probes.batches.lock().unwrap().clone();
+    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 85);
+    for batch in &batches {
+        let padded = batch.iter().max().unwrap() * batch.len();
+        assert!(batch.len() <= 5, "row cap: {batch:?}");
+        assert!(padded <= 40 || batch.len() == 1, "token budget: {batch:?}");
+    }
+    assert!(
+        batches.iter().any(|b| b.len() > 1),
+        "texts of several callers share passes"
+    );
+    let engine = manager.get_status().await.unwrap().models["e"]
+        .engine
+        .clone()
+        .unwrap();
+    assert_eq!(engine.texts_computed, 85);
+    assert_eq!(engine.batches as usize, batches.len());
+    assert_eq!((engine.queued_texts, engine.queued_tokens), (0, 0));
+    assert_eq!(engine.batch_rows.count as usize, batches.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_caller_s_waiting_texts_are_never_computed() {
+    let (manager, probes) = engine_manager("");
+    probes.gate.close();
+    let running = {
+        let m = manager.clone();
+        tokio::spawn(async move { m.generate_embeddings(&["first pass"], "e").await })
+    };
+    probes.passes_entered(1).await;
+    let abandoned: Vec<String> = (0..6).map(|i| text(100 + i, 3)).collect();
+    let waiting = {
+        let m = manager.clone();
+        let texts = abandoned.clone();
+        tokio::spawn(async move { m.generate_embeddings(&texts, "e").await })
+    };
+    loop {
+        let status = manager.get_status().await.unwrap();
+        if status.models["e"].engine.as_ref().unwrap().queued_texts == 6 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // The caller goes away (a client disconnecting drops its request future the same way).
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    let engine = manager.get_status().await.unwrap().models["e"]
+        .engine
+        .clone()
+        .unwrap();
+    assert_eq!(engine.texts_cancelled, 6);
+    assert_eq!(engine.queued_texts, 0);
+    probes.gate.open();
+    running.await.unwrap().unwrap();
+    let engine = manager.get_status().await.unwrap().models["e"]
+        .engine
+        .clone()
+        .unwrap();
+    assert_eq!(
+        engine.texts_computed, 1,
+        "only the running pass's text was computed"
+    );
+    let seen: Vec<usize> = probes
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(seen, vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_refuses_at_once_and_bulk_callers_wait_for_room() {
+    let (manager, probes) = engine_manager("models.e.max_queued_tokens = 20");
+    probes.gate.close();
+    let running = {
+        let m = manager.clone();
+        tokio::spawn(async move { m.generate_embeddings(&["first pass"], "e").await })
+    };
+    probes.passes_entered(1).await;
+    // 3 texts of 5 tokens wait; 2 more texts (10 tokens) would pass the bound of 20.
+    let queued = {
+        let m = manager.clone();
+        let texts: Vec<String> = (0..3).map(|i| text(200 + i, 3)).collect();
+        tokio::spawn(async move { m.generate_embeddings(&texts, "e").await })
+    };
+    loop {
+        let status = manager.get_status().await.unwrap();
+        if status.models["e"].engine.as_ref().unwrap().queued_tokens == 15 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let over: Vec<String> = (0..2).map(|i| text(300 + i, 3)).collect();
+    let err = manager.generate_embeddings(&over, "e").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::CapacityExhausted);
+    assert!(err.message.contains("max_queued_tokens"), "{}", err.message);
+    assert!(err.details["retry_after_seconds"].as_u64().unwrap() >= 1);
+    // A bulk caller waits instead, and gets its vectors once the queue drains.
+    let bulk = {
+        let m = manager.clone();
+        let texts = over.clone();
+        tokio::spawn(async move {
+            m.generate_embeddings_with(&texts, "e", Admission::Wait)
+                .await
+        })
+    };
+    probes.gate.open();
+    running.await.unwrap().unwrap();
+    queued.await.unwrap().unwrap();
+    let out = bulk.await.unwrap().unwrap();
+    assert_eq!(out.embeddings[1], token_vector(&over[1], 8));
+    let engine = manager.get_status().await.unwrap().models["e"]
+        .engine
+        .clone()
+        .unwrap();
+    assert_eq!(engine.requests_rejected, 1);
+    // One request larger than the whole bound still runs when the queue is empty.
+    let big: Vec<String> = (0..10).map(|i| text(400 + i, 3)).collect();
+    assert_eq!(
+        manager
+            .generate_embeddings(&big, "e")
+            .await
+            .unwrap()
+            .embeddings
+            .len(),
+        10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_text_fails_only_its_own_request() {
+    let (manager, probes) = engine_manager("");
+    probes.gate.close();
+    let running = {
+        let m = manager.clone();
+        tokio::spawn(async move { m.generate_embeddings(&["first pass"], "e").await })
+    };
+    probes.passes_entered(1).await;
+    let submit = |texts: Vec<String>| {
+        let m = manager.clone();
+        tokio::spawn(async move { m.generate_embeddings(&texts, "e").await })
+    };
+    let good = submit(vec![text(1, 2), text(2, 2)]);
+    let poisoned = submit(vec![text(3, 2), "a poison text".into()]);
+    let panicking = submit(vec!["please panic now".into()]);
+    loop {
+        let status = manager.get_status().await.unwrap();
+        if status.models["e"].engine.as_ref().unwrap().queued_texts == 5 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    probes.gate.open();
+    running.await.unwrap().unwrap();
+    let out = good.await.unwrap().unwrap();
+    assert_eq!(out.embeddings[0], token_vector(&text(1, 2), 8));
+    let err = poisoned.await.unwrap().unwrap_err();
+    assert_eq!(err.code, ErrorCode::GenerateEmbeddingsError);
+    assert!(err.message.contains("poisoned"), "{}", err.message);
+    let err = panicking.await.unwrap().unwrap_err();
+    assert_eq!(err.code, ErrorCode::GenerateEmbeddingsError);
+    assert!(
+        err.to_json().to_string().contains("panic"),
+        "{}",
+        err.to_json()
+    );
+    // The engine survives its embedder's panic.
+    let again = manager
+        .generate_embeddings(&[text(5, 4)], "e")
+        .await
+        .unwrap();
+    assert_eq!(again.embeddings[0], token_vector(&text(5, 4), 8));
+    let engine = manager.get_status().await.unwrap().models["e"]
+        .engine
+        .clone()
+        .unwrap();
+    assert!(engine.batch_failures >= 1);
+}
+
+#[tokio::test]
+async fn long_texts_are_truncated_and_cached_texts_still_count_tokens() {
+    let (manager, _) = manager("models.e.flavour = \"tokens\"", &["e"]);
+    let long = text(9, 100);
+    let out = manager
+        .generate_embeddings(&[long.as_str(), "hi"], "e")
+        .await
+        .unwrap();
+    assert_eq!(out.tokens, MAX_TOKENS + 3);
+    let cached = manager
+        .generate_embeddings(&[long.as_str(), "hi"], "e")
+        .await
+        .unwrap();
+    assert!(cached.cached);
+    assert_eq!(cached.tokens, out.tokens);
+}
