@@ -144,18 +144,22 @@ enum Command {
         /// Address to listen on (loopback by default).
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: std::net::SocketAddr,
-        /// Require `Authorization: Bearer KEY` on /v1 routes.
+        /// Require `Authorization: Bearer KEY` on /v1 routes and /metrics. Visible to other
+        /// users in the process list: prefer MM_API_KEY or --api-key-file.
         #[arg(long, env = "MM_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
-        /// Largest request body in bytes.
-        #[arg(long, default_value_t = 2 * 1024 * 1024)]
-        max_body_bytes: usize,
-        /// Most texts in one embeddings request.
-        #[arg(long, default_value_t = 2048)]
-        max_inputs: usize,
-        /// Requests served at once; more are answered 503.
-        #[arg(long, default_value_t = 256)]
-        max_concurrent: usize,
+        /// A file holding the API key (or server.api_key_file).
+        #[arg(long, env = "MM_API_KEY_FILE")]
+        api_key_file: Option<PathBuf>,
+        /// Largest request body in bytes (server.max_body_bytes).
+        #[arg(long)]
+        max_body_bytes: Option<usize>,
+        /// Most texts in one embeddings request (server.max_inputs).
+        #[arg(long)]
+        max_inputs: Option<usize>,
+        /// Inference requests served at once; more are answered 503 (server.max_concurrent).
+        #[arg(long)]
+        max_concurrent: Option<usize>,
     },
 }
 
@@ -188,6 +192,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The server's API key: `--api-key` / `MM_API_KEY`, else the key file; an empty key is a
+/// `CONFIG_ERROR`, never a silently open server.
+fn api_key_of(given: Option<&str>, file: Option<&PathBuf>) -> Result<Option<String>, ModelError> {
+    let key = match (given, file) {
+        (Some(key), _) => key.to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                ModelError::config(
+                    "server.api_key_file",
+                    format!("cannot read the API key file {}: {e}", path.display()),
+                )
+            })?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if key.trim().is_empty() {
+        return Err(ModelError::config(
+            "server.api_key_file",
+            "the API key is empty (--api-key, MM_API_KEY or the key file): set a key, or unset it to serve without one",
+        ));
+    }
+    Ok(Some(key))
 }
 
 fn run(cli: &Cli) -> Result<(), ModelError> {
@@ -282,16 +311,20 @@ fn run(cli: &Cli) -> Result<(), ModelError> {
             Command::Serve {
                 addr,
                 api_key,
+                api_key_file,
                 max_body_bytes,
                 max_inputs,
                 max_concurrent,
             } => {
+                let mut limits = settings.server.clone();
+                limits.max_body_bytes = max_body_bytes.unwrap_or(limits.max_body_bytes);
+                limits.max_inputs = max_inputs.unwrap_or(limits.max_inputs);
+                limits.max_concurrent = max_concurrent.unwrap_or(limits.max_concurrent);
+                let key_file = api_key_file.as_ref().or(limits.api_key_file.as_ref());
                 let config = server::ServerConfig {
                     addr: *addr,
-                    api_key: api_key.clone().filter(|k| !k.is_empty()),
-                    max_body_bytes: *max_body_bytes,
-                    max_inputs: *max_inputs,
-                    max_concurrent: *max_concurrent,
+                    api_key: api_key_of(api_key.as_deref(), key_file)?,
+                    limits,
                 };
                 server::serve(model_manager::ModelManager::new(settings), config).await
             }

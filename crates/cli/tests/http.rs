@@ -208,25 +208,10 @@ fn a_client_that_disconnects_frees_its_slot_and_leaves_the_model_state_correct()
 /// A virtualenv under `target/` with the official OpenAI Python client (created once).
 fn openai_python() -> std::path::PathBuf {
     // httpx 0.28 dropped an argument this openai release passes; pin the pair.
-    const VERSION: &str = "1.54.4";
-    const HTTPX: &str = "0.27.2";
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/openai-venv");
-    let python = venv.join("bin/python");
-    let marker = venv.join(format!("openai-{VERSION}-httpx-{HTTPX}"));
-    if !marker.exists() {
-        let run = |cmd: &mut Command| assert!(cmd.status().unwrap().success(), "{cmd:?}");
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            &format!("openai=={VERSION}"),
-            &format!("httpx=={HTTPX}"),
-        ]));
-        std::fs::write(&marker, "").unwrap();
-    }
-    python
+    common::python_venv::python_in(
+        &common::repo().join("target/openai-venv"),
+        &["openai==1.54.4", "httpx==0.27.2"],
+    )
 }
 
 #[test]

@@ -153,7 +153,12 @@ fn http_infer_serves_plugin_models() {
     assert_eq!(status, 200, "the server answers after a plugin panic");
 
     let (status, body) = server.post("/v1/models/echo/infer", r#"{"inputs": 3}"#);
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("INVALID_INPUT")),
+        "{body}"
+    );
+    assert_eq!(body["details"]["field"], "inputs", "{body}");
     let (status, body) = server.post("/v1/models/nope/infer", r#"{"inputs": {}}"#);
     assert_eq!(status, 404, "{body}");
     let (_, status_body) = server.get("/v1/status");

@@ -20,7 +20,7 @@ pub mod registry;
 pub mod settings;
 pub mod spec;
 
-pub use cache::{CacheNamespace, CacheStats, CachedEmbedding, EmbeddingCache};
+pub use cache::{CacheNamespace, CacheStats, CachedEmbedding, EmbeddingCache, RestoreReport};
 pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest, GpuProbe};
 pub use engine::{Admission, EngineStatus, HistogramSnapshot};
 pub use error::{ErrorCode, ModelError, Result};

@@ -105,6 +105,10 @@ pub trait TokenEmbedder: Send + Sync {
     fn batch_cost(&self) -> BatchCost {
         BatchCost::Padded
     }
+    /// Token ids run from 0 to this (exclusive): ids given by callers are checked against it.
+    fn vocab_size(&self) -> usize;
+    /// Longest sequence the model reads, special tokens included.
+    fn max_tokens(&self) -> usize;
 }
 
 /// How to generate text. `None` fields take the model's configured defaults.

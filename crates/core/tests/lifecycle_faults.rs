@@ -132,8 +132,8 @@ async fn shutdown_sees_a_private_load_in_progress() {
         let m = manager.clone();
         tokio::spawn(async move { m.shutdown().await })
     };
-    // Shutdown waits for the load rather than finishing around it.
-    tokio::task::yield_now().await;
+    // Shutdown has begun, and waits for the load rather than finishing around it.
+    wait_for_status(&manager, |s| s.shutting_down).await;
     assert!(!shutdown.is_finished());
     probes.load_gate.open();
     let report = shutdown.await.unwrap().unwrap();

@@ -57,4 +57,10 @@ impl<E: TextEncoder> TokenEmbedder for TextEmbedding<E> {
     fn batch_cost(&self) -> BatchCost {
         self.0.batch_cost()
     }
+    fn vocab_size(&self) -> usize {
+        self.0.pipeline().tokenizer.inner().get_vocab_size(true)
+    }
+    fn max_tokens(&self) -> usize {
+        self.0.pipeline().tokenizer.max_length()
+    }
 }

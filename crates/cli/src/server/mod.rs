@@ -1,35 +1,35 @@
-//! `mm serve`: the models over HTTP (axum). Handlers are plain async functions over an
-//! explicit [`AppState`]; errors are the seed's JSON with a fitting status.
+//! `mm serve`: the models over HTTP (axum on hyper). Handlers are plain async functions over
+//! an explicit [`AppState`]; errors are the seed's JSON with a fitting status. Limits are the
+//! `server.*` settings: connections, header and body deadlines, body, input and response
+//! sizes, and inference slots (operator routes never wait behind inference).
 
 mod errors;
 mod keep_alive;
+mod limits;
+mod listener;
 mod metrics;
+mod request;
 mod routes;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
-use errors::ApiError;
-use model_manager::{ErrorCode, ModelError, ModelManager};
+use model_manager::settings::ServerSettings;
+use model_manager::{ModelError, ModelManager};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-/// Limits and access of the server.
+/// Address, access and limits of the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Where to listen.
     pub addr: SocketAddr,
-    /// Required `Authorization: Bearer` token, if any.
+    /// Required `Authorization: Bearer` token, if any (never empty).
     pub api_key: Option<String>,
-    /// Largest request body.
-    pub max_body_bytes: usize,
-    /// Most texts in one embeddings request.
-    pub max_inputs: usize,
-    /// Requests served at once; more get 503 rather than a queue.
-    pub max_concurrent: usize,
+    /// `server.*` from settings, with command-line overrides.
+    pub limits: ServerSettings,
 }
 
 /// What every handler sees.
@@ -47,74 +47,63 @@ pub struct AppState {
 /// The routes with their middleware.
 pub fn router(manager: ModelManager, config: ServerConfig) -> Router {
     let state = AppState {
-        manager,
-        permits: Arc::new(Semaphore::new(config.max_concurrent)),
-        metrics: Arc::new(metrics::Metrics::new()),
+        permits: Arc::new(Semaphore::new(config.limits.max_concurrent)),
+        metrics: Arc::new(metrics::Metrics::new(&manager)),
         keep_alive: Arc::default(),
         config: Arc::new(config),
+        manager,
     };
-    Router::new()
+    let inference = Router::new()
         .route("/v1/embeddings", post(routes::embeddings))
         .route("/v1/generate", post(routes::generate))
+        .route("/v1/models/{id}/infer", post(routes::infer))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limits::admit));
+    let operator = Router::new()
         .route("/v1/models", get(routes::models))
         .route("/v1/models/{id}/load", post(routes::load))
-        .route("/v1/models/{id}/infer", post(routes::infer))
         .route("/v1/models/{id}/unload", post(routes::unload))
         .route("/v1/status", get(routes::status))
         .route("/metrics", get(metrics::render))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admit))
-        .route("/health", get(routes::health))
-        .route_layer(middleware::from_fn_with_state(
+        .route("/health", get(routes::health));
+    inference
+        .merge(operator)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::read_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::record,
         ))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes))
         .with_state(state)
 }
 
-/// Checks the API key and takes a concurrency permit for the request's whole life; a
-/// client that disconnects drops the request future and with it the permit.
-async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(key) = &state.config.api_key {
-        let expected = format!("Bearer {key}");
-        let given = request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        if given != Some(expected.as_str()) {
-            return ApiError::unauthorized().into_response();
-        }
-    }
-    let Ok(_permit) = state.permits.clone().try_acquire_owned() else {
-        return ApiError(ModelError::new(
-            ErrorCode::CapacityExhausted,
-            format!(
-                "the server is at its limit of {} concurrent requests; retry shortly",
-                state.config.max_concurrent
-            ),
-        ))
-        .into_response();
-    };
-    next.run(request).await
-}
-
-/// Serves until SIGINT or SIGTERM, then lets in-flight requests finish and unloads the models.
+/// Serves until SIGINT or SIGTERM, then lets in-flight requests finish (within
+/// `server.shutdown_grace_seconds`) and unloads the models.
 pub async fn serve(manager: ModelManager, config: ServerConfig) -> Result<(), ModelError> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| {
-            ModelError::config("", format!("cannot listen on {}: {e}", config.addr))
+            ModelError::invalid_input(format!("cannot listen on {}: {e}", config.addr))
                 .caused_by("IoError", e)
         })?;
     let addr = listener
         .local_addr()
-        .map_err(|e| ModelError::config("", e.to_string()))?;
+        .map_err(|e| ModelError::invalid_input(e.to_string()))?;
     manager.initialize().await?;
     eprintln!("mm: listening on http://{addr}");
-    axum::serve(listener, router(manager.clone(), config))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| ModelError::config("", format!("server failed: {e}")))?;
+    let limits = listener::ListenLimits {
+        max_connections: config.limits.max_connections,
+        header_timeout: config.limits.header_timeout,
+        shutdown_grace: config.limits.shutdown_grace,
+    };
+    let app = router(manager.clone(), config);
+    listener::serve(listener, app, limits, shutdown_signal()).await;
     manager.shutdown().await?;
     eprintln!("mm: stopped");
     Ok(())

@@ -2,91 +2,94 @@
 
 use super::errors::ApiError;
 use super::metrics::tag_model;
+use super::request::{self, Inputs};
 use super::AppState;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 use base64::Engine;
-use model_manager::{GenerationParams, ModelError};
+use model_manager::{Admission, GenerationParams, ModelError};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 type Answer = Result<Json<Value>, ApiError>;
-
-/// `input` of an embeddings request: one string or several.
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub enum Input {
-    /// One text.
-    One(String),
-    /// Several texts.
-    Many(Vec<String>),
-}
-
-/// OpenAI's embeddings request.
-#[derive(Deserialize)]
-pub struct EmbeddingsRequest {
-    input: Input,
-    #[serde(default = "default_embedding_model")]
-    model: String,
-    #[serde(default)]
-    encoding_format: Option<String>,
-}
-
-fn default_embedding_model() -> String {
-    "embedding".into()
-}
-
-fn too_many(count: usize, max: usize) -> ApiError {
-    ApiError(
-        ModelError::invalid_input(format!("{count} inputs in one request; the limit is {max}"))
-            .with("status", 413),
-    )
-}
 
 /// `GET /health`.
 pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `POST /v1/embeddings`, OpenAI-compatible (`encoding_format` float or base64).
-pub async fn embeddings(
-    State(state): State<AppState>,
-    body: Result<Json<EmbeddingsRequest>, JsonRejection>,
-) -> Answer {
-    let Json(request) = body?;
+/// A JSON body of any content type (`curl -d` sends form encoding) as `T`; a malformed one
+/// is 400 with serde's account of the field.
+fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let field = e.path().to_string();
+        let error =
+            ModelError::invalid_input(format!("bad request body: `{field}`: {}", e.inner()))
+                .with("field", field);
+        ApiError::with_status(error, 400)
+    })
+}
+
+/// Bytes of JSON per vector value: a float as text, or base64 of 4 bytes.
+fn value_bytes(base64: bool) -> usize {
+    if base64 {
+        6
+    } else {
+        12
+    }
+}
+
+/// `POST /v1/embeddings`, OpenAI-compatible: texts or token ids, `encoding_format` float or
+/// base64, `dimensions`.
+pub async fn embeddings(State(state): State<AppState>, body: Bytes) -> Answer {
+    let parsed = request::parse(&body, state.config.limits.max_inputs);
+    let request = parsed.inspect_err(|_| tag_model(&request::model_of(&body)))?;
     tag_model(&request.model);
-    let texts = match request.input {
-        Input::One(text) => vec![text],
-        Input::Many(texts) => texts,
-    };
-    if texts.is_empty() {
-        return Err(ModelError::invalid_input("`input` is empty").into());
-    }
-    if texts.len() > state.config.max_inputs {
-        return Err(too_many(texts.len(), state.config.max_inputs));
-    }
-    let base64 = match request.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ModelError::invalid_input(format!(
-                "encoding_format must be float or base64, not {other}"
-            ))
-            .into())
+    let manager = &state.manager;
+    let mut out = match &request.inputs {
+        Inputs::Texts(texts) => manager.generate_embeddings(texts, &request.model).await?,
+        Inputs::Tokens(ids) => {
+            manager
+                .generate_embeddings_for_tokens(ids, &request.model, Admission::FailFast)
+                .await?
         }
     };
-    let out = state
-        .manager
-        .generate_embeddings(&texts, &request.model)
-        .await?;
-    let tokens = out.tokens;
+    if let Some(d) = request.dimensions {
+        if d > out.dimension {
+            let message = format!(
+                "`dimensions` is {d}, more than the {} of model `{}`",
+                out.dimension, request.model
+            );
+            return Err(ModelError::invalid_input(message)
+                .with("field", "dimensions")
+                .into());
+        }
+        out.embeddings
+            .iter_mut()
+            .for_each(|v| request::shorten(v, d));
+    }
+    let size = out.embeddings.len()
+        * request.dimensions.unwrap_or(out.dimension)
+        * value_bytes(request.base64);
+    if size > state.config.limits.max_response_bytes {
+        let message = format!(
+            "the answer would take about {size} bytes, over server.max_response_bytes ({}); ask for encoding_format \"base64\", fewer inputs or fewer dimensions",
+            state.config.limits.max_response_bytes
+        );
+        return Err(ApiError::with_status(
+            ModelError::invalid_input(message),
+            413,
+        ));
+    }
     let data: Vec<Value> = out
         .embeddings
         .iter()
         .enumerate()
         .map(|(index, vector)| {
-            let embedding = if base64 {
+            let embedding = if request.base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
                 json!(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
@@ -99,7 +102,7 @@ pub async fn embeddings(
         "object": "list",
         "data": data,
         "model": request.model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "usage": {"prompt_tokens": out.tokens, "total_tokens": out.tokens},
     })))
 }
 
@@ -118,11 +121,8 @@ fn default_generation_model() -> String {
 }
 
 /// `POST /v1/generate`.
-pub async fn generate(
-    State(state): State<AppState>,
-    body: Result<Json<GenerateRequest>, JsonRejection>,
-) -> Answer {
-    let Json(request) = body?;
+pub async fn generate(State(state): State<AppState>, body: Bytes) -> Answer {
+    let request: GenerateRequest = json_body(&body)?;
     tag_model(&request.model);
     let text = state
         .manager
@@ -165,13 +165,9 @@ pub struct InferRequest {
 
 /// `POST /v1/models/{id}/infer`: generic inference on named inputs (tensors, images as
 /// base64, text, JSON).
-pub async fn infer(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Result<Json<InferRequest>, JsonRejection>,
-) -> Answer {
+pub async fn infer(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Answer {
     tag_model(&id);
-    let Json(request) = body?;
+    let request: InferRequest = json_body(&body)?;
     let outputs = state.manager.infer(&id, request.inputs).await?;
     Ok(Json(
         json!({"success": true, "model": id, "outputs": outputs}),
@@ -198,8 +194,7 @@ pub async fn load(
     let request: LoadRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LoadRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ModelError::invalid_input(format!("bad request body: {e}")))?
+        json_body(&body)?
     };
     let keep_alive = match request.keep_alive {
         Some(s) if !(0.0..=31_536_000.0).contains(&s) => {

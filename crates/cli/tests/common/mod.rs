@@ -3,6 +3,14 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../../benches/python_venv.rs"]
+pub mod python_venv;
+
+/// The repository's root.
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -25,6 +33,7 @@ impl Server {
         cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .env_remove("MM_CONFIG")
             .env_remove("MM_API_KEY")
+            .env_remove("MM_API_KEY_FILE")
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
             .stderr(Stdio::piped())

@@ -93,6 +93,45 @@ fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Removes temporary files that a process killed during a save left beside `path` (ours,
+/// by name, of a process that is gone). Best effort.
+pub(crate) fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{}.", base.to_string_lossy());
+    for entry in listing.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(middle) = name
+            .strip_prefix(&prefix)
+            .and_then(|n| n.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let Some(pid) = middle.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether process `pid` may still run: on Linux, whether /proc has it; elsewhere every
+/// process counts as alive, so nothing is removed.
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
 /// Writes `entries` to `path` atomically; refuses to replace a file that is not a cache
 /// file.
 pub(crate) fn write(path: &Path, entries: &[FileEntry]) -> Result<()> {
@@ -149,6 +188,7 @@ fn write_file(tmp: &Path, entries: &[FileEntry]) -> std::io::Result<()> {
 
 /// The entries of `path`, all or none; `None` when there is no file.
 pub(crate) fn read(path: &Path) -> Result<Option<Vec<FileEntry>>> {
+    remove_stale_temporaries(path);
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -53,7 +53,7 @@ fn paid_tokens(lengths: &[usize], cost: BatchCost) -> usize {
 
 /// Fixed cost of a forward pass in tokens: small passes use the cores poorly, so two short
 /// texts are better run together even with a little padding.
-const PASS_OVERHEAD_TOKENS: usize = 64;
+const PASS_OVERHEAD_TOKENS: usize = 256;
 
 /// The window `[start, end]` of `lengths` (ascending) holding `anchor` whose rows cost least
 /// each in padding plus the pass's fixed cost; ties go to more rows. Every text runs in some

@@ -6,6 +6,7 @@ use crate::cache::{CacheNamespace, CachedEmbedding};
 use crate::engine::{Admission, Work};
 use crate::error::{ErrorCode, ModelError, Result};
 use crate::fingerprint::model_fingerprint;
+use crate::model::TokenizedText;
 use crate::spec::ModelSpec;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -82,7 +83,10 @@ impl ModelManager {
         let inner = &self.inner;
         let spec = inner.spec(model_id)?;
         let caching = inner.cache.is_enabled() && spec.cache_embeddings;
-        let mut namespace = caching.then(|| inner.cache_namespace(spec));
+        let mut namespace = match caching {
+            true => Some(inner.cache_namespace(spec).await?),
+            false => None,
+        };
         let mut found = lookup(inner, namespace, texts);
         let mut misses = Misses::of(texts, &found);
         if !misses.distinct.is_empty() {
@@ -107,6 +111,74 @@ impl ModelManager {
         }
         Ok(output(spec, found, misses.at.len(), texts.len()))
     }
+}
+
+impl ModelManager {
+    /// Embeds sequences of token ids as given (OpenAI's token-array inputs): no special
+    /// tokens are added, ids are checked against the model's vocabulary, and each sequence
+    /// is cut at the model's longest input. Not cached. `INVALID_INPUT` for a model that
+    /// does not take tokens, or an id out of range.
+    pub async fn generate_embeddings_for_tokens(
+        &self,
+        inputs: &[Vec<u32>],
+        model_id: &str,
+        admission: Admission,
+    ) -> Result<EmbeddingsOutput> {
+        self.ensure_ready().await?;
+        let spec = self.inner.spec(model_id)?;
+        let handle = self.get_embedding_model(model_id).await?;
+        let work = token_work(&handle, inputs).map_err(|e| e.for_model(model_id))?;
+        let tokens: usize = work.iter().map(|(_, n)| n).sum();
+        let vectors = handle
+            .instance()
+            .engine()?
+            .embed(work, admission)
+            .await
+            .map_err(|e| e.for_model(model_id))?;
+        check_shapes(spec, &vectors, inputs.len())?;
+        Ok(EmbeddingsOutput {
+            dimension: vectors.first().map_or(0, Vec::len),
+            embeddings: vectors,
+            cached: false,
+            cache_hits: 0,
+            tokens,
+            model_id: model_id.to_owned(),
+        })
+    }
+}
+
+/// The engine's work for token inputs, checked against the model.
+fn token_work(handle: &ModelHandle, inputs: &[Vec<u32>]) -> Result<Vec<(Work, usize)>> {
+    let embedder = handle.embedder()?;
+    let Some(model) = embedder.as_token_embedder() else {
+        return Err(ModelError::invalid_input(format!(
+            "model `{}` takes text, not token ids",
+            handle.model_id()
+        )));
+    };
+    let (vocab, max) = (model.vocab_size(), model.max_tokens());
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, ids)| {
+            if ids.is_empty() {
+                return Err(
+                    ModelError::invalid_input(format!("input {i} has no tokens"))
+                        .with("field", format!("input[{i}]")),
+                );
+            }
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(ModelError::invalid_input(format!(
+                    "input {i} holds token id {bad}, outside the model's vocabulary of {vocab}"
+                ))
+                .with("field", format!("input[{i}]")));
+            }
+            let ids: Vec<u32> = ids.iter().take(max).copied().collect();
+            let n = ids.len();
+            let type_ids = vec![0; n];
+            Ok((Work::Tokens(TokenizedText { ids, type_ids }), n))
+        })
+        .collect()
 }
 
 /// The cached entry of each text (none when caching is off).
@@ -234,21 +306,36 @@ fn check_shapes(spec: &ModelSpec, computed: &[Vec<f32>], expected: usize) -> Res
 }
 
 impl Inner {
-    /// The cache namespace of a model: from its loaded fingerprint, else computed once.
-    fn cache_namespace(&self, spec: &ModelSpec) -> CacheNamespace {
+    /// The cache namespace of a model: from its last load's fingerprint, else computed
+    /// once (a folder walk, so on a blocking thread).
+    async fn cache_namespace(
+        self: &std::sync::Arc<Self>,
+        spec: &ModelSpec,
+    ) -> Result<CacheNamespace> {
         let known = self
             .state
             .lock()
             .slots
             .get(&spec.id)
             .and_then(|s| s.fingerprint);
-        let fingerprint = known.unwrap_or_else(|| {
-            let computed = model_fingerprint(spec);
-            if let Some(slot) = self.state.lock().slots.get_mut(&spec.id) {
-                slot.fingerprint.get_or_insert(computed);
+        let fingerprint = match known {
+            Some(f) => f,
+            None => {
+                let s = spec.clone();
+                let computed = tokio::task::spawn_blocking(move || model_fingerprint(&s))
+                    .await
+                    .map_err(|e| {
+                        ModelError::new(ErrorCode::CacheError, "fingerprinting the model panicked")
+                            .for_model(&spec.id)
+                            .caused_by("Panic", e)
+                    })?;
+                if let Some(slot) = self.state.lock().slots.get_mut(&spec.id) {
+                    *slot.fingerprint.get_or_insert(computed)
+                } else {
+                    computed
+                }
             }
-            computed
-        });
-        CacheNamespace::new(&spec.id, fingerprint)
+        };
+        Ok(CacheNamespace::new(&spec.id, fingerprint))
     }
 }

@@ -49,7 +49,14 @@ impl ModelManager {
         if inner.initialized.load(Ordering::Acquire) {
             return Ok(InitReport::default());
         }
-        self.load_plugins()?;
+        // Opening libraries runs their code and blocks.
+        let manager = self.clone();
+        tokio::task::spawn_blocking(move || manager.load_plugins())
+            .await
+            .map_err(|e| {
+                ModelError::new(ErrorCode::PluginLoadError, "loading the plugins panicked")
+                    .caused_by("Panic", e)
+            })??;
         for spec in inner.settings.models.values() {
             inner.registry.validate_spec(spec)?;
         }
@@ -165,6 +172,7 @@ async fn restore_cache(inner: &Arc<Inner>, report: &mut InitReport) {
         Ok(r) => {
             report.cache_entries_restored = r.restored;
             report.cache_entries_expired = r.expired;
+            *inner.cache_restored.lock() = Some(r);
         }
         Err(e) => {
             tracing::warn!("starting with an empty embedding cache: {e}");

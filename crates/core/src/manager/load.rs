@@ -74,14 +74,16 @@ pub(crate) async fn run_loader(
         None => work.await,
         Some(limit) => match tokio::time::timeout(limit, work).await {
             Ok(joined) => joined,
-            Err(_) => return Err(ModelError::new(
-                ErrorCode::ModelLoadError,
-                format!(
+            Err(_) => {
+                return Err(ModelError::new(
+                    ErrorCode::ModelLoadError,
+                    format!(
                     "loading model `{}` took longer than {limit:?} (sharing.load_timeout_seconds)",
                     spec.id
                 ),
-            )
-            .for_model(&spec.id)),
+                )
+                .for_model(&spec.id))
+            }
         },
     };
     joined.unwrap_or_else(|join_error| {

@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub shutting_down: AtomicBool,
     pub init_lock: tokio::sync::Mutex<()>,
     pub cache_load_error: Mutex<Option<ModelError>>,
+    /// What initialize restored from the persisted cache.
+    pub cache_restored: Mutex<Option<crate::cache::RestoreReport>>,
     /// Callers waiting for room to load a model.
     pub capacity_waiters: AtomicUsize,
     /// `None` until the plugins are loaded.
@@ -78,6 +80,7 @@ impl ModelManager {
             shutting_down: AtomicBool::new(false),
             init_lock: tokio::sync::Mutex::new(()),
             cache_load_error: Mutex::new(None),
+            cache_restored: Mutex::new(None),
             capacity_waiters: AtomicUsize::new(0),
             plugins: Mutex::new(None),
         };

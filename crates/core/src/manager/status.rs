@@ -2,7 +2,7 @@
 
 use super::slot::{Phase, Slot};
 use super::ModelManager;
-use crate::cache::CacheStats;
+use crate::cache::{CacheStats, RestoreReport};
 use crate::engine::EngineStatus;
 use crate::error::{ModelError, Result};
 use crate::spec::ModelSpec;
@@ -95,7 +95,11 @@ pub struct ServiceStatus {
     pub cache_size: u64,
     /// Cache counters.
     pub cache: CacheStats,
-    /// Why the persisted cache could not be restored, if it could not.
+    /// What was restored from the persisted cache at initialize (entries, and entries left
+    /// out because their lifetime had passed).
+    pub cache_restored: Option<RestoreReport>,
+    /// Why the persisted cache could not be restored, if it could not (then nothing of it
+    /// was).
     pub cache_restore_error: Option<ModelError>,
     /// Model types with a registered loader.
     pub registered_types: Vec<String>,
@@ -192,6 +196,7 @@ impl ModelManager {
             max_shared_models: inner.settings.sharing.max_shared_models,
             cache_size: cache.entries,
             cache,
+            cache_restored: inner.cache_restored.lock().clone(),
             cache_restore_error: inner.cache_load_error.lock().clone(),
             registered_types: inner.registry.types(),
             plugins: inner.plugins.lock().clone().unwrap_or_default(),

@@ -3,10 +3,12 @@
 mod env;
 mod flatten;
 pub mod schema;
+mod server;
 mod value;
 
 pub use env::{env_spelling, ENV_PREFIX};
 pub use flatten::{flatten_toml, FlatMap};
+pub use server::ServerSettings;
 pub use value::resolve_path;
 
 use crate::device::{DevicePolicy, DevicePreference};
@@ -96,6 +98,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `plugins.*`.
     pub plugins: PluginSettings,
+    /// `server.*`.
+    pub server: ServerSettings,
     /// `models.<id>.*`, by id.
     pub models: BTreeMap<String, ModelSpec>,
     /// The file the settings came from, if any.
@@ -211,6 +215,7 @@ impl Settings {
             log_model_usage: r.bool("log_model_usage"),
             memory_monitoring: r.bool("memory_monitoring"),
             shutdown_timeout: Duration::from_secs_f64(r.f64("shutdown_timeout_seconds")),
+            server: ServerSettings::read(&r),
             plugins: PluginSettings {
                 enabled: r.bool("plugins.enabled"),
                 dirs: r.paths("plugins.dirs"),

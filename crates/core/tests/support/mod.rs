@@ -289,6 +289,12 @@ impl TokenEmbedder for TokenHashEmbedder {
             })
             .collect())
     }
+    fn vocab_size(&self) -> usize {
+        31_000
+    }
+    fn max_tokens(&self) -> usize {
+        MAX_TOKENS
+    }
     fn embed_tokens(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>> {
         self.0.probes.gate.pass();
         self.0

@@ -1,147 +1,17 @@
-//! `GET /metrics`: Prometheus (OpenMetrics text) counters and latencies of the HTTP API,
-//! plus the manager's loaded models, load counts and durations, and cache hits and misses.
+//! The manager's figures at scrape time: loaded models, cache, loads and references per
+//! model, and each model's engine (queue, batches, timings).
 
-use super::AppState;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use super::escape_label;
 use model_manager::{EngineStatus, HistogramSnapshot, ServiceStatus};
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-tokio::task_local! {
-    /// The model a request is about, set by its handler for the request's labels.
-    static REQUEST_MODEL: std::cell::RefCell<String>;
-}
-
-/// Records `model` as the model of the request being handled (no-op outside one).
-pub fn tag_model(model: &str) {
-    let _ = REQUEST_MODEL.try_with(|m| *m.borrow_mut() = model.to_owned());
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: String,
-    model: String,
-    status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LatencyLabels {
-    route: String,
-    model: String,
-}
-
-/// The server's metrics.
-pub struct Metrics {
-    registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: Family<LatencyLabels, Histogram>,
-    snapshot: Arc<Mutex<Option<ServiceStatus>>>,
-}
-
-impl Metrics {
-    /// Empty metrics, registered.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("mm");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 18))
-        });
-        registry.register(
-            "http_requests",
-            "HTTP requests by route, model and status",
-            requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route and model",
-            latency.clone(),
-        );
-        let snapshot = Arc::new(Mutex::new(None));
-        registry.register_collector(Box::new(ManagerCollector(snapshot.clone())));
-        Self {
-            registry,
-            requests,
-            latency,
-            snapshot,
-        }
-    }
-
-    fn observe(&self, route: String, model: String, status: u16, seconds: f64) {
-        self.latency
-            .get_or_create(&LatencyLabels {
-                route: route.clone(),
-                model: model.clone(),
-            })
-            .observe(seconds);
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                model,
-                status,
-            })
-            .inc();
-    }
-
-    /// The exposition text, with the manager's figures from `status`.
-    fn render(&self, status: ServiceStatus) -> String {
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
-    }
-}
-
-/// Counts and times every request; the route is the matched pattern, the model what the
-/// handler tagged.
-pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let started = Instant::now();
-    let cell = std::cell::RefCell::new(String::new());
-    let (response, model) = REQUEST_MODEL
-        .scope(cell, async {
-            let response = next.run(request).await;
-            (response, REQUEST_MODEL.with(|m| m.borrow().clone()))
-        })
-        .await;
-    let seconds = started.elapsed().as_secs_f64();
-    state
-        .metrics
-        .observe(route, model, response.status().as_u16(), seconds);
-    response
-}
-
-/// `GET /metrics`.
-pub async fn render(State(state): State<AppState>) -> Response {
-    match state.manager.get_status().await {
-        Ok(status) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            state.metrics.render(status),
-        )
-            .into_response(),
-        Err(e) => super::errors::ApiError(e).into_response(),
-    }
-}
 
 /// The manager's figures at scrape time.
 #[derive(Debug)]
-struct ManagerCollector(Arc<Mutex<Option<ServiceStatus>>>);
+pub(super) struct ManagerCollector(pub Arc<Mutex<Option<ServiceStatus>>>);
 
 fn counter(
     encoder: &mut DescriptorEncoder,
@@ -160,7 +30,7 @@ fn per_model<M: EncodeMetric>(
 ) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(name, help, None, kind)?;
     for (model, metric) in values {
-        metric.encode(family.encode_family(&[("model", model)])?)?;
+        metric.encode(family.encode_family(&[("model", escape_label(&model))])?)?;
     }
     Ok(())
 }
