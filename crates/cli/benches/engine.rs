@@ -19,8 +19,10 @@
 
 #[path = "../../../benches/python_venv.rs"]
 mod python_venv;
+#[path = "support/mod.rs"]
+mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,6 +45,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Wall seconds and peak resident bytes of one run of `command`.
+// The child is reaped by wait4, which also gives its resource usage.
+#[allow(clippy::zombie_processes)]
 fn measure(command: &mut Command) -> (f64, u64) {
     let started = Instant::now();
     let child = command
@@ -146,22 +150,7 @@ fn post(addr: &str, body: &str) -> u16 {
 }
 
 fn serve(runs: usize, config: &Path, texts: &[String]) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mm"))
-        .arg("--config")
-        .arg(config)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server listens").unwrap();
-        if let Some(addr) = line.strip_prefix("mm: listening on http://") {
-            break addr.to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let (mut child, addr) = support::start_server(config);
     let one = serde_json::json!({ "input": texts }).to_string();
     assert_eq!(post(&addr, &one), 200, "warm-up");
     let (mut single, mut concurrent) = (Vec::new(), Vec::new());

@@ -132,13 +132,7 @@ fn api_key_load_unload_and_graceful_shutdown() {
     let (status, err) = server.request("POST", "/v1/models/nope/load", "", &auth);
     assert_eq!(status, 404, "{err}");
 
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let exit = server.child.wait().unwrap();
+    let exit = server.terminate();
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
 }
 

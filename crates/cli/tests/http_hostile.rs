@@ -108,13 +108,7 @@ fn sigterm_ends_even_with_half_sent_requests_open() {
     let _stalls: Vec<TcpStream> = (0..5).map(|_| stalled(&server, HALF_BODY)).collect();
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let exit = server.child.wait().unwrap();
+    let exit = server.terminate();
     assert!(exit.success(), "{exit:?}");
     assert!(
         started.elapsed() < Duration::from_secs(8),

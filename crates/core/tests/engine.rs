@@ -3,7 +3,7 @@
 
 mod support;
 
-use model_manager_core::{Admission, ErrorCode, ModelManager};
+use model_manager_core::{Admission, EngineStatus, ErrorCode, ModelManager};
 use std::sync::Arc;
 use support::{manager, test_tokens, token_vector, Probes, MAX_TOKENS};
 
@@ -12,6 +12,29 @@ fn engine_manager(extra: &str) -> (ModelManager, Arc<Probes>) {
     let settings =
         format!("embedding_cache.enabled = false\nmodels.e.flavour = \"tokens\"\n{extra}");
     manager(&settings, &["e"])
+}
+
+/// Waits until model `e`'s engine status satisfies `condition`, re-checking on every yield.
+async fn wait_for_engine(manager: &ModelManager, condition: impl Fn(&EngineStatus) -> bool) {
+    loop {
+        let status = manager.get_status().await.unwrap();
+        if condition(status.models["e"].engine.as_ref().unwrap()) {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Holds the engine's worker in a forward pass of one text until the gate opens.
+async fn hold_a_pass(
+    manager: &ModelManager,
+    probes: &Arc<Probes>,
+) -> tokio::task::JoinHandle<model_manager_core::Result<model_manager_core::EmbeddingsOutput>> {
+    probes.gate.close();
+    let m = manager.clone();
+    let running = tokio::spawn(async move { m.generate_embeddings(&["first pass"], "e").await });
+    probes.passes_entered(1).await;
+    running
 }
 
 /// A text of `words` words (so `words + 2` tokens, up to the limit), distinct per `tag`.
@@ -27,12 +50,7 @@ async fn concurrent_callers_get_exact_vectors_in_batches_within_the_cap_and_budg
     let (manager, probes) =
         engine_manager("models.e.batch_size = 5\nmodels.e.max_batch_tokens = 40");
     // Hold the first pass so that every caller's texts queue up and mix in batches.
-    probes.gate.close();
-    let warm = {
-        let m = manager.clone();
-        tokio::spawn(async move { m.generate_embeddings(&["warm up"], "e").await })
-    };
-    probes.passes_entered(1).await;
+    let warm = hold_a_pass(&manager, &probes).await;
     let callers: Vec<_> = (0..12)
         .map(|c| {
             let m = manager.clone();
@@ -46,13 +64,7 @@ async fn concurrent_callers_get_exact_vectors_in_batches_within_the_cap_and_budg
         })
         .collect();
     // Every caller's texts are queued once status says so; then let the engine run.
-    loop {
-        let status = manager.get_status().await.unwrap();
-        if status.models["e"].engine.as_ref().unwrap().queued_texts == 84 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    wait_for_engine(&manager, |e| e.queued_texts == 84).await;
     probes.gate.open();
     warm.await.unwrap().unwrap();
     for caller in callers {
@@ -68,7 +80,11 @@ async fn concurrent_callers_get_exact_vectors_in_batches_within_the_cap_and_budg
         assert_eq!(out.tokens, tokens, "usage counts every text's tokens");
     }
     let batches = probes.batches.lock().unwrap().clone();
-    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 85);
+    assert_eq!(
+        batches.iter().map(Vec::len).sum::<usize>(),
+        85,
+        "84 texts and the first pass"
+    );
     for batch in &batches {
         let padded = batch.iter().max().unwrap() * batch.len();
         assert!(batch.len() <= 5, "row cap: {batch:?}");
@@ -91,25 +107,14 @@ async fn concurrent_callers_get_exact_vectors_in_batches_within_the_cap_and_budg
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_caller_s_waiting_texts_are_never_computed() {
     let (manager, probes) = engine_manager("");
-    probes.gate.close();
-    let running = {
-        let m = manager.clone();
-        tokio::spawn(async move { m.generate_embeddings(&["first pass"], "e").await })
-    };
-    probes.passes_entered(1).await;
+    let running = hold_a_pass(&manager, &probes).await;
     let abandoned: Vec<String> = (0..6).map(|i| text(100 + i, 3)).collect();
     let waiting = {
         let m = manager.clone();
         let texts = abandoned.clone();
         tokio::spawn(async move { m.generate_embeddings(&texts, "e").await })
     };
-    loop {
-        let status = manager.get_status().await.unwrap();
-        if status.models["e"].engine.as_ref().unwrap().queued_texts == 6 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    wait_for_engine(&manager, |e| e.queued_texts == 6).await;
     // The caller goes away (a client disconnecting drops its request future the same way).
     waiting.abort();
     assert!(waiting.await.unwrap_err().is_cancelled());
@@ -142,25 +147,14 @@ async fn a_cancelled_caller_s_waiting_texts_are_never_computed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_refuses_at_once_and_bulk_callers_wait_for_room() {
     let (manager, probes) = engine_manager("models.e.max_queued_tokens = 20");
-    probes.gate.close();
-    let running = {
-        let m = manager.clone();
-        tokio::spawn(async move { m.generate_embeddings(&["first pass"], "e").await })
-    };
-    probes.passes_entered(1).await;
+    let running = hold_a_pass(&manager, &probes).await;
     // 3 texts of 5 tokens wait; 2 more texts (10 tokens) would pass the bound of 20.
     let queued = {
         let m = manager.clone();
         let texts: Vec<String> = (0..3).map(|i| text(200 + i, 3)).collect();
         tokio::spawn(async move { m.generate_embeddings(&texts, "e").await })
     };
-    loop {
-        let status = manager.get_status().await.unwrap();
-        if status.models["e"].engine.as_ref().unwrap().queued_tokens == 15 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    wait_for_engine(&manager, |e| e.queued_tokens == 15).await;
     let over: Vec<String> = (0..2).map(|i| text(300 + i, 3)).collect();
     let err = manager.generate_embeddings(&over, "e").await.unwrap_err();
     assert_eq!(err.code, ErrorCode::CapacityExhausted);
@@ -201,12 +195,7 @@ async fn a_full_queue_refuses_at_once_and_bulk_callers_wait_for_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_text_fails_only_its_own_request() {
     let (manager, probes) = engine_manager("");
-    probes.gate.close();
-    let running = {
-        let m = manager.clone();
-        tokio::spawn(async move { m.generate_embeddings(&["first pass"], "e").await })
-    };
-    probes.passes_entered(1).await;
+    let running = hold_a_pass(&manager, &probes).await;
     let submit = |texts: Vec<String>| {
         let m = manager.clone();
         tokio::spawn(async move { m.generate_embeddings(&texts, "e").await })
@@ -214,13 +203,7 @@ async fn a_failing_text_fails_only_its_own_request() {
     let good = submit(vec![text(1, 2), text(2, 2)]);
     let poisoned = submit(vec![text(3, 2), "a poison text".into()]);
     let panicking = submit(vec!["please panic now".into()]);
-    loop {
-        let status = manager.get_status().await.unwrap();
-        if status.models["e"].engine.as_ref().unwrap().queued_texts == 5 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    wait_for_engine(&manager, |e| e.queued_texts == 5).await;
     probes.gate.open();
     running.await.unwrap().unwrap();
     let out = good.await.unwrap().unwrap();

@@ -9,6 +9,8 @@ mod limits;
 mod listener;
 mod metrics;
 mod request;
+#[cfg(test)]
+mod request_fuzz;
 mod routes;
 
 use axum::extract::DefaultBodyLimit;

@@ -97,6 +97,17 @@ impl Server {
         )
     }
 
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        self.child.wait().unwrap()
+    }
+
     /// The server's address as a base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

@@ -199,11 +199,11 @@ pub(crate) fn read(path: &Path) -> Result<Option<Vec<FileEntry>>> {
         .metadata()
         .map_err(|e| cache_error(path, "read", e))?
         .len();
-    verify_checksum(&mut file, len).map_err(|why| fail(why))?;
+    verify_checksum(&mut file, len).map_err(&fail)?;
     file.seek(SeekFrom::Start(0))
         .map_err(|e| cache_error(path, "read", e))?;
-    let entries = parse(BufReader::new(file), len - TRAILER_LEN).map_err(|why| fail(why))?;
-    check_dimensions(&entries).map_err(|why| fail(why))?;
+    let entries = parse(BufReader::new(file), len - TRAILER_LEN).map_err(&fail)?;
+    check_dimensions(&entries).map_err(fail)?;
     Ok(Some(entries))
 }
 
