@@ -10,10 +10,12 @@
 
 mod device;
 mod embedding;
+mod packed;
 mod t5;
 mod weights;
 
 pub use embedding::{BertEmbedder, BertEmbeddingLoader};
+pub use packed::PackedBert;
 pub use t5::{Strategy, T5Generator, T5Loader};
 
 use model_manager_core::{inventory, LoaderRegistration};
