@@ -4,9 +4,9 @@
 //! sequence boundaries. No padding is computed, so a batch costs the sum of its lengths
 //! (plus attention's per-sequence `len^2`) instead of `rows x longest`.
 //!
-//! On the CPU in f32 the elementwise steps are fused in-place kernels and attention is one
-//! kernel over the QKV matrix ([`ops`]); on other devices and dtypes the same computation
-//! runs on stock candle ops. Semantics follow HF `BertModel` (post-norm layers, the
+//! On the CPU in f32 the dense layers carry their bias and activation, residual + layer norm
+//! is one in-place pass and attention one kernel over the QKV matrix ([`ops`]); on other
+//! devices and dtypes the same computation runs on stock candle ops. Semantics follow HF `BertModel` (post-norm layers, the
 //! config's activation and `layer_norm_eps`, positions restarting at 0 per sequence).
 
 mod attention;
@@ -19,7 +19,7 @@ use candle_core::{bail, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use kernels::Activation;
-use ops::{AddLayerNorm, BiasActivation, PackedAttention};
+use ops::{AddLayerNorm, Dense, PackedAttention};
 
 /// A dense layer with its weight stored `[in, out]`, the layout the matmul reads fastest.
 struct Linear {
@@ -47,12 +47,10 @@ impl Linear {
 
     /// `act(x W + b)`.
     fn forward(&self, x: &Tensor, act: Activation, fused: bool) -> Result<Tensor> {
-        let y = x.matmul(&self.weight)?;
         if fused {
-            y.inplace_op2(&self.bias, &BiasActivation(act))?;
-            return Ok(y);
+            return x.apply_op3_no_bwd(&self.weight, &self.bias, &Dense(act));
         }
-        let y = y.broadcast_add(&self.bias)?;
+        let y = x.matmul(&self.weight)?.broadcast_add(&self.bias)?;
         match act {
             Activation::GeluErf => y.gelu_erf(),
             Activation::GeluTanh => y.gelu(),
@@ -62,25 +60,21 @@ impl Linear {
     }
 }
 
-/// `layer_norm(y + bias + residual)`: the bias of the dense layer before it is applied
-/// here, in the same pass.
+/// `layer_norm(y + residual)`.
 struct AddNorm {
-    bias: Tensor,
     gamma: Tensor,
     beta: Tensor,
-    /// `[bias; gamma; beta]` for the fused kernel.
+    /// `[gamma; beta]` for the fused kernel.
     params: Tensor,
     eps: f64,
 }
 
 impl AddNorm {
-    fn load(vb: VarBuilder, bias: Tensor, eps: f64) -> Result<Self> {
-        let hidden = bias.dim(0)?;
+    fn load(vb: VarBuilder, hidden: usize, eps: f64) -> Result<Self> {
         let gamma = vb.get(hidden, "weight")?;
         let beta = vb.get(hidden, "bias")?;
-        let params = Tensor::stack(&[&bias, &gamma, &beta], 0)?;
+        let params = Tensor::stack(&[&gamma, &beta], 0)?;
         Ok(Self {
-            bias,
             gamma,
             beta,
             params,
@@ -90,26 +84,22 @@ impl AddNorm {
 
     fn forward(&self, y: Tensor, residual: &Tensor, fused: bool) -> Result<Tensor> {
         if fused {
-            y.inplace_op3(
-                residual,
-                &self.params,
-                &AddLayerNorm {
-                    eps: self.eps as f32,
-                },
-            )?;
+            let op = AddLayerNorm {
+                eps: self.eps as f32,
+            };
+            y.inplace_op3(residual, &self.params, &op)?;
             return Ok(y);
         }
-        let x = (y.broadcast_add(&self.bias)? + residual)?;
-        candle_nn::ops::layer_norm(&x, &self.gamma, &self.beta, self.eps as f32)
+        candle_nn::ops::layer_norm(&(y + residual)?, &self.gamma, &self.beta, self.eps as f32)
     }
 }
 
 struct Layer {
     qkv: Linear,
-    output: Tensor,
+    output: Linear,
     attention_norm: AddNorm,
     intermediate: Linear,
-    ffn_output: Tensor,
+    ffn_output: Linear,
     ffn_norm: AddNorm,
 }
 
@@ -118,19 +108,13 @@ impl Layer {
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let eps = config.layer_norm_eps;
         let attention = vb.pp("attention");
-        let qkv = Linear::load(&attention.pp("self"), &["query", "key", "value"], h, h)?;
-        let output = Linear::load(&attention.pp("output"), &["dense"], h, h)?;
-        let attention_norm = AddNorm::load(attention.pp("output.LayerNorm"), output.bias, eps)?;
-        let intermediate = Linear::load(&vb.pp("intermediate"), &["dense"], h, i)?;
-        let ffn_output = Linear::load(&vb.pp("output"), &["dense"], i, h)?;
-        let ffn_norm = AddNorm::load(vb.pp("output.LayerNorm"), ffn_output.bias, eps)?;
         Ok(Self {
-            qkv,
-            output: output.weight,
-            attention_norm,
-            intermediate,
-            ffn_output: ffn_output.weight,
-            ffn_norm,
+            qkv: Linear::load(&attention.pp("self"), &["query", "key", "value"], h, h)?,
+            output: Linear::load(&attention.pp("output"), &["dense"], h, h)?,
+            attention_norm: AddNorm::load(attention.pp("output.LayerNorm"), h, eps)?,
+            intermediate: Linear::load(&vb.pp("intermediate"), &["dense"], h, i)?,
+            ffn_output: Linear::load(&vb.pp("output"), &["dense"], i, h)?,
+            ffn_norm: AddNorm::load(vb.pp("output.LayerNorm"), h, eps)?,
         })
     }
 
@@ -145,12 +129,13 @@ impl Layer {
         } else {
             attention_ops(&qkv, lengths, model.heads)?
         };
-        let x = self
-            .attention_norm
-            .forward(context.matmul(&self.output)?, x, fused)?;
+        let projected = self.output.forward(&context, Activation::Identity, fused)?;
+        let x = self.attention_norm.forward(projected, x, fused)?;
         let inner = self.intermediate.forward(&x, model.activation, fused)?;
-        self.ffn_norm
-            .forward(inner.matmul(&self.ffn_output)?, &x, fused)
+        let out = self
+            .ffn_output
+            .forward(&inner, Activation::Identity, fused)?;
+        self.ffn_norm.forward(out, &x, fused)
     }
 }
 
@@ -165,12 +150,11 @@ impl Embeddings {
     fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
         let h = config.hidden_size;
         let table = |rows: usize, name: &str| candle_nn::embedding(rows, h, vb.pp(name));
-        let zeros = Tensor::zeros(h, vb.dtype(), vb.device())?;
         Ok(Self {
             word: table(config.vocab_size, "word_embeddings")?,
             position: table(config.max_position_embeddings, "position_embeddings")?,
             token_type: table(config.type_vocab_size, "token_type_embeddings")?,
-            norm: AddNorm::load(vb.pp("LayerNorm"), zeros, config.layer_norm_eps)?,
+            norm: AddNorm::load(vb.pp("LayerNorm"), h, config.layer_norm_eps)?,
         })
     }
 
