@@ -2,7 +2,8 @@
 //!
 //! - type `embedding`: BERT-family SentenceTransformer models (BERT, MiniLM) from a snapshot
 //!   folder with `config.json`, `model.safetensors`, `tokenizer.json` and the
-//!   sentence-transformers configs;
+//!   sentence-transformers configs, run by [`PackedBert`] on packed batches (no padding;
+//!   `models.<id>.packed = false` runs candle-transformers' padded `BertModel` instead);
 //! - type `text2text`: T5 / FLAN-T5 generation (greedy, sampling, beam search).
 //!
 //! Both register with `inventory`; linking this crate (the facade's `candle` feature) is all
@@ -10,10 +11,12 @@
 
 mod device;
 mod embedding;
+mod packed;
 mod t5;
 mod weights;
 
-pub use embedding::{BertEmbedder, BertEmbeddingLoader};
+pub use embedding::{BertEmbedder, BertEmbeddingLoader, BertEncoder};
+pub use packed::PackedBert;
 pub use t5::{Strategy, T5Generator, T5Loader};
 
 use model_manager_core::{inventory, LoaderRegistration};
