@@ -5,7 +5,7 @@
 //!    benches/bulk_python.py, a plain onnxruntime + tokenizers pipeline that sorts by length
 //!    once, on the same fp32 ONNX export of all-MiniLM-L6-v2; wall time and peak RSS of both.
 //! 2. Server: 32 concurrent clients sending one text per request to `mm serve`, against the
-//!    same texts as one request.
+//!    same texts as one request, on the ONNX backend and on candle.
 //!
 //! ```sh
 //! cargo bench -p model-manager-cli --bench engine
@@ -89,6 +89,19 @@ fn fp32_graph(repo: &Path, python: &Path) -> PathBuf {
     graph
 }
 
+/// The same model on the candle backend (safetensors), cache off.
+fn candle_settings(repo: &Path, dir: &Path) -> PathBuf {
+    let toml = format!(
+        "embedding_cache.enabled = false\nlog_model_usage = false\n\
+         models.embedding.type = \"embedding\"\nmodels.embedding.backend = \"candle\"\n\
+         models.embedding.local_path = \"{}\"\n",
+        repo.join("models/all-MiniLM-L6-v2").display()
+    );
+    let path = dir.join("candle.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
 fn settings(repo: &Path, graph: &Path, dir: &Path) -> PathBuf {
     let models = repo.join("models");
     let toml =
@@ -149,7 +162,7 @@ fn post(addr: &str, body: &str) -> u16 {
     response[9..12].parse().unwrap()
 }
 
-fn serve(runs: usize, config: &Path, texts: &[String]) {
+fn serve(runs: usize, backend: &str, config: &Path, texts: &[String]) {
     let (mut child, addr) = support::start_server(config);
     let one = serde_json::json!({ "input": texts }).to_string();
     assert_eq!(post(&addr, &one), 200, "warm-up");
@@ -176,7 +189,10 @@ fn serve(runs: usize, config: &Path, texts: &[String]) {
     let _ = child.wait();
     let (a, b) = (median(single), median(concurrent));
     let n = texts.len() as f64;
-    println!("server, {} texts, median of {runs}:", texts.len());
+    println!(
+        "server ({backend}), {} texts, median of {runs}:",
+        texts.len()
+    );
     println!("  one request of all texts         {:>8.1} texts/s", n / a);
     println!(
         "  {CLIENTS} clients, one text each      {:>8.1} texts/s   ({:.2}x one request)",
@@ -252,5 +268,6 @@ fn main() {
         .take(SERVER_TEXTS)
         .map(str::to_owned)
         .collect();
-    serve(runs, &config, &texts);
+    serve(runs, "onnx fp32", &config, &texts);
+    serve(runs, "candle", &candle_settings(&repo, &dir), &texts);
 }
