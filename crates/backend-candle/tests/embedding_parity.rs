@@ -1,9 +1,12 @@
 //! The real all-MiniLM-L6-v2 through the manager, against reference embeddings computed by
 //! an independent float64 forward pass (tests/fixtures/minilm_reference.json).
 
+#[path = "../../../tests/support/reference.rs"]
+mod support;
 use model_manager_candle as _;
 use model_manager_core::{ErrorCode, ModelManager, Settings};
 use std::path::PathBuf;
+use support::reference;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -17,26 +20,6 @@ fn minilm() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-fn reference() -> Vec<(String, Vec<f64>)> {
-    let text =
-        std::fs::read_to_string(repo().join("tests/fixtures/minilm_reference.json")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    json["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| {
-            let v = item["embedding"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect();
-            (item["text"].as_str().unwrap().to_owned(), v)
-        })
-        .collect()
 }
 
 fn manager(extra: &str, dir: &std::path::Path) -> ModelManager {

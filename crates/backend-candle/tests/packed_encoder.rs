@@ -2,6 +2,8 @@
 //! each text the vector it gets alone, the fused CPU kernels agree with stock candle ops,
 //! and the padded `BertModel` path (`packed = false`) and f16 still match the reference.
 
+#[path = "../../../tests/support/reference.rs"]
+mod support;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
@@ -9,6 +11,7 @@ use model_manager_candle::{BertEmbedder, BertEncoder, PackedBert};
 use model_manager_core::{DeviceChoice, ModelManager, ModelSpec, Settings, TokenizedText};
 use model_manager_text::{EncoderOutput, PackedBatch, PaddedBatch, TokenEncoder};
 use std::path::PathBuf;
+use support::reference;
 
 fn minilm() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2");
@@ -163,26 +166,6 @@ fn fused_kernels_agree_with_candle_ops() {
     assert!(model.forward(&[0; 600], &[0; 600], &[600]).is_err());
     assert!(model.forward(&[1_000_000], &[0], &[1]).is_err());
     assert_eq!(model.forward(&[], &[], &[]).unwrap().dims(), &[0, 384]);
-}
-
-fn reference() -> Vec<(String, Vec<f64>)> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/minilm_reference.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    json["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| {
-            let v = item["embedding"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap());
-            (item["text"].as_str().unwrap().to_owned(), v.collect())
-        })
-        .collect()
 }
 
 fn cosine(a: &[f32], b: &[f64]) -> f64 {

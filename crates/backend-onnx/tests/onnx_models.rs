@@ -1,10 +1,13 @@
 //! The real ONNX models and runtime fetched by scripts/fetch-models.sh, through the manager.
 
+#[path = "../../../tests/support/reference.rs"]
+mod support;
 use model_manager_core::{
     ErrorCode, InferValue, ModelManager, NamedValues, Settings, TensorData, TensorValue,
 };
 use model_manager_onnx as _;
 use std::path::PathBuf;
+use support::reference;
 
 fn models() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
@@ -35,27 +38,6 @@ const L3: &str = "models.l3.type = \"embedding\"\nmodels.l3.backend = \"onnx\"\n
     models.l3.local_path = \"$MODELS/paraphrase-MiniLM-L3-v2-onnx\"\nmodels.l3.model_file = \"paraphrase-MiniLM-L3-v2.onnx\"\n\
     models.l3.tokenizer_path = \"$MODELS/all-MiniLM-L6-v2/tokenizer.json\"\nmodels.l3.batch_size = 3\n\
     models.l3.output = \"onnx::Shape_422\"\n";
-
-fn reference() -> Vec<(String, Vec<f64>)> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/minilm_reference.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    json["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            let v = i["embedding"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect();
-            (i["text"].as_str().unwrap().to_owned(), v)
-        })
-        .collect()
-}
 
 fn cosine(a: &[f32], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
