@@ -158,16 +158,7 @@ async fn restore_cache(inner: &Arc<Inner>, report: &mut InitReport) {
     if !inner.settings.embedding_cache.persist_to_disk {
         return;
     }
-    let state = inner.clone();
-    let restored =
-        tokio::task::spawn_blocking(move || state.cache.load(&state.settings.embedding_cache.path))
-            .await
-            .unwrap_or_else(|e| {
-                Err(
-                    ModelError::new(ErrorCode::CacheError, "restoring the cache panicked")
-                        .caused_by("Panic", e),
-                )
-            });
+    let restored = on_cache_thread(inner, "restoring", |cache, path| cache.load(path)).await;
     match restored {
         Ok(r) => {
             report.cache_entries_restored = r.restored;
@@ -183,14 +174,24 @@ async fn restore_cache(inner: &Arc<Inner>, report: &mut InitReport) {
 
 /// Saves the cache on a blocking thread.
 async fn save_cache(inner: &Arc<Inner>) -> Result<u64> {
+    on_cache_thread(inner, "saving", |cache, path| cache.save(path)).await
+}
+
+/// Runs cache file I/O on a blocking thread; a panic there is a `CACHE_ERROR`.
+async fn on_cache_thread<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    action: &str,
+    work: impl FnOnce(&crate::cache::EmbeddingCache, &std::path::Path) -> Result<T> + Send + 'static,
+) -> Result<T> {
     let state = inner.clone();
-    tokio::task::spawn_blocking(move || state.cache.save(&state.settings.embedding_cache.path))
+    tokio::task::spawn_blocking(move || work(&state.cache, &state.settings.embedding_cache.path))
         .await
         .unwrap_or_else(|e| {
-            Err(
-                ModelError::new(ErrorCode::CacheError, "saving the cache panicked")
-                    .caused_by("Panic", e),
+            Err(ModelError::new(
+                ErrorCode::CacheError,
+                format!("{action} the cache panicked"),
             )
+            .caused_by("Panic", e))
         })
 }
 
