@@ -88,3 +88,25 @@ fetch scikit-learn 1.5.2 sklearn/datasets/ "$models_dir/digits" \
     data/digits.csv.gz 09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22 \
     "--python-version 3.11 --platform manylinux_2_17_x86_64" \
     data/digits.csv.gz,descr/digits.rst
+
+# Test services: the shared cache tier's tests and benchmark start a real redis-server on a
+# loopback port. Installed here (Debian's package, as root) so the README's test command
+# works on a fresh machine; MM_TEST_SERVICES=0 skips this (e.g. in the container image).
+if [ "${MM_TEST_SERVICES:-1}" != 0 ] && ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "install redis-server (apt-get)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        echo "install redis-server (sudo apt-get)"
+        sudo apt-get update -qq
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "error: redis-server is missing and cannot be installed here; install Redis (the" \
+             "tests start redis-server themselves) or set MM_TEST_SERVICES=0 to skip" >&2
+        exit 1
+    fi
+fi
+if command -v redis-server >/dev/null 2>&1; then
+    echo "ok      redis-server ($(redis-server --version | cut -d' ' -f3))"
+fi

@@ -22,8 +22,8 @@ mod python_venv;
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use support::Client;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -148,37 +148,26 @@ fn bulk(runs: usize, mm: &mut dyn FnMut() -> Command, py: &mut dyn FnMut() -> Co
     println!("  mm / python throughput   {:>7.2}x", b / a);
 }
 
-/// Sends one request and returns the status.
-fn post(addr: &str, body: &str) -> u16 {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let head = format!(
-        "POST /v1/embeddings HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response[9..12].parse().unwrap()
-}
-
 fn serve(runs: usize, backend: &str, config: &Path, texts: &[String]) {
     let (mut child, addr) = support::start_server(config);
     let one = serde_json::json!({ "input": texts }).to_string();
-    assert_eq!(post(&addr, &one), 200, "warm-up");
+    let mut baseline = Client::connect(&addr);
+    assert_eq!(baseline.post(&one), 200, "warm-up");
     let (mut single, mut concurrent) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let started = Instant::now();
-        assert_eq!(post(&addr, &one), 200);
+        assert_eq!(baseline.post(&one), 200);
         single.push(started.elapsed().as_secs_f64());
         let started = Instant::now();
         std::thread::scope(|s| {
             for client in 0..CLIENTS {
                 let addr = &addr;
                 s.spawn(move || {
+                    // Keep-alive, as HTTP clients and SDKs pool their connections.
+                    let mut connection = Client::connect(addr);
                     for text in texts.iter().skip(client).step_by(CLIENTS) {
                         let body = serde_json::json!({ "input": text }).to_string();
-                        assert_eq!(post(addr, &body), 200);
+                        assert_eq!(connection.post(&body), 200);
                     }
                 });
             }

@@ -1,7 +1,9 @@
 //! The `mm` subcommands.
 
 use crate::output::print_json;
-use model_manager::{ModelError, ModelManager, ModelSpec, Registry, Settings};
+use model_manager::{
+    ModelError, ModelManager, ModelSpec, Registry, RemoteCacheStats, RemoteState, Settings,
+};
 use serde_json::json;
 use std::path::Path;
 
@@ -76,6 +78,7 @@ pub async fn models(settings: Settings, json_out: bool) -> Result<(), ModelError
 pub async fn status(settings: Settings, json_out: bool) -> Result<(), ModelError> {
     let manager = ModelManager::new(settings);
     manager.load_plugins()?;
+    manager.connect_remote_cache().await?;
     let status = manager.get_status().await?;
     if json_out {
         let mut value = serde_json::to_value(&status).unwrap_or_default();
@@ -94,6 +97,9 @@ pub async fn status(settings: Settings, json_out: bool) -> Result<(), ModelError
         "cache: {} entries (max {}), {} hits, {} misses",
         status.cache.entries, status.cache.max_entries, status.cache.hits, status.cache.misses
     );
+    if let Some(remote) = &status.cache.remote {
+        print_remote_cache(remote);
+    }
     let types = if status.registered_types.is_empty() {
         "none".to_string()
     } else {
@@ -115,6 +121,22 @@ pub async fn status(settings: Settings, json_out: bool) -> Result<(), ModelError
         println!("  {id:<16} {:<12} {}", m.model_type, m.state);
     }
     Ok(())
+}
+
+fn print_remote_cache(remote: &RemoteCacheStats) {
+    println!(
+        "remote cache: {} {}; {} hits, {} misses ({} refused), {} errors, {} timeouts",
+        remote.url,
+        remote.state.as_str(),
+        remote.hits,
+        remote.misses,
+        remote.corrupt,
+        remote.errors,
+        remote.timeouts
+    );
+    if let (Some(error), true) = (&remote.last_error, remote.state != RemoteState::Connected) {
+        println!("  last error: {error}");
+    }
 }
 
 /// `mm check`: settings parse and every model's options suit its loaders.

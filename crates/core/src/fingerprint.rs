@@ -4,7 +4,7 @@
 //! multi-gigabyte weights file on every load would cost more than the cache saves.
 
 use crate::spec::ModelSpec;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -14,29 +14,75 @@ const MAX_DEPTH: usize = 3;
 /// Fingerprint of the settings that change a model's output and of the files it loads.
 pub fn model_fingerprint(spec: &ModelSpec) -> u64 {
     let mut hasher = Xxh3::new();
-    let config = serde_json::json!({
-        "type": spec.model_type,
-        "backend": spec.backend,
-        "name": spec.name,
-        "local_path": spec.local_path,
-        "dimension": spec.dimension,
-        "options": spec.options,
-    });
-    hasher.update(config.to_string().as_bytes());
-    if let Some(dir) = &spec.local_path {
-        let mut files = Vec::new();
-        collect_files(dir, dir, 0, &mut files);
-        files.sort();
-        for (path, len, mtime) in files {
-            hasher.update(path.as_bytes());
-            hasher.update(&len.to_le_bytes());
-            hasher.update(&mtime.to_le_bytes());
-        }
+    hasher.update(output_config(spec, true).as_bytes());
+    for file in model_files(spec) {
+        hasher.update(file.relative.as_bytes());
+        hasher.update(&file.len.to_le_bytes());
+        hasher.update(&file.mtime_ns.to_le_bytes());
     }
     hasher.digest()
 }
 
-fn collect_files(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(String, u64, u128)>) {
+/// Fingerprint of what a model computes, the same on every machine that holds the same
+/// files: the output-changing settings (not where the folder is) and the content of every
+/// file. Reads every file once, so it is for keys shared between processes (the remote
+/// cache tier), not for every load. Blocking.
+pub fn content_fingerprint(spec: &ModelSpec) -> std::io::Result<u128> {
+    let mut hasher = Xxh3::new();
+    hasher.update(output_config(spec, false).as_bytes());
+    let mut buf = vec![0u8; 1 << 20];
+    for file in model_files(spec) {
+        hasher.update(file.relative.as_bytes());
+        hasher.update(&file.len.to_le_bytes());
+        let mut content = Xxh3::new();
+        let mut reader = std::fs::File::open(&file.path)?;
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            content.update(&buf[..n]);
+        }
+        hasher.update(&content.digest128().to_le_bytes());
+    }
+    Ok(hasher.digest128())
+}
+
+/// The settings that change a model's output, as JSON; `with_location` adds where its
+/// files are.
+fn output_config(spec: &ModelSpec, with_location: bool) -> String {
+    let mut config = serde_json::json!({
+        "type": spec.model_type,
+        "backend": spec.backend,
+        "name": spec.name,
+        "dimension": spec.dimension,
+        "options": spec.options,
+    });
+    if with_location {
+        config["local_path"] = serde_json::json!(spec.local_path);
+    }
+    config.to_string()
+}
+
+/// One file of a model folder.
+struct ModelFile {
+    path: PathBuf,
+    relative: String,
+    len: u64,
+    mtime_ns: u128,
+}
+
+/// The files of the model's folder, sorted by relative path.
+fn model_files(spec: &ModelSpec) -> Vec<ModelFile> {
+    let mut files = Vec::new();
+    if let Some(dir) = &spec.local_path {
+        collect_files(dir, dir, 0, &mut files);
+    }
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    files
+}
+
+fn collect_files(root: &Path, dir: &Path, depth: usize, out: &mut Vec<ModelFile>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -51,13 +97,22 @@ fn collect_files(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(String, u
             }
             continue;
         }
-        let mtime = meta
+        let mtime_ns = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        let rel = path.strip_prefix(root).unwrap_or(&path);
-        out.push((rel.to_string_lossy().into_owned(), meta.len(), mtime));
+        let relative = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        out.push(ModelFile {
+            path,
+            relative,
+            len: meta.len(),
+            mtime_ns,
+        });
     }
 }
 
@@ -89,5 +144,45 @@ mod tests {
             model_fingerprint(&spec),
             "batch size does not change outputs"
         );
+    }
+
+    #[test]
+    fn content_fingerprint_follows_content_not_location() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for dir in [&a, &b] {
+            std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+            std::fs::write(dir.path().join("1_Pooling/config.json"), b"{}").unwrap();
+            std::fs::write(dir.path().join("weights.bin"), b"abc").unwrap();
+        }
+        let spec_in = |dir: &tempfile::TempDir| {
+            let mut spec = ModelSpec::new("m", "embedding");
+            spec.local_path = Some(dir.path().to_path_buf());
+            spec
+        };
+        let first = content_fingerprint(&spec_in(&a)).unwrap();
+        assert_eq!(
+            first,
+            content_fingerprint(&spec_in(&b)).unwrap(),
+            "same files elsewhere"
+        );
+        assert_ne!(
+            model_fingerprint(&spec_in(&a)),
+            model_fingerprint(&spec_in(&b))
+        );
+
+        // Same length, other bytes: only a content hash sees it.
+        std::fs::write(b.path().join("weights.bin"), b"abd").unwrap();
+        assert_ne!(first, content_fingerprint(&spec_in(&b)).unwrap());
+        std::fs::write(b.path().join("1_Pooling/config.json"), b"[]").unwrap();
+        std::fs::write(b.path().join("weights.bin"), b"abc").unwrap();
+        assert_ne!(
+            first,
+            content_fingerprint(&spec_in(&b)).unwrap(),
+            "nested files count"
+        );
+
+        let mut cls = spec_in(&a);
+        cls.options.insert("pooling".into(), "cls".into());
+        assert_ne!(first, content_fingerprint(&cls).unwrap());
     }
 }

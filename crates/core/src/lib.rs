@@ -20,6 +20,9 @@ pub mod registry;
 pub mod settings;
 pub mod spec;
 
+pub use cache::remote::{
+    RemoteCacheStats, RemoteState, RemoteStore, RemoteStoreRegistration, StoreFuture,
+};
 pub use cache::{CacheNamespace, CacheStats, CachedEmbedding, EmbeddingCache, RestoreReport};
 pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest, GpuProbe};
 pub use engine::{Admission, EngineStatus, HistogramSnapshot};
@@ -36,8 +39,8 @@ pub use model::{
 };
 pub use plugins::{PluginHost, PluginHostRegistration, PluginRecord, PluginTypeRecord};
 pub use registry::Registry;
-pub use settings::PluginSettings;
 pub use settings::Settings;
+pub use settings::{PluginSettings, RemoteCacheSettings};
 pub use spec::ModelSpec;
 
 /// Re-exported so backends register loaders without naming the crate themselves.

@@ -1,7 +1,8 @@
 //! What the `mm` benches share (included with `#[path]`): the release `mm serve` on a free
-//! loopback port.
+//! loopback port, and a keep-alive HTTP client for it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -24,4 +25,57 @@ pub fn start_server(config: &Path) -> (Child, String) {
     };
     std::thread::spawn(move || lines.for_each(drop));
     (child, addr)
+}
+
+/// A TCP connection without Nagle's delay, as HTTP clients open them.
+fn connect(addr: &str) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// One keep-alive connection speaking just enough HTTP/1.1.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> Self {
+        Self {
+            reader: BufReader::new(connect(addr)),
+        }
+    }
+
+    /// Posts `body` to /v1/embeddings; the status.
+    pub fn post(&mut self, body: &str) -> u16 {
+        self.request("POST", "/v1/embeddings", body).0
+    }
+
+    /// Sends one request; the status and the body.
+    pub fn request(&mut self, method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        // One write: a head and body sent apart wait on Nagle and delayed ACK (~40 ms).
+        let request = [head.as_bytes(), body.as_bytes()].concat();
+        self.reader.get_mut().write_all(&request).unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).unwrap();
+        (status, body)
+    }
 }

@@ -94,6 +94,9 @@ pub async fn serve(
                 continue;
             }
         };
+        // Responses are written whole; Nagle would hold a response's tail for the client's
+        // delayed ACK (~40 ms).
+        let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             connections.spawn(refuse(stream));
             continue;

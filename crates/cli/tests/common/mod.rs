@@ -5,6 +5,7 @@
 
 #[path = "../../../../benches/python_venv.rs"]
 pub mod python_venv;
+pub mod redis_server;
 
 /// The repository's root.
 pub fn repo() -> std::path::PathBuf {

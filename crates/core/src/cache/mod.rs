@@ -2,6 +2,7 @@
 //! size, expiring by age, and optionally persisted (see [`file`] for the crash-safe format).
 
 mod file;
+pub mod remote;
 
 use crate::error::Result;
 use crate::settings::CacheSettings;
@@ -121,6 +122,9 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Entries dropped because their TTL passed.
     pub expirations: u64,
+    /// The shared tier behind this cache, when `embedding_cache.redis_url` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<remote::RemoteCacheStats>,
 }
 
 /// What a restore from disk did.
@@ -221,6 +225,7 @@ impl EmbeddingCache {
             misses: self.counters.misses.load(Ordering::Relaxed),
             evictions: self.counters.evictions.load(Ordering::Relaxed),
             expirations: self.counters.expirations.load(Ordering::Relaxed),
+            remote: None,
         }
     }
 

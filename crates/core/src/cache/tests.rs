@@ -10,6 +10,7 @@ fn settings(size: u64) -> CacheSettings {
         persist_to_disk: false,
         path: Default::default(),
         save_interval: None,
+        remote: None,
     }
 }
 

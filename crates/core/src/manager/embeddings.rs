@@ -1,15 +1,14 @@
 //! `generate_embeddings`: the per-text cache in front of a model's engine.
 
+use super::cache_tiers::{self, Misses};
 use super::handle::ModelHandle;
-use super::{Inner, ModelManager};
-use crate::cache::{CacheNamespace, CachedEmbedding};
+use super::ModelManager;
+use crate::cache::CachedEmbedding;
 use crate::engine::{Admission, Work};
 use crate::error::{ErrorCode, ModelError, Result};
-use crate::fingerprint::model_fingerprint;
 use crate::model::TokenizedText;
 use crate::spec::ModelSpec;
 use serde::Serialize;
-use std::collections::HashMap;
 
 /// The result of [`ModelManager::generate_embeddings`], as the seed's `result.data`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,33 +27,6 @@ pub struct EmbeddingsOutput {
     pub tokens: usize,
     /// The model that produced them.
     pub model_id: String,
-}
-
-/// The texts a request must compute: each distinct miss once.
-struct Misses {
-    /// Distinct texts to compute.
-    distinct: Vec<String>,
-    /// For each input position that missed, its index in `distinct`.
-    at: Vec<(usize, usize)>,
-}
-
-impl Misses {
-    fn of<S: AsRef<str>>(texts: &[S], found: &[Option<CachedEmbedding>]) -> Self {
-        let mut distinct = Vec::new();
-        let mut position: HashMap<&str, usize> = HashMap::new();
-        let at = (0..texts.len())
-            .filter(|&i| found[i].is_none())
-            .map(|i| {
-                let text = texts[i].as_ref();
-                let j = *position.entry(text).or_insert_with(|| {
-                    distinct.push(text.to_owned());
-                    distinct.len() - 1
-                });
-                (i, j)
-            })
-            .collect();
-        Self { distinct, at }
-    }
 }
 
 impl ModelManager {
@@ -82,32 +54,27 @@ impl ModelManager {
         self.ensure_ready().await?;
         let inner = &self.inner;
         let spec = inner.spec(model_id)?;
-        let caching = inner.cache.is_enabled() && spec.cache_embeddings;
-        let mut namespace = match caching {
-            true => Some(inner.cache_namespace(spec).await?),
+        let caching = inner.caches(spec);
+        let mut fingerprint = match caching {
+            true => Some(inner.cache_fingerprint(spec).await?),
             false => None,
         };
-        let mut found = lookup(inner, namespace, texts);
+        let mut found = cache_tiers::lookup(inner, spec, fingerprint, texts).await;
         let mut misses = Misses::of(texts, &found);
         if !misses.distinct.is_empty() {
             let handle = self.get_embedding_model(model_id).await?;
-            // The instance that computes the misses decides the namespace, so a response
-            // never mixes vectors of a model and of its changed files.
-            let own = caching.then(|| CacheNamespace::new(model_id, handle.instance().fingerprint));
-            if own != namespace {
-                namespace = own;
-                found = lookup(inner, namespace, texts);
+            // The instance that computes the misses decides the keys, so a response never
+            // mixes vectors of a model and of its changed files.
+            let own = caching.then(|| handle.instance().fingerprint);
+            if own != fingerprint {
+                fingerprint = own;
+                found = cache_tiers::lookup(inner, spec, fingerprint, texts).await;
                 misses = Misses::of(texts, &found);
             }
-            let computed = embed_distinct(spec, handle, misses.distinct, admission).await?;
-            for &(i, j) in &misses.at {
-                if let Some(ns) = namespace {
-                    inner
-                        .cache
-                        .insert(ns, ns.key(texts[i].as_ref()), computed[j].clone());
-                }
-                found[i] = Some(computed[j].clone());
-            }
+            let computed = embed_distinct(spec, handle, misses.distinct.clone(), admission).await?;
+            cache_tiers::store(inner, spec, fingerprint, &misses.distinct, &computed).await;
+            let computed: Vec<_> = computed.into_iter().map(Some).collect();
+            misses.fill(&mut found, &computed);
         }
         Ok(output(spec, found, misses.at.len(), texts.len()))
     }
@@ -178,18 +145,6 @@ fn token_work(handle: &ModelHandle, inputs: &[Vec<u32>]) -> Result<Vec<(Work, us
             let type_ids = vec![0; n];
             Ok((Work::Tokens(TokenizedText { ids, type_ids }), n))
         })
-        .collect()
-}
-
-/// The cached entry of each text (none when caching is off).
-fn lookup<S: AsRef<str>>(
-    inner: &Inner,
-    namespace: Option<CacheNamespace>,
-    texts: &[S],
-) -> Vec<Option<CachedEmbedding>> {
-    texts
-        .iter()
-        .map(|t| namespace.and_then(|ns| inner.cache.get(ns.key(t.as_ref()))))
         .collect()
 }
 
@@ -303,39 +258,4 @@ fn check_shapes(spec: &ModelSpec, computed: &[Vec<f32>], expected: usize) -> Res
         ),
     )
     .for_model(&spec.id))
-}
-
-impl Inner {
-    /// The cache namespace of a model: from its last load's fingerprint, else computed
-    /// once (a folder walk, so on a blocking thread).
-    async fn cache_namespace(
-        self: &std::sync::Arc<Self>,
-        spec: &ModelSpec,
-    ) -> Result<CacheNamespace> {
-        let known = self
-            .state
-            .lock()
-            .slots
-            .get(&spec.id)
-            .and_then(|s| s.fingerprint);
-        let fingerprint = match known {
-            Some(f) => f,
-            None => {
-                let s = spec.clone();
-                let computed = tokio::task::spawn_blocking(move || model_fingerprint(&s))
-                    .await
-                    .map_err(|e| {
-                        ModelError::new(ErrorCode::CacheError, "fingerprinting the model panicked")
-                            .for_model(&spec.id)
-                            .caused_by("Panic", e)
-                    })?;
-                if let Some(slot) = self.state.lock().slots.get_mut(&spec.id) {
-                    *slot.fingerprint.get_or_insert(computed)
-                } else {
-                    computed
-                }
-            }
-        };
-        Ok(CacheNamespace::new(&spec.id, fingerprint))
-    }
 }

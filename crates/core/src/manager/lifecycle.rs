@@ -7,6 +7,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// What [`ModelManager::initialize`] did.
@@ -60,6 +61,7 @@ impl ModelManager {
         for spec in inner.settings.models.values() {
             inner.registry.validate_spec(spec)?;
         }
+        open_remote_tier(inner)?;
         let mut report = InitReport::default();
         restore_cache(inner, &mut report).await;
         if inner.settings.sharing.unload_after.is_some() {
@@ -99,6 +101,17 @@ impl ModelManager {
             *plugins = Some(records);
         }
         Ok(plugins.clone().unwrap_or_default())
+    }
+
+    /// Opens the shared cache tier without initializing, and waits for its first answer, so
+    /// that status from a fresh process (`mm status`) can say whether it is reachable.
+    /// Nothing when `embedding_cache.redis_url` is empty.
+    pub async fn connect_remote_cache(&self) -> Result<()> {
+        open_remote_tier(&self.inner)?;
+        if let Some(tier) = self.inner.remote.get() {
+            tier.first_contact().await;
+        }
+        Ok(())
     }
 
     /// Refuses new work (`SHUTTING_DOWN`), lets in-flight work (references, loads, private
@@ -141,6 +154,9 @@ impl ModelManager {
         report.still_referenced.sort();
         release_instances(unloaded.into_iter().map(|(_, i)| i).collect()).await;
         inner.bump();
+        if let Some(remote) = inner.remote.get() {
+            remote.flush(REMOTE_FLUSH).await;
+        }
         let cache = &inner.settings.embedding_cache;
         if cache.persist_to_disk {
             report.cache_entries_saved = save_cache(inner).await?;
@@ -150,6 +166,23 @@ impl ModelManager {
         }
         Ok(report)
     }
+}
+
+/// How long shutdown waits for the remote tier's writes in flight.
+const REMOTE_FLUSH: Duration = Duration::from_secs(2);
+
+/// Opens the shared cache tier (no I/O: it connects in the background, and requests skip it
+/// until it answers). A malformed URL or a missing store fails initialize.
+fn open_remote_tier(inner: &Inner) -> Result<()> {
+    let cache = &inner.settings.embedding_cache;
+    let Some(settings) = cache.remote.as_ref().filter(|_| cache.enabled) else {
+        return Ok(());
+    };
+    if inner.remote.get().is_none() {
+        let tier = crate::cache::remote::RemoteTier::open(settings, cache.ttl)?;
+        let _ = inner.remote.set(tier);
+    }
+    Ok(())
 }
 
 /// Restores the persisted cache on a blocking thread; a damaged file is reported in status

@@ -1,6 +1,7 @@
 //! The model manager: shared, reference-counted, lazily loaded models within limits.
 
 mod acquire;
+mod cache_tiers;
 mod embeddings;
 mod handle;
 mod instance;
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     pub capacity_waiters: AtomicUsize,
     /// `None` until the plugins are loaded.
     pub plugins: Mutex<Option<Vec<crate::PluginRecord>>>,
+    /// The shared cache tier, opened at initialize when `embedding_cache.redis_url` is set.
+    pub remote: std::sync::OnceLock<Arc<crate::cache::remote::RemoteTier>>,
 }
 
 impl ModelManager {
@@ -83,6 +86,7 @@ impl ModelManager {
             cache_restored: Mutex::new(None),
             capacity_waiters: AtomicUsize::new(0),
             plugins: Mutex::new(None),
+            remote: std::sync::OnceLock::new(),
         };
         Self {
             inner: Arc::new(inner),

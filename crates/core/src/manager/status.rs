@@ -178,7 +178,8 @@ impl ModelManager {
         let inner = &self.inner;
         let models = self.models_status();
         let loaded = models.values().filter(|m| m.state == "loaded");
-        let cache = inner.cache.stats();
+        let mut cache = inner.cache.stats();
+        cache.remote = inner.remote.get().map(|tier| tier.stats());
         Ok(ServiceStatus {
             enabled: inner.settings.enabled,
             initialized: inner.initialized.load(Ordering::Acquire),

@@ -2,12 +2,14 @@
 
 mod env;
 mod flatten;
+mod remote_cache;
 pub mod schema;
 mod server;
 mod value;
 
 pub use env::{env_spelling, ENV_PREFIX};
 pub use flatten::{flatten_toml, FlatMap};
+pub use remote_cache::RemoteCacheSettings;
 pub use server::ServerSettings;
 pub use value::resolve_path;
 
@@ -53,6 +55,8 @@ pub struct CacheSettings {
     /// How often the cache is saved while running (with `persist_to_disk`); `None` saves
     /// only at shutdown.
     pub save_interval: Option<Duration>,
+    /// The shared tier behind this one; `None` when `redis_url` is empty.
+    pub remote: Option<RemoteCacheSettings>,
 }
 
 /// `plugins.*`.
@@ -209,6 +213,7 @@ impl Settings {
                 persist_to_disk: r.bool("embedding_cache.persist_to_disk"),
                 path: r.path("embedding_cache.path").unwrap_or_default(),
                 save_interval: seconds("embedding_cache.save_interval_seconds"),
+                remote: RemoteCacheSettings::read(&r),
             },
             enabled: r.bool("enabled"),
             auto_initialize: r.bool("auto_initialize"),

@@ -2,7 +2,9 @@
 //! model, and each model's engine (queue, batches, timings).
 
 use super::escape_label;
-use model_manager::{EngineStatus, HistogramSnapshot, ServiceStatus};
+use model_manager::{
+    EngineStatus, HistogramSnapshot, RemoteCacheStats, RemoteState, ServiceStatus,
+};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -60,6 +62,9 @@ impl prometheus_client::collector::Collector for ManagerCollector {
             "Embedding cache misses",
             status.cache.misses,
         )?;
+        if let Some(remote) = &status.cache.remote {
+            encode_remote_cache(e, remote)?;
+        }
         let models = || status.models.iter();
         per_model(
             e,
@@ -124,6 +129,73 @@ impl EncodeMetric for SnapshotHistogram<'_> {
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+type RemoteFigure = fn(&RemoteCacheStats) -> u64;
+
+/// The shared cache tier: whether it is connected, and its counts.
+fn encode_remote_cache(
+    e: &mut DescriptorEncoder,
+    remote: &RemoteCacheStats,
+) -> Result<(), std::fmt::Error> {
+    let connected = ConstGauge::new(i64::from(remote.state == RemoteState::Connected));
+    connected.encode(e.encode_descriptor(
+        "embedding_cache_remote_connected",
+        "1 while the shared (Redis) cache tier answers, 0 while requests skip it",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    let counters: [(&str, &str, RemoteFigure); 9] = [
+        (
+            "embedding_cache_remote_hits",
+            "Texts found in the shared tier",
+            |r| r.hits,
+        ),
+        (
+            "embedding_cache_remote_misses",
+            "Texts not found in the shared tier",
+            |r| r.misses,
+        ),
+        (
+            "embedding_cache_remote_corrupt",
+            "Shared-tier values refused (damaged, another key's, wrong dimension)",
+            |r| r.corrupt,
+        ),
+        (
+            "embedding_cache_remote_errors",
+            "Shared-tier calls that failed",
+            |r| r.errors,
+        ),
+        (
+            "embedding_cache_remote_timeouts",
+            "Shared-tier calls past embedding_cache.redis_timeout_ms",
+            |r| r.timeouts,
+        ),
+        (
+            "embedding_cache_remote_skipped",
+            "Texts not looked up because the shared tier was down",
+            |r| r.skipped,
+        ),
+        (
+            "embedding_cache_remote_writes",
+            "Entries written to the shared tier",
+            |r| r.writes,
+        ),
+        (
+            "embedding_cache_remote_write_errors",
+            "Entries whose shared-tier write failed",
+            |r| r.write_errors,
+        ),
+        (
+            "embedding_cache_remote_writes_dropped",
+            "Entries not written: tier down or too many writes in flight",
+            |r| r.writes_dropped,
+        ),
+    ];
+    for (name, help, value) in counters {
+        counter(e, name, help, value(remote))?;
+    }
+    Ok(())
 }
 
 type EngineFigure = fn(&EngineStatus) -> u64;

@@ -1,0 +1,358 @@
+//! The remote tier: an embedding cache shared by replicas (Redis), behind the in-process
+//! one. Keys carry the model's content fingerprint (files, pooling, normalization,
+//! truncation, dimension) and a hash of the text; values carry their key in a checksum.
+//! Look-ups are one round trip per request, bounded by `embedding_cache.redis_timeout_ms`;
+//! writes go behind the response. A failing store costs requests nothing: see [`health`].
+
+mod health;
+mod store;
+mod value;
+
+pub use health::RemoteState;
+pub use store::{open_store, OpenStore, RemoteStore, RemoteStoreRegistration, StoreFuture};
+
+use super::CachedEmbedding;
+use crate::error::Result;
+use crate::fingerprint::content_fingerprint;
+use crate::settings::RemoteCacheSettings;
+use crate::spec::ModelSpec;
+use health::Health;
+use parking_lot::Mutex;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use value::Refused;
+
+/// Write batches in flight at once; more are dropped (and counted), never queued without bound.
+const MAX_WRITES_IN_FLIGHT: u32 = 32;
+/// The probe's first and longest wait between pings.
+const PROBE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// A ping may take longer than a look-up: it may have to connect first.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What identifies a model's outputs in the remote tier, the same on every replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteKeyspace(u128);
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    corrupt: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    skipped: AtomicU64,
+    writes: AtomicU64,
+    write_errors: AtomicU64,
+    writes_dropped: AtomicU64,
+}
+
+/// The remote tier's state and counts, in status and on `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RemoteCacheStats {
+    /// The store's URL, password hidden.
+    pub url: String,
+    /// Connected, connecting or down.
+    pub state: RemoteState,
+    /// Texts found there.
+    pub hits: u64,
+    /// Texts looked up and not found.
+    pub misses: u64,
+    /// Values found but refused (damaged, another key's, wrong dimension): counted as misses
+    /// too, never served.
+    pub corrupt: u64,
+    /// Look-ups and writes that failed.
+    pub errors: u64,
+    /// Look-ups and writes that took longer than `redis_timeout_ms`.
+    pub timeouts: u64,
+    /// Texts not looked up because the tier was not connected.
+    pub skipped: u64,
+    /// Entries written.
+    pub writes: u64,
+    /// Entries whose write failed or timed out.
+    pub write_errors: u64,
+    /// Entries not written: the tier was not connected, or too many writes were in flight.
+    pub writes_dropped: u64,
+    /// The latest failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// The shared tier of one manager.
+pub struct RemoteTier {
+    store: Arc<dyn RemoteStore>,
+    settings: RemoteCacheSettings,
+    ttl: Option<Duration>,
+    counters: Counters,
+    health: Health,
+    writes: Arc<Semaphore>,
+    keyspaces: Mutex<HashMap<(String, u64), RemoteKeyspace>>,
+}
+
+impl RemoteTier {
+    /// Opens the store `settings` names and starts probing it; entries live for `ttl`.
+    /// Runs inside a Tokio runtime.
+    pub fn open(settings: &RemoteCacheSettings, ttl: Option<Duration>) -> Result<Arc<Self>> {
+        let store = open_store(settings)?;
+        Ok(Self::with_store(store, settings.clone(), ttl))
+    }
+
+    /// A tier over an already open store; starts probing it.
+    pub fn with_store(
+        store: Arc<dyn RemoteStore>,
+        settings: RemoteCacheSettings,
+        ttl: Option<Duration>,
+    ) -> Arc<Self> {
+        let tier = Arc::new(Self {
+            store,
+            settings,
+            ttl,
+            counters: Counters::default(),
+            health: Health::default(),
+            writes: Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT as usize)),
+            keyspaces: Mutex::new(HashMap::new()),
+        });
+        tier.probe();
+        tier
+    }
+
+    /// The keyspace of `spec`'s outputs whose local fingerprint is `local`: computed from
+    /// the content of its files once per (model, local fingerprint), on a blocking thread.
+    /// `None` when its files cannot be read (the request goes on without the tier).
+    pub async fn keyspace(&self, spec: &ModelSpec, local: u64) -> Option<RemoteKeyspace> {
+        let memo = (spec.id.clone(), local);
+        if let Some(known) = self.keyspaces.lock().get(&memo) {
+            return Some(*known);
+        }
+        let owned = spec.clone();
+        let computed = tokio::task::spawn_blocking(move || content_fingerprint(&owned)).await;
+        match computed {
+            Ok(Ok(fingerprint)) => {
+                let keyspace = RemoteKeyspace(fingerprint);
+                self.keyspaces.lock().insert(memo, keyspace);
+                Some(keyspace)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(model_id = %spec.id, "remote cache skipped: cannot read the model's files: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(model_id = %spec.id, "remote cache skipped: fingerprinting panicked: {e}");
+                None
+            }
+        }
+    }
+
+    /// The store's key of `text` in `keyspace`: prefix, keyspace, then 128 bits of the
+    /// text's sha256 (a cryptographic hash, since texts come from clients and the tier is
+    /// shared).
+    pub fn key(&self, keyspace: RemoteKeyspace, text: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(keyspace.0.to_le_bytes());
+        hasher.update(text.as_bytes());
+        let digest = hasher.finalize();
+        let mut key = String::with_capacity(self.settings.key_prefix.len() + 65);
+        key.push_str(&self.settings.key_prefix);
+        let _ = write!(key, "{:032x}:", keyspace.0);
+        for byte in &digest[..16] {
+            let _ = write!(key, "{byte:02x}");
+        }
+        key
+    }
+
+    /// The stored entry of each text (`None` for misses, refused values, and for every text
+    /// when the tier is down or does not answer in time).
+    pub async fn lookup(
+        self: &Arc<Self>,
+        keyspace: RemoteKeyspace,
+        texts: &[&str],
+        dimension: Option<usize>,
+    ) -> Vec<Option<CachedEmbedding>> {
+        let mut found = vec![None; texts.len()];
+        if texts.is_empty() {
+            return found;
+        }
+        if !self.health.usable() {
+            self.count(&self.counters.skipped, texts.len());
+            return found;
+        }
+        let keys: Vec<String> = texts.iter().map(|t| self.key(keyspace, t)).collect();
+        let answer = tokio::time::timeout(self.settings.timeout, self.store.get_many(keys.clone()));
+        let values = match answer.await {
+            Ok(Ok(values)) if values.len() == keys.len() => values,
+            Ok(Ok(values)) => {
+                let error = format!("asked {} keys, got {} values", keys.len(), values.len());
+                self.failed(&self.counters.errors, error);
+                return found;
+            }
+            Ok(Err(e)) => {
+                self.failed(&self.counters.errors, e.to_string());
+                return found;
+            }
+            Err(_) => {
+                self.failed(&self.counters.timeouts, self.timeout_message("look-up"));
+                return found;
+            }
+        };
+        self.health.succeeded(&self.settings.redacted_url());
+        for ((slot, key), value) in found.iter_mut().zip(&keys).zip(values) {
+            let Some(bytes) = value else {
+                self.count(&self.counters.misses, 1);
+                continue;
+            };
+            match value::decode(key, &bytes, dimension) {
+                Ok(entry) => {
+                    self.count(&self.counters.hits, 1);
+                    *slot = Some(entry);
+                }
+                Err(refused) => {
+                    if let Refused::WrongDimension(d) = refused {
+                        tracing::debug!(key, dimension = d, "remote entry of another dimension");
+                    }
+                    self.count(&self.counters.corrupt, 1);
+                    self.count(&self.counters.misses, 1);
+                }
+            }
+        }
+        found
+    }
+
+    /// Writes `entries` behind the caller's back (a refused or damaged value under the same
+    /// key is overwritten). Dropped, and counted, when the tier is not connected or too many
+    /// writes are in flight.
+    pub fn store(self: &Arc<Self>, keyspace: RemoteKeyspace, entries: &[(&str, &CachedEmbedding)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let permit = match self.health.usable() {
+            true => self.writes.clone().try_acquire_owned().ok(),
+            false => None,
+        };
+        let Some(permit) = permit else {
+            self.count(&self.counters.writes_dropped, entries.len());
+            return;
+        };
+        let encoded: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|(text, entry)| {
+                let key = self.key(keyspace, text);
+                let bytes = value::encode(&key, entry);
+                (key, bytes)
+            })
+            .collect();
+        let tier = self.clone();
+        tokio::spawn(async move {
+            let count = encoded.len();
+            let write = tier.store.set_many(encoded, tier.ttl);
+            match tokio::time::timeout(tier.settings.timeout, write).await {
+                Ok(Ok(())) => tier.count(&tier.counters.writes, count),
+                Ok(Err(e)) => {
+                    tier.count(&tier.counters.write_errors, count);
+                    tier.failed(&tier.counters.errors, e.to_string());
+                }
+                Err(_) => {
+                    tier.count(&tier.counters.write_errors, count);
+                    tier.failed(&tier.counters.timeouts, tier.timeout_message("write"));
+                }
+            }
+            drop(permit);
+        });
+    }
+
+    /// Waits until the store first answers or fails (at most [`PROBE_TIMEOUT`] and a bit),
+    /// for tools that report on the tier from a fresh process.
+    pub async fn first_contact(&self) -> RemoteState {
+        let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT + Duration::from_millis(200);
+        while self.health.state() == RemoteState::Connecting
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.health.state()
+    }
+
+    /// Waits up to `within` for the writes in flight (at shutdown).
+    pub async fn flush(&self, within: Duration) {
+        let all = self.writes.acquire_many(MAX_WRITES_IN_FLIGHT);
+        if let Ok(Ok(permits)) = tokio::time::timeout(within, all).await {
+            drop(permits);
+        }
+    }
+
+    /// State and counts now.
+    pub fn stats(&self) -> RemoteCacheStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RemoteCacheStats {
+            url: self.settings.redacted_url(),
+            state: self.health.state(),
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            corrupt: get(&c.corrupt),
+            errors: get(&c.errors),
+            timeouts: get(&c.timeouts),
+            skipped: get(&c.skipped),
+            writes: get(&c.writes),
+            write_errors: get(&c.write_errors),
+            writes_dropped: get(&c.writes_dropped),
+            last_error: self.health.last_error(),
+        }
+    }
+
+    fn count(&self, counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn timeout_message(&self, what: &str) -> String {
+        format!(
+            "{what} took longer than embedding_cache.redis_timeout_ms ({} ms)",
+            self.settings.timeout.as_millis()
+        )
+    }
+
+    fn failed(self: &Arc<Self>, counter: &AtomicU64, error: String) {
+        self.count(counter, 1);
+        if self.health.failed(&self.settings.redacted_url(), error) {
+            self.probe();
+        }
+    }
+
+    /// Pings the store in the background, backing off, until it answers; then requests use
+    /// the tier again. Stops when the tier is dropped.
+    fn probe(self: &Arc<Self>) {
+        if !self.health.start_probe() {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut wait = Duration::ZERO;
+            loop {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).clamp(PROBE_BACKOFF.0, PROBE_BACKOFF.1);
+                let Some(tier) = weak.upgrade() else {
+                    return;
+                };
+                let url = tier.settings.redacted_url();
+                match tokio::time::timeout(PROBE_TIMEOUT, tier.store.ping()).await {
+                    Ok(Ok(())) => {
+                        tier.health.probe_answered(&url);
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tier.health.failed(&url, e.to_string());
+                    }
+                    Err(_) => {
+                        tier.health.failed(&url, "ping timed out".into());
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
