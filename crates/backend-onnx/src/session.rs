@@ -7,8 +7,12 @@ use ort::session::Session;
 use std::path::Path;
 
 /// Option keys every ONNX model reads.
-pub const SESSION_OPTION_KEYS: &[&str] =
-    &["intra_threads", "graph_optimization_level", "model_file"];
+pub const SESSION_OPTION_KEYS: &[&str] = &[
+    "intra_threads",
+    "intra_op_spinning",
+    "graph_optimization_level",
+    "model_file",
+];
 
 fn ort_error(code: ErrorCode, what: &str, e: impl std::fmt::Display) -> ModelError {
     ModelError::new(code, format!("{what}: {e}")).caused_by("OrtError", e)
@@ -23,6 +27,12 @@ fn intra_threads(spec: &ModelSpec) -> Result<usize> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     })
+}
+
+/// Whether idle intra-op threads spin before sleeping: ONNX Runtime's default, worth ~15% on
+/// bulk runs here; off gives the cores back at once to whatever shares the machine.
+fn intra_op_spinning(spec: &ModelSpec) -> Result<bool> {
+    Ok(spec.option_bool("intra_op_spinning")?.unwrap_or(true))
 }
 
 fn optimization_level(spec: &ModelSpec) -> Result<GraphOptimizationLevel> {
@@ -59,6 +69,8 @@ pub fn build_session(spec: &ModelSpec, file: &Path, device: &DeviceChoice) -> Re
     let mut builder = Session::builder(&runtime.environment)
         .map_err(load_error)?
         .with_intra_threads(intra_threads(spec)?)
+        .map_err(builder_error)?
+        .with_intra_op_spinning(intra_op_spinning(spec)?)
         .map_err(builder_error)?
         .with_optimization_level(optimization_level(spec)?)
         .map_err(builder_error)?;

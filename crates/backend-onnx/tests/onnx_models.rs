@@ -233,3 +233,25 @@ async fn concurrent_callers_through_the_engine_get_the_vectors_of_each_text_alon
     assert_eq!(engine.texts_computed, 60);
     assert!(engine.batch_rows.count <= 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intra_op_spinning_is_a_checked_session_option() {
+    let texts = ["spinning or not, the same vector"];
+    let spinning = manager(INT8)
+        .generate_embeddings(&texts, "int8")
+        .await
+        .unwrap();
+    let quiet = manager(&format!("{INT8}models.int8.intra_op_spinning = false\n"))
+        .generate_embeddings(&texts, "int8")
+        .await
+        .unwrap();
+    assert_eq!(spinning.embeddings, quiet.embeddings);
+    let err = manager(&format!(
+        "{INT8}models.int8.intra_op_spinning = \"sometimes\"\n"
+    ))
+    .generate_embeddings(&texts, "int8")
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::ConfigError, "{err}");
+    assert!(err.message.contains("intra_op_spinning"), "{err}");
+}
