@@ -20,11 +20,14 @@ use model_manager_text::{
 };
 use std::sync::Arc;
 
-const REQUIRED: &[&str] = &["config.json", "tokenizer.json"];
+/// Weights: one safetensors file, or an index and the shards it names.
+const REQUIRED: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors|model.safetensors.index.json",
+];
 /// Fetched too when downloading from the hub, where they exist.
 const OPTIONAL: &[&str] = &[
-    "model.safetensors",
-    "model.safetensors.index.json",
     "modules.json",
     "sentence_bert_config.json",
     "1_Pooling/config.json",

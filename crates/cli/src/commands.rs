@@ -2,16 +2,20 @@
 
 use crate::output::print_json;
 use model_manager::{
-    ModelError, ModelManager, ModelSpec, Registry, RemoteCacheStats, RemoteState, Settings,
+    FilesState, ModelError, ModelManager, ModelSpec, Registry, RemoteCacheStats, RemoteState,
+    Settings,
 };
 use serde_json::json;
 use std::path::Path;
 
 fn files_state(spec: &ModelSpec) -> String {
-    match &spec.local_path {
-        Some(p) if p.exists() => format!("found  {}", p.display()),
-        Some(p) => format!("MISSING {}", p.display()),
-        None => "no local_path".into(),
+    match model_manager::files_state(spec) {
+        FilesState::Local(p) => format!("found  {}", p.display()),
+        FilesState::Missing(p) => format!("MISSING {}", p.display()),
+        FilesState::Cached(p) => format!("cached {}", p.display()),
+        FilesState::Partial(p) => format!("partial {} (mm pull {})", p.display(), spec.id),
+        FilesState::NotDownloaded => format!("not downloaded (mm pull {})", spec.id),
+        FilesState::Unset => "neither local_path nor name".into(),
     }
 }
 
@@ -49,6 +53,7 @@ pub async fn models(settings: Settings, json_out: bool) -> Result<(), ModelError
                         "loaders": loader_state(registry, spec),
                         "local_path": spec.local_path,
                         "files_present": spec.local_path.as_ref().map(|p| p.exists()),
+                        "files": model_manager::files_state(spec),
                         "state": status.models[&spec.id].state,
                     }),
                 )

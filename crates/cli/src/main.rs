@@ -6,6 +6,7 @@ mod embed_io;
 mod infer;
 mod output;
 mod plugins;
+mod pull;
 mod server;
 mod text;
 
@@ -134,6 +135,12 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Download a configured model's files, or a Hugging Face repository (org/name), into the
+    /// hub cache: verified, resumable, with progress.
+    Pull {
+        /// A configured model id, or a repository such as sentence-transformers/all-MiniLM-L6-v2.
+        target: String,
+    },
     /// Plugin libraries: list the configured ones, or check one file safely.
     Plugins {
         #[command(subcommand)]
@@ -221,12 +228,14 @@ fn api_key_of(given: Option<&str>, file: Option<&PathBuf>) -> Result<Option<Stri
 
 fn run(cli: &Cli) -> Result<(), ModelError> {
     // Checking a plugin file needs no settings file; it honours one that exists.
-    let standalone = matches!(
-        cli.command,
+    // So does pulling a repository by name.
+    let standalone = match &cli.command {
         Command::Plugins {
-            command: PluginsCommand::Check { .. }
-        }
-    );
+            command: PluginsCommand::Check { .. },
+        } => true,
+        Command::Pull { target } => target.contains('/'),
+        _ => false,
+    };
     let settings = if standalone && !cli.config.exists() {
         Settings::default()
     } else {
@@ -242,6 +251,7 @@ fn run(cli: &Cli) -> Result<(), ModelError> {
     runtime.block_on(async {
         match &cli.command {
             Command::Models => commands::models(settings, cli.json).await,
+            Command::Pull { target } => pull::pull(settings, target, cli.json).await,
             Command::Status => commands::status(settings, cli.json).await,
             Command::Check => commands::check(settings, &cli.config, cli.json).await,
             Command::Embed {

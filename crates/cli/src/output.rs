@@ -9,7 +9,8 @@ pub fn print_error(error: &ModelError, json: bool) {
         return;
     }
     eprintln!("error: {} ({})", error.message, error.code);
-    if let Some(hint) = hint(error.code) {
+    let specific = error.details.get("hint").and_then(|h| h.as_str());
+    if let Some(hint) = specific.or(hint(error.code)) {
         eprintln!("hint: {hint}");
     }
 }
@@ -19,7 +20,7 @@ fn hint(code: ErrorCode) -> Option<&'static str> {
         ErrorCode::ConfigError => "check the settings file named by --config / $MM_CONFIG (default ./settings.toml); the README lists every key",
         ErrorCode::ModelNotConfigured => "add the model under models.<id>.* in the settings file (`mm models` lists what is configured)",
         ErrorCode::UnsupportedModelType => "this build has no loader for that type; `mm status` lists the registered types",
-        ErrorCode::ModelNotFound => "check models.<id>.local_path",
+        ErrorCode::ModelNotFound => "`mm models` shows where each model's files are expected",
         ErrorCode::CapacityExhausted => "raise sharing.max_shared_models or memory.max_bytes, or release models sooner",
         _ => return None,
     })

@@ -27,7 +27,9 @@ pub use cache::{CacheNamespace, CacheStats, CachedEmbedding, EmbeddingCache, Res
 pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest, GpuProbe};
 pub use engine::{Admission, EngineStatus, HistogramSnapshot};
 pub use error::{ErrorCode, ModelError, Result};
-pub use files::{can_download, locate_model_folder, locate_or_download, ModelFolder};
+pub use files::{
+    can_download, files_state, locate_model_folder, locate_or_download, FilesState, ModelFolder,
+};
 pub use loader::{LoaderRegistration, ModelLoader, Probe};
 pub use manager::{
     EmbeddingsOutput, InitReport, ModelHandle, ModelManager, ModelStatus, ModelStatusReport,

@@ -183,9 +183,20 @@ fn resolve_named(
     };
     match loader.probe(spec) {
         Probe::Accept => Ok(loader.clone()),
-        Probe::Reject { code, reason } => Err(ModelError::new(code, reason)
-            .for_model(&spec.id)
-            .with("backend", loader.backend())),
+        Probe::Reject { code, reason } => Err(with_files_hint(
+            ModelError::new(code, reason)
+                .for_model(&spec.id)
+                .with("backend", loader.backend()),
+            spec,
+        )),
+    }
+}
+
+/// Missing files get the hint of what to do for this kind of model.
+fn with_files_hint(error: ModelError, spec: &ModelSpec) -> ModelError {
+    match (error.code, crate::files::not_found_hint(spec)) {
+        (ErrorCode::ModelNotFound, Some(hint)) => error.with("hint", hint),
+        _ => error,
     }
 }
 
@@ -208,7 +219,7 @@ fn resolve_auto(
         .iter()
         .map(|(b, _, r)| format!("{b}: {r}"))
         .collect();
-    Err(ModelError::new(
+    let error = ModelError::new(
         code,
         format!(
             "no backend can load model `{}`: {}",
@@ -217,5 +228,6 @@ fn resolve_auto(
         ),
     )
     .for_model(&spec.id)
-    .with("tried", reasons))
+    .with("tried", reasons);
+    Err(with_files_hint(error, spec))
 }

@@ -21,9 +21,14 @@ use model_manager_text::TextTokenizer;
 use std::any::Any;
 use std::sync::Arc;
 
-const REQUIRED: &[&str] = &["config.json", "tokenizer.json"];
+/// Weights: one safetensors file, or an index and the shards it names.
+const REQUIRED: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors|model.safetensors.index.json",
+];
 /// Fetched too when downloading from the hub, where they exist.
-const OPTIONAL: &[&str] = &["model.safetensors", "model.safetensors.index.json"];
+const OPTIONAL: &[&str] = &[];
 const CODE: ErrorCode = ErrorCode::T5ModelLoadError;
 
 /// Option keys of `text2text` models: limits and default generation parameters.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_hub;
 #[path = "../../../../benches/python_venv.rs"]
 pub mod python_venv;
 pub mod redis_server;

@@ -100,6 +100,7 @@ pub const GLOBAL_KEYS: &[KeyDef] = &[
     key("auto_initialize", Kind::Bool, "true", "The first call initializes the manager; false requires initialize() first."),
     key("log_model_usage", Kind::Bool, "true", "Log loads, unloads, gets and releases at info level."),
     key("memory_monitoring", Kind::Bool, "true", "Report the process's resident memory in status."),
+    key("hub.timeout_seconds", Kind::Float { min: 0.1, max: 86400.0 }, "30", "Connect and read timeout of Hugging Face hub downloads (per request and per read, not per file)."),
     key("onnx.runtime_path", Kind::Path, "", "ONNX Runtime shared library (libonnxruntime.so.*); else ORT_DYLIB_PATH, then well-known places."),
     key("onnx.intra_threads", Kind::Int { min: 0 }, "0", "Default ONNX Runtime intra-op threads per session (0: available cores)."),
     key("plugins.enabled", Kind::Bool, "false", "Load plugin dylibs from `plugins.dirs` and `plugins.paths` at initialize."),
@@ -202,7 +203,7 @@ pub const MODEL_KEYS: &[KeyDef] = &[
 
 /// Sections of global keys that belong to backends; they reach loaders through
 /// `ModelSpec::backend_settings`.
-pub const BACKEND_SECTIONS: &[&str] = &["onnx"];
+pub const BACKEND_SECTIONS: &[&str] = &["onnx", "hub"];
 
 /// Looks a global key up.
 pub fn global(key: &str) -> Option<&'static KeyDef> {

@@ -1,0 +1,137 @@
+//! `mm pull`: download a configured model's files, or a hub repository's, into the Hugging
+//! Face cache, with a progress bar per file.
+
+use crate::output::print_json;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use model_manager::files::download::{observe_downloads, pull_repo, DownloadEvent};
+use model_manager::files::RepoCache;
+use model_manager::{ErrorCode, ModelError, ModelManager, Settings};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Shows each file's download as a progress bar on stderr (hidden when it is not a terminal).
+fn show_progress() {
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template(
+        "{msg:40!} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let open: Mutex<HashMap<String, ProgressBar>> = Mutex::new(HashMap::new());
+    observe_downloads(move |event: &DownloadEvent| {
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+        let key = format!("{}/{}", event.repo, event.file);
+        match event.finished {
+            Some(ok) => {
+                if let Some(bar) = open.remove(&key) {
+                    match ok {
+                        true => bar.finish(),
+                        false => bar.abandon_with_message(format!("{} (failed)", event.file)),
+                    }
+                }
+            }
+            None => {
+                let bar = open.entry(key).or_insert_with(|| {
+                    let bar = bars.add(ProgressBar::new(event.total));
+                    bar.set_style(style.clone());
+                    bar.set_message(event.file.clone());
+                    bar
+                });
+                bar.set_position(event.done);
+            }
+        }
+    });
+}
+
+/// The files of a repository pulled without a configured model: configs, tokenizers and
+/// safetensors weights at the top and in numbered module folders (`1_Pooling/`), not the
+/// other formats a repository may carry (ONNX, OpenVINO, PyTorch, TensorFlow).
+fn wanted(file: &str) -> bool {
+    let top_or_module = match file.split_once('/') {
+        None => true,
+        Some((dir, rest)) => dir.starts_with(|c: char| c.is_ascii_digit()) && !rest.contains('/'),
+    };
+    let kind = [".json", ".txt", ".safetensors", ".model"]
+        .iter()
+        .any(|ext| file.ends_with(ext));
+    top_or_module && kind
+}
+
+/// `mm pull TARGET`: a configured model id (its loader fetches what it needs, then the
+/// model is loaded once to check it and released), else a hub repository `org/name`.
+pub async fn pull(settings: Settings, target: &str, json_out: bool) -> Result<(), ModelError> {
+    show_progress();
+    if let Some(spec) = settings.models.get(target).cloned() {
+        let manager = ModelManager::new(settings);
+        let loaded = manager.get_model(target).await.map(drop);
+        let _ = manager.shutdown().await;
+        loaded?;
+        let place = match (&spec.local_path, &spec.name) {
+            (Some(dir), _) if dir.exists() => dir.display().to_string(),
+            (_, Some(name)) => RepoCache::of(name)
+                .snapshot_dirs()
+                .first()
+                .map_or_else(String::new, |d| d.display().to_string()),
+            _ => String::new(),
+        };
+        report(json_out, target, &place, None);
+        return Ok(());
+    }
+    if !target.contains('/') {
+        return Err(ModelError::new(
+            ErrorCode::ModelNotConfigured,
+            format!(
+                "`{target}` is neither a configured model nor a hub repository (org/name); `mm models` lists the configured ones"
+            ),
+        ));
+    }
+    let repo = target.to_owned();
+    let (snapshot, files) = tokio::task::spawn_blocking(move || pull_repo(&repo, &wanted))
+        .await
+        .map_err(|e| {
+            ModelError::new(ErrorCode::ModelLoadError, "the download panicked")
+                .caused_by("Panic", e)
+        })??;
+    report(
+        json_out,
+        target,
+        &snapshot.display().to_string(),
+        Some(&files),
+    );
+    Ok(())
+}
+
+fn report(json_out: bool, target: &str, place: &str, files: Option<&[String]>) {
+    if json_out {
+        print_json(&json!({"success": true, "pulled": target, "path": place, "files": files}));
+    } else {
+        eprintln!("pulled {target}: {place}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wanted;
+
+    #[test]
+    fn pulls_what_the_loaders_read() {
+        for file in [
+            "config.json",
+            "model.safetensors",
+            "vocab.txt",
+            "1_Pooling/config.json",
+            "spiece.model",
+        ] {
+            assert!(wanted(file), "{file}");
+        }
+        for file in [
+            "onnx/model.onnx",
+            "pytorch_model.bin",
+            "tf_model.h5",
+            "openvino/x.json",
+            "1_Pooling/a/b.json",
+        ] {
+            assert!(!wanted(file), "{file}");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The hub's download protocol over HTTP: `HEAD .../resolve/<revision>/<file>` for the
+//! commit, etag and size (an LFS file answers with a redirect to its content), then a
+//! `GET` of the content into `blobs/<etag>.part`, resumed with `Range` after a cut.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+/// Why a request did not give what was asked.
+#[derive(Debug)]
+pub enum Failure {
+    /// The hub has no such file, revision or repository (404).
+    Absent,
+    /// No answer within the timeout.
+    Timeout(String),
+    /// A status the hub should not send, or one worth retrying (5xx).
+    Status(u16, String),
+    /// The connection failed or was cut.
+    Network(String),
+    /// The local cache could not be written.
+    Io(String),
+}
+
+impl Failure {
+    /// Worth another try: a server error or a cut connection (not a timeout: a hub that
+    /// hangs would make every try wait the whole timeout).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Status(code, _) => *code >= 500 || *code == 429,
+            Self::Network(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Absent => write!(f, "not found on the hub"),
+            Self::Timeout(e) => write!(f, "no answer in time ({e})"),
+            Self::Status(code, url) => write!(f, "HTTP {code} from {url}"),
+            Self::Network(e) => write!(f, "connection failed: {e}"),
+            Self::Io(e) => write!(f, "cannot write the cache: {e}"),
+        }
+    }
+}
+
+/// What the hub says about one file.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    /// The commit the revision resolves to.
+    pub commit: String,
+    /// The content's etag (its hash), quotes removed.
+    pub etag: String,
+    /// The content's size in bytes.
+    pub size: u64,
+    /// Where the content is (the redirect target of an LFS file).
+    pub content_url: String,
+}
+
+/// An HTTP client for one hub endpoint.
+pub struct Hub {
+    agent: ureq::Agent,
+    /// The endpoint, e.g. `https://huggingface.co`.
+    pub endpoint: String,
+    token: Option<String>,
+}
+
+fn is_timeout(e: &ureq::Transport) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("timed out") || text.contains("timeout") || text.contains("would block")
+}
+
+fn failure(e: ureq::Error, url: &str) -> Failure {
+    match e {
+        ureq::Error::Status(404, _) => Failure::Absent,
+        ureq::Error::Status(code, _) => Failure::Status(code, url.to_owned()),
+        ureq::Error::Transport(t) if is_timeout(&t) => Failure::Timeout(t.to_string()),
+        ureq::Error::Transport(t) => Failure::Network(t.to_string()),
+    }
+}
+
+fn io_failure(e: std::io::Error) -> Failure {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+            Failure::Timeout(e.to_string())
+        }
+        _ => Failure::Network(e.to_string()),
+    }
+}
+
+impl Hub {
+    /// A client for `endpoint` with connect and read timeouts of `timeout`; `token` is sent
+    /// to the endpoint only (never to the hosts it redirects to).
+    pub fn new(endpoint: &str, token: Option<String>, timeout: Duration) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(timeout)
+            .timeout_read(timeout)
+            .timeout_write(timeout)
+            .redirects(0)
+            .user_agent(concat!("model-manager/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Self {
+            agent,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    fn request(&self, method: &str, url: &str) -> ureq::Request {
+        let request = self.agent.request(method, url);
+        match &self.token {
+            Some(token) if url.starts_with(&self.endpoint) => {
+                request.set("Authorization", &format!("Bearer {token}"))
+            }
+            _ => request,
+        }
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        match location.starts_with('/') {
+            true => format!("{}{location}", self.endpoint),
+            false => location.to_owned(),
+        }
+    }
+
+    /// The commit, etag and size of `file` at `revision` of model `repo`.
+    pub fn head(&self, repo: &str, revision: &str, file: &str) -> Result<FileMeta, Failure> {
+        let url = format!("{}/{repo}/resolve/{revision}/{file}", self.endpoint);
+        let response = self
+            .request("HEAD", &url)
+            .set("Accept-Encoding", "identity")
+            .call()
+            .map_err(|e| failure(e, &url))?;
+        let header = |name: &str| response.header(name).map(str::to_owned);
+        let commit = header("x-repo-commit").unwrap_or_else(|| revision.to_owned());
+        let etag = header("x-linked-etag")
+            .or_else(|| header("etag"))
+            .ok_or_else(|| Failure::Status(response.status(), format!("{url} (no etag)")))?;
+        let size = header("x-linked-size")
+            .or_else(|| header("content-length"))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Failure::Status(response.status(), format!("{url} (no size)")))?;
+        let content_url = match (response.status(), header("location")) {
+            (300..=399, Some(location)) => self.absolute(&location),
+            (300..=399, None) => {
+                return Err(Failure::Status(
+                    response.status(),
+                    format!("{url} (no location)"),
+                ))
+            }
+            _ => url,
+        };
+        Ok(FileMeta {
+            commit,
+            etag: etag.trim_start_matches("W/").trim_matches('"').to_owned(),
+            size,
+            content_url,
+        })
+    }
+
+    /// Appends the content past what `part` holds (all of it when it holds nothing or the
+    /// server ignores `Range`), calling `progress` with the bytes held. Never writes past
+    /// `size`. Returns when the body ends; the caller checks the size.
+    pub fn fetch_into(
+        &self,
+        meta: &FileMeta,
+        part: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), Failure> {
+        let io = |e: std::io::Error| Failure::Io(format!("{}: {e}", part.display()));
+        let mut have = std::fs::metadata(part).map_or(0, |m| m.len());
+        if have > meta.size {
+            std::fs::remove_file(part).map_err(io)?;
+            have = 0;
+        }
+        if have == meta.size {
+            return Ok(());
+        }
+        let mut request = self
+            .request("GET", &meta.content_url)
+            .set("Accept-Encoding", "identity");
+        if have > 0 {
+            request = request.set("Range", &format!("bytes={have}-"));
+        }
+        let response = request.call().map_err(|e| failure(e, &meta.content_url))?;
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(part)
+            .map_err(io)?;
+        match response.status() {
+            206 => {}
+            200 => {
+                out.set_len(0).map_err(io)?;
+                have = 0;
+            }
+            code => return Err(Failure::Status(code, meta.content_url.clone())),
+        }
+        progress(have);
+        let mut body = response.into_reader().take(meta.size - have);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    out.flush().map_err(io)?;
+                    return Err(io_failure(e));
+                }
+            };
+            out.write_all(&buf[..n]).map_err(io)?;
+            have += n as u64;
+            progress(have);
+        }
+        out.sync_all().map_err(io)
+    }
+
+    /// The files of model `repo` at `revision` (`GET /api/models/<repo>/revision/<rev>`).
+    pub fn list(&self, repo: &str, revision: &str) -> Result<(String, Vec<String>), Failure> {
+        let url = format!("{}/api/models/{repo}/revision/{revision}", self.endpoint);
+        let response = self
+            .request("GET", &url)
+            .call()
+            .map_err(|e| failure(e, &url))?;
+        let text = response.into_string().map_err(io_failure)?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Failure::Status(200, format!("{url} (not a file list: {e})")))?;
+        let commit = json["sha"].as_str().unwrap_or(revision).to_owned();
+        let files = json["siblings"]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|f| f["rfilename"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((commit, files))
+    }
+}

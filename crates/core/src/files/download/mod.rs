@@ -1,0 +1,323 @@
+//! Downloads from the Hugging Face hub into its cache, verified: each file's size against
+//! what the hub declared and its hash against its etag before it enters `blobs/`; a cut
+//! download resumes from `blobs/<etag>.part`; connect and read timeouts
+//! (`hub.timeout_seconds`); retries with backoff for server errors and cut connections.
+//! Honours `HF_ENDPOINT`, `HF_HUB_CACHE` / `HF_HOME`, `HF_HUB_OFFLINE` and a token from
+//! `HF_TOKEN` or the token file, as the Hugging Face tools do.
+
+mod http;
+mod progress;
+mod verify;
+
+pub use progress::{observe_downloads, DownloadEvent};
+
+use super::hub_cache::{blob_link, shards, RepoCache};
+use super::ModelFolder;
+use crate::{ErrorCode, ModelError, ModelSpec, Result};
+use http::{Failure, FileMeta, Hub};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use verify::Expected;
+
+/// Tries per file for server errors, cut connections and damaged content.
+const ATTEMPTS: u32 = 4;
+/// Default of `hub.timeout_seconds`.
+const DEFAULT_TIMEOUT: f64 = 30.0;
+/// The revision downloads follow.
+const REVISION: &str = "main";
+
+/// `HF_ENDPOINT`, else the public hub.
+fn endpoint() -> String {
+    std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into())
+}
+
+/// `HF_TOKEN`, else the token file (`HF_TOKEN_PATH`, else `$HF_HOME/token`, else
+/// `~/.cache/huggingface/token`).
+fn token() -> Option<String> {
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        return Some(token.trim().to_owned()).filter(|t| !t.is_empty());
+    }
+    let path = std::env::var_os("HF_TOKEN_PATH")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("token")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/token"))
+        })?;
+    let token = std::fs::read_to_string(path).ok()?;
+    Some(token.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+fn hub_for(spec: Option<&ModelSpec>) -> Hub {
+    let timeout = spec
+        .and_then(|s| s.backend_setting("hub.timeout_seconds"))
+        .and_then(|v| v.as_f64())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    Hub::new(&endpoint(), token(), Duration::from_secs_f64(timeout))
+}
+
+/// A failure of `repo`'s `file` as the error users see: names the endpoint and says what
+/// to do instead.
+fn download_error(hub: &Hub, repo: &str, file: &str, why: &Failure) -> ModelError {
+    let code = match why {
+        Failure::Absent => ErrorCode::ModelNotFound,
+        _ => ErrorCode::ModelLoadError,
+    };
+    ModelError::new(
+        code,
+        format!("downloading {file} of {repo} from {} failed: {why}", hub.endpoint),
+    )
+    .with("file", file)
+    .with("endpoint", hub.endpoint.clone())
+    .with(
+        "hint",
+        "check the network or HF_ENDPOINT; or set HF_HUB_OFFLINE=1 to use only the cache, or a local_path",
+    )
+}
+
+/// Downloads `required` (for `a|b`, the first the hub has; an index brings its shards)
+/// and whichever of `optional` the hub has, for model `spec` from repository `name`.
+/// Files already in the snapshot are not fetched again. The snapshot's folder.
+pub fn fetch_model(
+    spec: &ModelSpec,
+    name: &str,
+    required: &[&str],
+    optional: &[&str],
+) -> Result<ModelFolder> {
+    let hub = hub_for(Some(spec));
+    let repo = RepoCache::of(name);
+    let mut snapshot: Option<PathBuf> = None;
+    for entry in required {
+        let alternatives: Vec<&str> = entry.split('|').collect();
+        let mut got = None;
+        for file in &alternatives {
+            if let Some(path) = fetch_file(&hub, &repo, name, file)? {
+                got = Some(path);
+                break;
+            }
+        }
+        let Some(path) = got else {
+            let why = Failure::Absent;
+            let mut e = download_error(&hub, name, &alternatives.join(" or "), &why);
+            e.message = format!("{} (model `{}` needs it)", e.message, spec.id);
+            return Err(e.for_model(&spec.id));
+        };
+        snapshot = snapshot.or_else(|| snapshot_of(&path, &entry_file(&path, &alternatives)));
+    }
+    for file in optional {
+        if let Some(path) = fetch_file(&hub, &repo, name, file)? {
+            snapshot = snapshot.or_else(|| snapshot_of(&path, file));
+        }
+    }
+    snapshot.map(|path| ModelFolder { path }).ok_or_else(|| {
+        ModelError::new(
+            ErrorCode::ModelNotFound,
+            format!("nothing to download for {name}"),
+        )
+    })
+}
+
+/// Which of `alternatives` `path` is.
+fn entry_file(path: &Path, alternatives: &[&str]) -> String {
+    alternatives
+        .iter()
+        .find(|f| path.ends_with(f))
+        .map_or_else(String::new, |f| (*f).to_owned())
+}
+
+/// The snapshot folder holding `file` at `path`.
+fn snapshot_of(path: &Path, file: &str) -> Option<PathBuf> {
+    path.ancestors()
+        .nth(file.split('/').count())
+        .map(PathBuf::from)
+}
+
+/// Downloads every file of repository `name` that `wanted` accepts; the snapshot folder
+/// and the files fetched or already there.
+pub fn pull_repo(name: &str, wanted: &dyn Fn(&str) -> bool) -> Result<(PathBuf, Vec<String>)> {
+    if super::offline() {
+        return Err(ModelError::new(
+            ErrorCode::ModelNotFound,
+            format!("cannot pull {name}: HF_HUB_OFFLINE is set"),
+        ));
+    }
+    let hub = hub_for(None);
+    let repo = RepoCache::of(name);
+    let (commit, files) = hub
+        .list(name, REVISION)
+        .map_err(|why| download_error(&hub, name, "the file list", &why))?;
+    let files: Vec<String> = files.into_iter().filter(|f| wanted(f)).collect();
+    for file in &files {
+        if fetch_file(&hub, &repo, name, file)?.is_none() {
+            return Err(download_error(&hub, name, file, &Failure::Absent));
+        }
+    }
+    Ok((repo.snapshots().join(commit), files))
+}
+
+/// Downloads `file` of repository `name` into the cache (with the shards of an index);
+/// its snapshot path, or `None` when the hub has no such file.
+fn fetch_file(hub: &Hub, repo: &RepoCache, name: &str, file: &str) -> Result<Option<PathBuf>> {
+    let meta = match with_retries(|| hub.head(name, REVISION, file)) {
+        Ok(meta) => meta,
+        Err(Failure::Absent) => return Ok(None),
+        Err(why) => return Err(download_error(hub, name, file, &why)),
+    };
+    let link = repo.snapshots().join(&meta.commit).join(file);
+    if !link.is_file() {
+        let blob = repo.blob(&meta.etag);
+        if !blob.is_file() {
+            download_blob(hub, name, file, &meta, &blob)?;
+        }
+        link_snapshot(&link, file, &meta.etag).map_err(|e| cache_error(&link, e))?;
+    }
+    write_ref(repo, &meta.commit).map_err(|e| cache_error(&repo.dir, e))?;
+    if file.ends_with(".index.json") {
+        for shard in shards(&link).unwrap_or_default() {
+            if fetch_file(hub, repo, name, &shard)?.is_none() {
+                return Err(download_error(hub, name, &shard, &Failure::Absent));
+            }
+        }
+    }
+    Ok(Some(link))
+}
+
+fn cache_error(path: &Path, e: std::io::Error) -> ModelError {
+    ModelError::new(
+        ErrorCode::ModelLoadError,
+        format!(
+            "cannot write the Hugging Face cache at {}: {e}",
+            path.display()
+        ),
+    )
+}
+
+/// Runs `call` up to [`ATTEMPTS`] times while it fails in a way worth retrying.
+fn with_retries<T>(
+    mut call: impl FnMut() -> std::result::Result<T, Failure>,
+) -> std::result::Result<T, Failure> {
+    let mut attempt = 0;
+    loop {
+        match call() {
+            Err(why) if why.retryable() && attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(backoff(attempt));
+            }
+            done => return done,
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200 << attempt.min(4))
+}
+
+/// Downloads the content into `blob` through `blob.part`: resumed after cuts, checked for
+/// size and hash, renamed into place only when both match. One process at a time per
+/// blob (a lock file beside it).
+fn download_blob(hub: &Hub, name: &str, file: &str, meta: &FileMeta, blob: &Path) -> Result<()> {
+    let dir = blob.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| cache_error(dir, e))?;
+    // Where huggingface_hub keeps its locks, so blobs/ holds only content.
+    let locks = blob
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|repo| Some(repo.parent()?.join(".locks").join(repo.file_name()?)))
+        .unwrap_or_else(|| dir.to_path_buf());
+    std::fs::create_dir_all(&locks).map_err(|e| cache_error(&locks, e))?;
+    let etag = blob
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lock_path = locks.join(format!("{etag}.lock"));
+    let lock = std::fs::File::create(&lock_path).map_err(|e| cache_error(&lock_path, e))?;
+    lock.lock().map_err(|e| cache_error(&lock_path, e))?;
+    if blob.is_file() {
+        return Ok(());
+    }
+    let part = PathBuf::from(format!("{}.part", blob.display()));
+    let expected = Expected::from_etag(&meta.etag);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut report = progress::reporter(name, file, meta.size);
+        let fetched = hub.fetch_into(meta, &part, &mut report);
+        let held = std::fs::metadata(&part).map_or(0, |m| m.len());
+        let problem = match fetched {
+            Err(why) if !why.retryable() => {
+                progress::finished(name, file, false);
+                return Err(download_error(hub, name, file, &why));
+            }
+            Err(why) => why.to_string(),
+            Ok(()) if held < meta.size => {
+                format!("the body ended at {held} of {} bytes", meta.size)
+            }
+            Ok(()) => match verify::mismatch(&part, &expected) {
+                Ok(None) => break,
+                Ok(Some(actual)) => {
+                    let _ = std::fs::remove_file(&part);
+                    if attempt >= ATTEMPTS {
+                        progress::finished(name, file, false);
+                        return Err(hash_error(hub, name, file, &expected, &actual));
+                    }
+                    format!("content hash {actual} is not the hub's")
+                }
+                Err(e) => return Err(cache_error(&part, e)),
+            },
+        };
+        if attempt >= ATTEMPTS {
+            progress::finished(name, file, false);
+            return Err(download_error(hub, name, file, &Failure::Network(problem)));
+        }
+        tracing::warn!(
+            repo = name,
+            file,
+            attempt,
+            "download incomplete, retrying: {problem}"
+        );
+        std::thread::sleep(backoff(attempt));
+    }
+    std::fs::rename(&part, blob).map_err(|e| cache_error(blob, e))?;
+    progress::finished(name, file, true);
+    Ok(())
+}
+
+fn hash_error(hub: &Hub, name: &str, file: &str, expected: &Expected, actual: &str) -> ModelError {
+    let want = match expected {
+        Expected::Sha256(h) | Expected::GitSha1(h) => h.as_str(),
+        Expected::Unknown => "?",
+    };
+    ModelError::new(
+        ErrorCode::ModelLoadError,
+        format!(
+            "{file} of {name} from {} does not match its hash after {ATTEMPTS} tries: expected {want}, got {actual}; the download was deleted",
+            hub.endpoint
+        ),
+    )
+    .with("file", file)
+    .with("expected", want)
+    .with("actual", actual)
+}
+
+/// Points `snapshots/<commit>/<file>` at `blobs/<etag>` (relative, as the Python tools do).
+fn link_snapshot(link: &Path, file: &str, etag: &str) -> std::io::Result<()> {
+    if let Some(dir) = link.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = PathBuf::from(format!("{}.{}.tmp", link.display(), std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(blob_link(file, etag), &tmp)?;
+    std::fs::rename(&tmp, link)
+}
+
+/// `refs/main` names `commit`.
+fn write_ref(repo: &RepoCache, commit: &str) -> std::io::Result<()> {
+    if repo.commit_of(REVISION).as_deref() == Some(commit) {
+        return Ok(());
+    }
+    let refs = repo.dir.join("refs");
+    std::fs::create_dir_all(&refs)?;
+    let tmp = refs.join(format!(".{REVISION}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, commit)?;
+    std::fs::rename(tmp, refs.join(REVISION))
+}
