@@ -61,14 +61,20 @@ pub fn open(settings: &RemoteCacheSettings) -> Result<Arc<dyn RemoteStore>> {
         let redis = info.redis_settings().clone().set_password(password.trim());
         info = info.set_redis_settings(redis);
     }
+    // Values span several segments; Nagle would hold them for the server's delayed ACK.
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    info = info.set_tcp_settings(tcp);
     if settings.url.starts_with("rediss://") {
         // rustls needs a process-wide crypto provider; another crate may have set one.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
     let client = Client::open(info)
         .map_err(|e| config_error(settings, format!("embedding_cache.redis_url: {e}")))?;
+    // The tier bounds every call itself (embedding_cache.redis_timeout_ms); redis-rs's own
+    // response timeout (500 ms) would cap it silently.
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(None)
         .set_number_of_retries(1);
     let connection = ConnectionManager::new_lazy_with_config(client, config)
         .map_err(|e| config_error(settings, format!("embedding_cache.redis_url: {e}")))?;

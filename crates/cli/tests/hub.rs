@@ -26,6 +26,11 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        Self::serving(&model_dir())
+    }
+
+    /// A world whose hub serves `folder` as the repository.
+    fn serving(folder: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let settings = format!(
             "hub.timeout_seconds = 2\nembedding_cache.enabled = false\n\
@@ -36,7 +41,7 @@ impl World {
         std::fs::write(dir.path().join("settings.toml"), settings).unwrap();
         std::fs::create_dir(dir.path().join("hf-home")).unwrap();
         Self {
-            hub: FakeHub::start(REPO, &model_dir()),
+            hub: FakeHub::start(REPO, folder),
             dir,
         }
     }
@@ -109,6 +114,19 @@ impl World {
     fn files_state(&self) -> Value {
         let out = self.mm(&["models"], false);
         common::json_of(&out.stdout)["models"]["embedding"]["files"].clone()
+    }
+}
+
+/// `from`'s tree at `to`, files hard-linked.
+fn copy_linked(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_linked(&entry.path(), &target);
+        } else {
+            std::fs::hard_link(entry.path(), &target).unwrap();
+        }
     }
 }
 
@@ -304,7 +322,11 @@ fn offline_with_an_empty_cache_names_what_is_missing() {
 
 #[test]
 fn a_repository_pulls_by_name_without_settings_and_sends_the_token() {
-    let world = World::new();
+    // The model's files, plus an empty one (nothing to fetch, but it must exist).
+    let served = tempfile::tempdir().unwrap();
+    copy_linked(&model_dir(), served.path());
+    std::fs::write(served.path().join("added_tokens.txt"), "").unwrap();
+    let world = World::serving(served.path());
     let out = assert_cmd::Command::cargo_bin("mm")
         .unwrap()
         .env_remove("MM_CONFIG")
@@ -340,4 +362,28 @@ fn a_repository_pulls_by_name_without_settings_and_sends_the_token() {
             .all(|r| r.contains("auth=Bearer hf_secret")),
         "{requests:#?}"
     );
+}
+
+#[test]
+fn small_files_behind_the_hubs_relative_redirect_are_followed() {
+    // huggingface.co answers a non-LFS file with a 307 to a resolve cache on the same host;
+    // the redirect's own length is not the file's.
+    let world = World::new();
+    world.hub.redirect_small_files();
+    let (ok, out) = world.pull();
+    assert!(ok, "{out}");
+    let config = world
+        .repo_cache()
+        .join("snapshots")
+        .join(COMMIT)
+        .join("config.json");
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        std::fs::read(model_dir().join("config.json")).unwrap()
+    );
+    assert!(world
+        .hub
+        .requests()
+        .iter()
+        .any(|r| r.contains("/api/resolve-cache/")));
 }

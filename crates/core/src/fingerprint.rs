@@ -14,7 +14,7 @@ const MAX_DEPTH: usize = 3;
 /// Fingerprint of the settings that change a model's output and of the files it loads.
 pub fn model_fingerprint(spec: &ModelSpec) -> u64 {
     let mut hasher = Xxh3::new();
-    hasher.update(output_config(spec, true).as_bytes());
+    hasher.update(output_config(spec).as_bytes());
     for file in model_files(spec) {
         hasher.update(file.relative.as_bytes());
         hasher.update(&file.len.to_le_bytes());
@@ -24,44 +24,71 @@ pub fn model_fingerprint(spec: &ModelSpec) -> u64 {
 }
 
 /// Fingerprint of what a model computes, the same on every machine that holds the same
-/// files: the output-changing settings (not where the folder is) and the content of every
-/// file. Reads every file once, so it is for keys shared between processes (the remote
-/// cache tier), not for every load. Blocking.
+/// files: the output-changing settings (sorted, without where files are or how many threads
+/// run) and the content of every file the model may read: its folder (`local_path`, else
+/// its Hugging Face snapshot; hidden files and folders skipped) and a `tokenizer_path`
+/// outside it. Reads every file once, so it is for keys shared between processes (the
+/// remote cache tier), not for every load. Blocking.
 pub fn content_fingerprint(spec: &ModelSpec) -> std::io::Result<u128> {
     let mut hasher = Xxh3::new();
-    hasher.update(output_config(spec, false).as_bytes());
+    hasher.update(canonical_config(spec).as_bytes());
     let mut buf = vec![0u8; 1 << 20];
-    for file in model_files(spec) {
+    let hidden = |f: &ModelFile| f.relative.split('/').any(|part| part.starts_with('.'));
+    for file in model_files(spec).iter().filter(|f| !hidden(f)) {
         hasher.update(file.relative.as_bytes());
         hasher.update(&file.len.to_le_bytes());
-        let mut content = Xxh3::new();
-        let mut reader = std::fs::File::open(&file.path)?;
-        loop {
-            let n = std::io::Read::read(&mut reader, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            content.update(&buf[..n]);
-        }
-        hasher.update(&content.digest128().to_le_bytes());
+        hasher.update(&hash_content(&file.path, &mut buf)?.to_le_bytes());
+    }
+    if let Some(tokenizer) = spec.options.get("tokenizer_path").and_then(|v| v.as_str()) {
+        hasher.update(b"tokenizer_path");
+        hasher.update(&hash_content(Path::new(tokenizer), &mut buf)?.to_le_bytes());
     }
     Ok(hasher.digest128())
 }
 
-/// The settings that change a model's output, as JSON; `with_location` adds where its
-/// files are.
-fn output_config(spec: &ModelSpec, with_location: bool) -> String {
-    let mut config = serde_json::json!({
+fn hash_content(path: &Path, buf: &mut [u8]) -> std::io::Result<u128> {
+    let mut content = Xxh3::new();
+    let mut reader = std::fs::File::open(path)?;
+    loop {
+        let n = std::io::Read::read(&mut reader, buf)?;
+        if n == 0 {
+            return Ok(content.digest128());
+        }
+        content.update(&buf[..n]);
+    }
+}
+
+/// Options that do not change a model's output, or name places rather than content.
+const NOT_OUTPUT_OPTIONS: &[&str] = &["intra_threads", "intra_op_spinning", "tokenizer_path"];
+
+/// The output-changing settings as canonical JSON (keys sorted).
+fn canonical_config(spec: &ModelSpec) -> String {
+    let options: std::collections::BTreeMap<&String, &serde_json::Value> = spec
+        .options
+        .iter()
+        .filter(|(k, _)| !NOT_OUTPUT_OPTIONS.contains(&k.as_str()))
+        .collect();
+    serde_json::json!({
         "type": spec.model_type,
         "backend": spec.backend,
         "name": spec.name,
         "dimension": spec.dimension,
+        "options": options,
+    })
+    .to_string()
+}
+
+/// The settings that change a model's output, as JSON, with where its files are.
+fn output_config(spec: &ModelSpec) -> String {
+    serde_json::json!({
+        "type": spec.model_type,
+        "backend": spec.backend,
+        "name": spec.name,
+        "local_path": spec.local_path,
+        "dimension": spec.dimension,
         "options": spec.options,
-    });
-    if with_location {
-        config["local_path"] = serde_json::json!(spec.local_path);
-    }
-    config.to_string()
+    })
+    .to_string()
 }
 
 /// One file of a model folder.
@@ -72,11 +99,19 @@ struct ModelFile {
     mtime_ns: u128,
 }
 
-/// The files of the model's folder, sorted by relative path.
+/// The files of the model's folder (`local_path`, else its Hugging Face snapshot), sorted
+/// by relative path.
 fn model_files(spec: &ModelSpec) -> Vec<ModelFile> {
     let mut files = Vec::new();
-    if let Some(dir) = &spec.local_path {
-        collect_files(dir, dir, 0, &mut files);
+    let snapshot = || {
+        let name = spec.name.as_ref()?;
+        crate::files::RepoCache::of(name)
+            .snapshot_dirs()
+            .into_iter()
+            .next()
+    };
+    if let Some(dir) = spec.local_path.clone().or_else(snapshot) {
+        collect_files(&dir, &dir, 0, &mut files);
     }
     files.sort_by(|a, b| a.relative.cmp(&b.relative));
     files

@@ -118,6 +118,8 @@ struct Shared {
     wake: Condvar,
     /// A clone of every open connection, by connection number, to shut them down on drop.
     conns: Mutex<HashMap<u64, TcpStream>>,
+    /// Answer non-LFS resolves with the hub's relative 307 to `/api/resolve-cache/...`.
+    redirect_small: std::sync::atomic::AtomicBool,
 }
 
 /// A fake Hugging Face hub serving one model repository from a folder; see the module doc.
@@ -147,6 +149,7 @@ impl FakeHub {
             stopped: Mutex::new(false),
             wake: Condvar::new(),
             conns: Mutex::new(HashMap::new()),
+            redirect_small: std::sync::atomic::AtomicBool::new(false),
         });
         let for_thread = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -181,6 +184,15 @@ impl FakeHub {
         } else {
             faults.insert(file.to_owned(), (fault, times));
         }
+    }
+
+    /// From now on, answers the resolve of a non-LFS file as today's huggingface.co does:
+    /// `307` with a relative `Location: /api/resolve-cache/models/{repo}/{COMMIT}/{path}` (and
+    /// a small body whose length is not the file's), where the file is then served.
+    pub fn redirect_small_files(&self) {
+        self.shared
+            .redirect_small
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Clears every fault.
@@ -440,6 +452,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         206 => "Partial Content",
         302 => "Found",
+        307 => "Temporary Redirect",
         404 => "Not Found",
         405 => "Method Not Allowed",
         416 => "Range Not Satisfiable",
@@ -582,8 +595,37 @@ impl Shared {
         if let Some(sha) = path.strip_prefix("/lfs/") {
             return self.lfs(request, sha);
         }
+        if let Some(rest) = path.strip_prefix("/api/resolve-cache/models/") {
+            // {org}/{name}/{commit}/{path}
+            let mut parts = rest.splitn(4, '/');
+            let (org, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (commit, file) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let repo = format!("{org}/{name}");
+            return self.resolve_direct(request, &repo, &format!("{commit}/{file}"));
+        }
         if let Some((repo, rest)) = path.split_once("/resolve/") {
-            return self.resolve(request, repo.trim_start_matches('/'), rest);
+            let repo = repo.trim_start_matches('/');
+            let (_, file) = rest.split_once('/').unwrap_or((rest, ""));
+            let small = self.files.get(file).is_some_and(|e| !e.lfs);
+            if small
+                && self
+                    .redirect_small
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                let body = b"Temporary Redirect. Redirecting".to_vec();
+                return Some(Response::new(
+                    307,
+                    vec![
+                        ("x-repo-commit", COMMIT.to_owned()),
+                        (
+                            "location",
+                            format!("/api/resolve-cache/models/{repo}/{COMMIT}/{file}"),
+                        ),
+                    ],
+                    body,
+                ));
+            }
+            return self.resolve(request, repo, rest);
         }
         Some(Response::error(404, None, "Not found"))
     }
@@ -641,6 +683,11 @@ impl Shared {
             Fault::ServerError => Some(Response::server_error()),
             _ => None,
         })
+    }
+
+    /// A resolve-cache target: the file at a commit, never redirected again.
+    fn resolve_direct(&self, request: &Request, repo: &str, rest: &str) -> Option<Response> {
+        self.resolve(request, repo, rest)
     }
 
     /// `/{repo}/resolve/{rev}/{path}`.

@@ -70,6 +70,7 @@ pub(super) async fn lookup<S: AsRef<str>>(
         return found;
     }
     let Some(keyspace) = tier.keyspace(spec, fingerprint).await else {
+        tier.skip(missing.distinct.len());
         return found;
     };
     let refs: Vec<&str> = missing.distinct.iter().map(String::as_str).collect();

@@ -25,6 +25,8 @@ pub struct EmbeddingsOutput {
     /// included), cached ones too: the `usage` of an API response. Embedders that do not
     /// tokenize apart report an estimate of a quarter of the bytes plus two.
     pub tokens: usize,
+    /// The tokens of each input text, in input order (cached ones too).
+    pub token_counts: Vec<usize>,
     /// The model that produced them.
     pub model_id: String,
 }
@@ -81,6 +83,17 @@ impl ModelManager {
 }
 
 impl ModelManager {
+    /// The most tokens `model_id` reads from one text (special tokens included), loading
+    /// it if needed; `None` for an embedder that does not tokenize apart. A text whose
+    /// count in [`EmbeddingsOutput::token_counts`] reaches it was cut there (or fit exactly).
+    pub async fn input_token_limit(&self, model_id: &str) -> Result<Option<usize>> {
+        let handle = self.get_embedding_model(model_id).await?;
+        Ok(handle
+            .embedder()?
+            .as_token_embedder()
+            .map(|t| t.max_tokens()))
+    }
+
     /// Embeds sequences of token ids as given (OpenAI's token-array inputs): no special
     /// tokens are added, ids are checked against the model's vocabulary, and each sequence
     /// is cut at the model's longest input. Not cached. `INVALID_INPUT` for a model that
@@ -95,7 +108,8 @@ impl ModelManager {
         let spec = self.inner.spec(model_id)?;
         let handle = self.get_embedding_model(model_id).await?;
         let work = token_work(&handle, inputs).map_err(|e| e.for_model(model_id))?;
-        let tokens: usize = work.iter().map(|(_, n)| n).sum();
+        let work_counts: Vec<usize> = work.iter().map(|(_, n)| *n).collect();
+        let tokens: usize = work_counts.iter().sum();
         let vectors = handle
             .instance()
             .engine()?
@@ -103,7 +117,9 @@ impl ModelManager {
             .await
             .map_err(|e| e.for_model(model_id))?;
         check_shapes(spec, &vectors, inputs.len())?;
+        let token_counts = work_counts;
         Ok(EmbeddingsOutput {
+            token_counts,
             dimension: vectors.first().map_or(0, Vec::len),
             embeddings: vectors,
             cached: false,
@@ -162,6 +178,7 @@ fn output(
             .or(spec.dimension)
             .unwrap_or(0),
         tokens: entries.iter().map(|e| e.tokens as usize).sum(),
+        token_counts: entries.iter().map(|e| e.tokens as usize).collect(),
         embeddings: entries.into_iter().map(|e| e.vector.to_vec()).collect(),
         cached: count > 0 && computed == 0,
         cache_hits: count - computed,

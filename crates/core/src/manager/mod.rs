@@ -231,12 +231,22 @@ impl Inner {
     pub fn spec(&self, model_id: &str) -> Result<&ModelSpec> {
         self.settings.models.get(model_id).ok_or_else(|| {
             let configured: Vec<&String> = self.settings.models.keys().collect();
+            let near =
+                crate::settings::schema::nearest(model_id, configured.iter().map(|k| k.as_str()));
+            let hint = match near {
+                Some(near) => format!(
+                    "did you mean `{near}`? configured models: {}",
+                    join(&configured)
+                ),
+                None => format!("configured models: {}", join(&configured)),
+            };
             ModelError::new(
                 ErrorCode::ModelNotConfigured,
                 format!("Model {model_id} not found in configuration"),
             )
             .for_model(model_id)
             .with("configured_models", serde_json::json!(configured))
+            .with("hint", hint)
         })
     }
 
@@ -302,4 +312,15 @@ async fn on_blocking_thread<T: Send + 'static>(
         .await
         .map_err(|e| ModelError::new(code, panicked).caused_by("Panic", e))?
         .map_err(|e| e.for_model(model_id))
+}
+
+fn join(ids: &[&String]) -> String {
+    match ids.is_empty() {
+        true => "none".into(),
+        false => ids
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }

@@ -39,7 +39,8 @@ impl RemoteCacheSettings {
         let Some((scheme, rest)) = self.url.split_once("://") else {
             return self.url.clone();
         };
-        match rest.split_once('@') {
+        // The host follows the last `@`: a password may contain `@`.
+        match rest.rsplit_once('@') {
             Some((user_info, host)) => {
                 let user = user_info.split_once(':').map_or("", |(user, _)| user);
                 format!("{scheme}://{user}:***@{host}")
@@ -82,5 +83,7 @@ mod tests {
         let s = with_url("rediss://app:pw@cache/1");
         assert_eq!(s.redacted_url(), "rediss://app:***@cache/1");
         assert_eq!(with_url("redis://h:1/0").redacted_url(), "redis://h:1/0");
+        let s = with_url("redis://:p@ss@cache/0");
+        assert_eq!(s.redacted_url(), "redis://:***@cache/0");
     }
 }

@@ -97,6 +97,11 @@ impl Health {
         trips
     }
 
+    /// Records an error that does not count toward taking the tier out (a failed write).
+    pub fn note(&self, error: String) {
+        self.0.lock().last_error = Some(error);
+    }
+
     /// Claims the probe; false when one already runs.
     pub fn start_probe(&self) -> bool {
         !std::mem::replace(&mut self.0.lock().probing, true)

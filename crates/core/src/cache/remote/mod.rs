@@ -13,7 +13,7 @@ pub use store::{open_store, OpenStore, RemoteStore, RemoteStoreRegistration, Sto
 
 use super::CachedEmbedding;
 use crate::error::Result;
-use crate::fingerprint::content_fingerprint;
+use crate::fingerprint::{content_fingerprint, model_fingerprint};
 use crate::settings::RemoteCacheSettings;
 use crate::spec::ModelSpec;
 use health::Health;
@@ -24,12 +24,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use value::Refused;
 
 /// Write batches in flight at once; more are dropped (and counted), never queued without bound.
 const MAX_WRITES_IN_FLIGHT: u32 = 32;
+/// Writes may take this many look-up timeouts.
+const WRITE_TIMEOUT_FACTOR: u32 = 4;
 /// The probe's first and longest wait between pings.
 const PROBE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// A ping may take longer than a look-up: it may have to connect first.
@@ -90,8 +92,16 @@ pub struct RemoteTier {
     counters: Counters,
     health: Health,
     writes: Arc<Semaphore>,
-    keyspaces: Mutex<HashMap<(String, u64), RemoteKeyspace>>,
+    keyspaces: Mutex<HashMap<(String, u64), Arc<KeyspaceCell>>>,
+    /// Set at shutdown: no new writes start.
+    closed: std::sync::atomic::AtomicBool,
 }
+
+/// One model's keyspace, computed once (or the time it failed).
+type KeyspaceCell = tokio::sync::OnceCell<std::result::Result<RemoteKeyspace, Instant>>;
+
+/// How long a failed keyspace computation stands before it is tried again.
+const KEYSPACE_RETRY: Duration = Duration::from_secs(60);
 
 impl RemoteTier {
     /// Opens the store `settings` names and starts probing it; entries live for `ttl`.
@@ -115,36 +125,64 @@ impl RemoteTier {
             health: Health::default(),
             writes: Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT as usize)),
             keyspaces: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         tier.probe();
         tier
     }
 
     /// The keyspace of `spec`'s outputs whose local fingerprint is `local`: computed from
-    /// the content of its files once per (model, local fingerprint), on a blocking thread.
-    /// `None` when its files cannot be read (the request goes on without the tier).
+    /// the content of its files once per (model, local fingerprint), on a blocking thread;
+    /// concurrent first requests wait for that one computation. `None` when the files cannot
+    /// be read, or changed since the instance loaded them (retried after a minute).
     pub async fn keyspace(&self, spec: &ModelSpec, local: u64) -> Option<RemoteKeyspace> {
         let memo = (spec.id.clone(), local);
-        if let Some(known) = self.keyspaces.lock().get(&memo) {
-            return Some(*known);
-        }
+        let cell = {
+            let mut memos = self.keyspaces.lock();
+            let cell = memos.entry(memo.clone()).or_default();
+            if cell
+                .get()
+                .is_some_and(|k| k.is_err_and(|at| at.elapsed() > KEYSPACE_RETRY))
+            {
+                *cell = Arc::default();
+            }
+            cell.clone()
+        };
         let owned = spec.clone();
-        let computed = tokio::task::spawn_blocking(move || content_fingerprint(&owned)).await;
-        match computed {
-            Ok(Ok(fingerprint)) => {
-                let keyspace = RemoteKeyspace(fingerprint);
-                self.keyspaces.lock().insert(memo, keyspace);
-                Some(keyspace)
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(model_id = %spec.id, "remote cache skipped: cannot read the model's files: {e}");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(model_id = %spec.id, "remote cache skipped: fingerprinting panicked: {e}");
-                None
-            }
-        }
+        let computed = cell
+            .get_or_init(|| async move {
+                let id = owned.id.clone();
+                let hashed = tokio::task::spawn_blocking(move || {
+                    let content = content_fingerprint(&owned);
+                    // Files replaced since the load: their content is not what this instance
+                    // computes with, so it must not name its vectors.
+                    let unchanged = model_fingerprint(&owned) == local;
+                    (content, unchanged)
+                })
+                .await;
+                match hashed {
+                    Ok((Ok(fingerprint), true)) => Ok(RemoteKeyspace(fingerprint)),
+                    Ok((Ok(_), false)) => {
+                        tracing::warn!(model_id = %id, "remote cache skipped: the model's files changed since it loaded");
+                        Err(Instant::now())
+                    }
+                    Ok((Err(e), _)) => {
+                        tracing::warn!(model_id = %id, "remote cache skipped: cannot read the model's files: {e}");
+                        Err(Instant::now())
+                    }
+                    Err(e) => {
+                        tracing::warn!(model_id = %id, "remote cache skipped: fingerprinting panicked: {e}");
+                        Err(Instant::now())
+                    }
+                }
+            })
+            .await;
+        computed.ok()
+    }
+
+    /// Counts texts that went without the tier (no keyspace).
+    pub fn skip(&self, texts: usize) {
+        self.count(&self.counters.skipped, texts);
     }
 
     /// The store's key of `text` in `keyspace`: prefix, keyspace, then 128 bits of the
@@ -228,7 +266,8 @@ impl RemoteTier {
         if entries.is_empty() {
             return;
         }
-        let permit = match self.health.usable() {
+        let open = !self.closed.load(Ordering::Relaxed);
+        let permit = match open && self.health.usable() {
             true => self.writes.clone().try_acquire_owned().ok(),
             false => None,
         };
@@ -247,16 +286,21 @@ impl RemoteTier {
         let tier = self.clone();
         tokio::spawn(async move {
             let count = encoded.len();
+            // Writes carry whole vectors, so they get more time than look-ups; and they do
+            // not take the tier out of the request path (a Redis that refuses writes, full
+            // or read-only, still serves reads), so failures are counted, not tripped on.
             let write = tier.store.set_many(encoded, tier.ttl);
-            match tokio::time::timeout(tier.settings.timeout, write).await {
+            match tokio::time::timeout(tier.settings.timeout * WRITE_TIMEOUT_FACTOR, write).await {
                 Ok(Ok(())) => tier.count(&tier.counters.writes, count),
                 Ok(Err(e)) => {
                     tier.count(&tier.counters.write_errors, count);
-                    tier.failed(&tier.counters.errors, e.to_string());
+                    tier.count(&tier.counters.errors, 1);
+                    tier.health.note(e.to_string());
                 }
                 Err(_) => {
                     tier.count(&tier.counters.write_errors, count);
-                    tier.failed(&tier.counters.timeouts, tier.timeout_message("write"));
+                    tier.count(&tier.counters.timeouts, 1);
+                    tier.health.note(tier.timeout_message("write"));
                 }
             }
             drop(permit);
@@ -275,8 +319,9 @@ impl RemoteTier {
         self.health.state()
     }
 
-    /// Waits up to `within` for the writes in flight (at shutdown).
+    /// Stops new writes and waits up to `within` for those in flight (at shutdown).
     pub async fn flush(&self, within: Duration) {
+        self.closed.store(true, Ordering::Relaxed);
         let all = self.writes.acquire_many(MAX_WRITES_IN_FLIGHT);
         if let Ok(Ok(permits)) = tokio::time::timeout(within, all).await {
             drop(permits);

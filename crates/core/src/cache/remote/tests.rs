@@ -163,9 +163,14 @@ async fn a_hanging_store_costs_at_most_the_timeout() {
     assert_eq!(tier.lookup(KS, &["a"], None).await, vec![None]);
     assert!(started.elapsed() < Duration::from_secs(2));
     tier.store(KS, &[("a", &entry(1.0))]);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
     let stats = tier.stats();
     assert_eq!((stats.timeouts, stats.write_errors), (2, 1));
+    assert_eq!(
+        stats.state,
+        RemoteState::Connected,
+        "writes do not trip the tier"
+    );
 }
 
 #[tokio::test]

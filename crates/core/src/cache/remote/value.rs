@@ -7,6 +7,8 @@ use super::super::CachedEmbedding;
 const MAGIC: &[u8; 4] = b"MMv1";
 const HEADER: usize = 12;
 const CHECKSUM: usize = 8;
+/// Largest value taken (a 65,536-dimension vector): anything bigger is refused unread.
+const MAX_VALUE: usize = HEADER + 65_536 * 4 + CHECKSUM;
 
 /// Why a stored value was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +39,17 @@ pub fn decode(
     bytes: &[u8],
     dimension: Option<usize>,
 ) -> Result<CachedEmbedding, Refused> {
-    if bytes.len() < HEADER + CHECKSUM || &bytes[..4] != MAGIC {
+    if bytes.len() < HEADER + CHECKSUM || bytes.len() > MAX_VALUE || &bytes[..4] != MAGIC {
         return Err(Refused::Corrupt);
+    }
+    // Sized for another dimension: refused before hashing a possibly large value.
+    if let Some(d) = dimension {
+        if bytes.len() != HEADER + d * 4 + CHECKSUM {
+            return match bytes.len().checked_sub(HEADER + CHECKSUM) {
+                Some(body) if body % 4 == 0 => Err(Refused::WrongDimension(body / 4)),
+                _ => Err(Refused::Corrupt),
+            };
+        }
     }
     let (body, tail) = bytes.split_at(bytes.len() - CHECKSUM);
     if checksum(key, body).to_le_bytes() != tail {

@@ -45,6 +45,9 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// Redirects followed for one file's metadata.
+const MAX_REDIRECTS: usize = 5;
+
 /// What the hub says about one file.
 #[derive(Debug, Clone)]
 pub struct FileMeta {
@@ -61,6 +64,8 @@ pub struct FileMeta {
 /// An HTTP client for one hub endpoint.
 pub struct Hub {
     agent: ureq::Agent,
+    /// Bound on a whole metadata request (HEAD, file list), beside the per-read timeout.
+    request_timeout: Duration,
     /// The endpoint, e.g. `https://huggingface.co`.
     pub endpoint: String,
     token: Option<String>,
@@ -102,6 +107,7 @@ impl Hub {
             .build();
         Self {
             agent,
+            request_timeout: timeout * 2,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             token,
         }
@@ -110,7 +116,7 @@ impl Hub {
     fn request(&self, method: &str, url: &str) -> ureq::Request {
         let request = self.agent.request(method, url);
         match &self.token {
-            Some(token) if url.starts_with(&self.endpoint) => {
+            Some(token) if self.on_endpoint(url) => {
                 request.set("Authorization", &format!("Bearer {token}"))
             }
             _ => request,
@@ -124,39 +130,73 @@ impl Hub {
         }
     }
 
-    /// The commit, etag and size of `file` at `revision` of model `repo`.
+    /// The commit, etag and size of `file` at `revision` of model `repo`. An LFS file
+    /// answers with a redirect carrying `x-linked-etag` / `x-linked-size` (its content is at
+    /// the redirect's target); other redirects (the hub's relative ones to a resolve cache)
+    /// are followed on the endpoint's host, and the final answer describes the file.
     pub fn head(&self, repo: &str, revision: &str, file: &str) -> Result<FileMeta, Failure> {
-        let url = format!("{}/{repo}/resolve/{revision}/{file}", self.endpoint);
-        let response = self
-            .request("HEAD", &url)
-            .set("Accept-Encoding", "identity")
-            .call()
-            .map_err(|e| failure(e, &url))?;
-        let header = |name: &str| response.header(name).map(str::to_owned);
-        let commit = header("x-repo-commit").unwrap_or_else(|| revision.to_owned());
-        let etag = header("x-linked-etag")
-            .or_else(|| header("etag"))
-            .ok_or_else(|| Failure::Status(response.status(), format!("{url} (no etag)")))?;
-        let size = header("x-linked-size")
-            .or_else(|| header("content-length"))
+        let mut url = format!("{}/{repo}/resolve/{revision}/{file}", self.endpoint);
+        let mut commit_seen: Option<String> = None;
+        for _ in 0..MAX_REDIRECTS {
+            let response = self
+                .request("HEAD", &url)
+                .timeout(self.request_timeout)
+                .set("Accept-Encoding", "identity")
+                .call()
+                .map_err(|e| failure(e, &url))?;
+            let header = |name: &str| response.header(name).map(str::to_owned);
+            if let Some(commit) = header("x-repo-commit") {
+                commit_seen = Some(commit);
+            }
+            let redirect = (300..=399).contains(&response.status());
+            let location = header("location").map(|l| self.absolute(&l));
+            if redirect && header("x-linked-etag").is_none() {
+                match location {
+                    Some(next) if self.on_endpoint(&next) => {
+                        url = next;
+                        continue;
+                    }
+                    _ => {
+                        return Err(Failure::Status(
+                            response.status(),
+                            format!("{url} (redirect off the endpoint)"),
+                        ))
+                    }
+                }
+            }
+            let etag = header("x-linked-etag")
+                .or_else(|| header("etag"))
+                .ok_or_else(|| Failure::Status(response.status(), format!("{url} (no etag)")))?;
+            // A redirect's own length is its body's: only x-linked-size describes the file.
+            let size = match redirect {
+                true => header("x-linked-size"),
+                false => header("x-linked-size").or_else(|| header("content-length")),
+            }
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Failure::Status(response.status(), format!("{url} (no size)")))?;
-        let content_url = match (response.status(), header("location")) {
-            (300..=399, Some(location)) => self.absolute(&location),
-            (300..=399, None) => {
-                return Err(Failure::Status(
-                    response.status(),
-                    format!("{url} (no location)"),
-                ))
-            }
-            _ => url,
-        };
-        Ok(FileMeta {
-            commit,
-            etag: etag.trim_start_matches("W/").trim_matches('"').to_owned(),
-            size,
-            content_url,
-        })
+            let content_url = match (redirect, location) {
+                (true, Some(location)) => location,
+                (true, None) => {
+                    return Err(Failure::Status(
+                        response.status(),
+                        format!("{url} (no location)"),
+                    ))
+                }
+                (false, _) => url,
+            };
+            return Ok(FileMeta {
+                commit: commit_seen.unwrap_or_else(|| revision.to_owned()),
+                etag: etag.trim_start_matches("W/").trim_matches('"').to_owned(),
+                size,
+                content_url,
+            });
+        }
+        Err(Failure::Status(310, format!("{url} (too many redirects)")))
+    }
+
+    /// Whether `url` is on the endpoint (same scheme, host and port), where the token may go.
+    fn on_endpoint(&self, url: &str) -> bool {
+        url == self.endpoint || url.starts_with(&format!("{}/", self.endpoint))
     }
 
     /// Appends the content past what `part` holds (all of it when it holds nothing or the
@@ -175,6 +215,12 @@ impl Hub {
             have = 0;
         }
         if have == meta.size {
+            // An empty file has nothing to fetch but must still exist.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(part)
+                .map_err(io)?;
             return Ok(());
         }
         let mut request = self
@@ -189,8 +235,22 @@ impl Hub {
             .append(true)
             .open(part)
             .map_err(io)?;
+        let resumes_here = response
+            .header("content-range")
+            .and_then(|r| r.strip_prefix("bytes "))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(start, _)| start.trim().parse::<u64>().ok())
+            == Some(have);
         match response.status() {
-            206 => {}
+            206 if resumes_here => {}
+            206 => {
+                // Not the range asked for: start over rather than splice wrong bytes.
+                out.set_len(0).map_err(io)?;
+                return Err(Failure::Network(format!(
+                    "{} answered a range that does not start at byte {have}",
+                    meta.content_url
+                )));
+            }
             200 => {
                 out.set_len(0).map_err(io)?;
                 have = 0;
@@ -206,7 +266,8 @@ impl Hub {
                 Ok(n) => n,
                 Err(e) => {
                     out.flush().map_err(io)?;
-                    return Err(io_failure(e));
+                    // Whatever arrived is kept: a stall mid-body resumes like a cut.
+                    return Err(Failure::Network(io_failure(e).to_string()));
                 }
             };
             out.write_all(&buf[..n]).map_err(io)?;

@@ -69,10 +69,31 @@ fn download_error(hub: &Hub, repo: &str, file: &str, why: &Failure) -> ModelErro
     )
     .with("file", file)
     .with("endpoint", hub.endpoint.clone())
-    .with(
-        "hint",
-        "check the network or HF_ENDPOINT; or set HF_HUB_OFFLINE=1 to use only the cache, or a local_path",
-    )
+    .with("hint", match why {
+        Failure::Status(401 | 403, _) => {
+            "the repository wants a token: set HF_TOKEN (or log in with huggingface-cli), or use a local_path"
+        }
+        _ => "check the network or HF_ENDPOINT; or set HF_HUB_OFFLINE=1 to use only the cache, or a local_path",
+    })
+}
+
+/// A name the hub gave that becomes part of a path: a file inside the repository (relative,
+/// plain components only), or a commit / etag (one plain component).
+fn checked<'a>(what: &str, name: &'a str, nested: bool) -> Result<&'a str> {
+    let plain = |part: &str| {
+        !part.is_empty() && part != "." && part != ".." && !part.contains(['\\', '\0'])
+    };
+    let ok = match nested {
+        true => !name.starts_with('/') && name.split('/').all(plain),
+        false => plain(name) && !name.contains('/'),
+    };
+    match ok {
+        true => Ok(name),
+        false => Err(ModelError::new(
+            ErrorCode::ModelLoadError,
+            format!("the hub sent an unusable {what} `{name}`: refusing to use it as a path"),
+        )),
+    }
 }
 
 /// Downloads `required` (for `a|b`, the first the hub has; an index brings its shards)
@@ -86,12 +107,14 @@ pub fn fetch_model(
 ) -> Result<ModelFolder> {
     let hub = hub_for(Some(spec));
     let repo = RepoCache::of(name);
+    // The first answer fixes the commit, so one model's files never span two commits.
+    let mut fetch = Fetch::new(&hub, &repo, name);
     let mut snapshot: Option<PathBuf> = None;
     for entry in required {
         let alternatives: Vec<&str> = entry.split('|').collect();
         let mut got = None;
         for file in &alternatives {
-            if let Some(path) = fetch_file(&hub, &repo, name, file)? {
+            if let Some(path) = fetch.file(file)? {
                 got = Some(path);
                 break;
             }
@@ -105,7 +128,7 @@ pub fn fetch_model(
         snapshot = snapshot.or_else(|| snapshot_of(&path, &entry_file(&path, &alternatives)));
     }
     for file in optional {
-        if let Some(path) = fetch_file(&hub, &repo, name, file)? {
+        if let Some(path) = fetch.file(file)? {
             snapshot = snapshot.or_else(|| snapshot_of(&path, file));
         }
     }
@@ -146,40 +169,72 @@ pub fn pull_repo(name: &str, wanted: &dyn Fn(&str) -> bool) -> Result<(PathBuf, 
     let (commit, files) = hub
         .list(name, REVISION)
         .map_err(|why| download_error(&hub, name, "the file list", &why))?;
+    let commit = checked("commit", &commit, false)?.to_owned();
     let files: Vec<String> = files.into_iter().filter(|f| wanted(f)).collect();
+    let mut fetch = Fetch::new(&hub, &repo, name);
+    fetch.commit = Some(commit.clone());
     for file in &files {
-        if fetch_file(&hub, &repo, name, file)?.is_none() {
+        if fetch.file(file)?.is_none() {
             return Err(download_error(&hub, name, file, &Failure::Absent));
         }
     }
     Ok((repo.snapshots().join(commit), files))
 }
 
-/// Downloads `file` of repository `name` into the cache (with the shards of an index);
-/// its snapshot path, or `None` when the hub has no such file.
-fn fetch_file(hub: &Hub, repo: &RepoCache, name: &str, file: &str) -> Result<Option<PathBuf>> {
-    let meta = match with_retries(|| hub.head(name, REVISION, file)) {
-        Ok(meta) => meta,
-        Err(Failure::Absent) => return Ok(None),
-        Err(why) => return Err(download_error(hub, name, file, &why)),
-    };
-    let link = repo.snapshots().join(&meta.commit).join(file);
-    if !link.is_file() {
-        let blob = repo.blob(&meta.etag);
-        if !blob.is_file() {
-            download_blob(hub, name, file, &meta, &blob)?;
+/// Downloads of one repository at one commit (the first answer's, unless set).
+struct Fetch<'a> {
+    hub: &'a Hub,
+    repo: &'a RepoCache,
+    name: &'a str,
+    commit: Option<String>,
+}
+
+impl<'a> Fetch<'a> {
+    fn new(hub: &'a Hub, repo: &'a RepoCache, name: &'a str) -> Self {
+        Self {
+            hub,
+            repo,
+            name,
+            commit: None,
         }
-        link_snapshot(&link, file, &meta.etag).map_err(|e| cache_error(&link, e))?;
     }
-    write_ref(repo, &meta.commit).map_err(|e| cache_error(&repo.dir, e))?;
-    if file.ends_with(".index.json") {
-        for shard in shards(&link).unwrap_or_default() {
-            if fetch_file(hub, repo, name, &shard)?.is_none() {
-                return Err(download_error(hub, name, &shard, &Failure::Absent));
+
+    /// Downloads `file` into the cache (with the shards of an index); its snapshot path,
+    /// or `None` when the hub has no such file.
+    fn file(&mut self, file: &str) -> Result<Option<PathBuf>> {
+        let (hub, name) = (self.hub, self.name);
+        let file = checked("file name", file, true)?;
+        let revision = self.commit.clone().unwrap_or_else(|| REVISION.to_owned());
+        let meta = match with_retries(|| hub.head(name, &revision, file)) {
+            Ok(meta) => meta,
+            Err(Failure::Absent) => return Ok(None),
+            Err(why) => return Err(download_error(hub, name, file, &why)),
+        };
+        let commit = checked("commit", &meta.commit, false)?.to_owned();
+        checked("etag", &meta.etag, false)?;
+        self.commit.get_or_insert_with(|| commit.clone());
+        let link = self.repo.snapshots().join(&commit).join(file);
+        if !link.is_file() {
+            let blob = self.repo.blob(&meta.etag);
+            if !blob.is_file() {
+                download_blob(hub, name, file, &meta, &blob)?;
+            }
+            link_snapshot(&link, file, &meta.etag).map_err(|e| cache_error(&link, e))?;
+        }
+        if revision == REVISION {
+            write_ref(self.repo, &commit).map_err(|e| cache_error(&self.repo.dir, e))?;
+        }
+        // An index names weight files, never another index (which could loop).
+        if file.ends_with(".index.json") {
+            let shards = shards(&link).unwrap_or_default();
+            for shard in shards.iter().filter(|s| !s.ends_with(".index.json")) {
+                if self.file(shard)?.is_none() {
+                    return Err(download_error(hub, name, shard, &Failure::Absent));
+                }
             }
         }
+        Ok(Some(link))
     }
-    Ok(Some(link))
 }
 
 fn cache_error(path: &Path, e: std::io::Error) -> ModelError {
@@ -238,11 +293,17 @@ fn download_blob(hub: &Hub, name: &str, file: &str, meta: &FileMeta, blob: &Path
     let part = PathBuf::from(format!("{}.part", blob.display()));
     let expected = Expected::from_etag(&meta.etag);
     let mut attempt = 0;
+    let mut best = 0;
     loop {
         attempt += 1;
         let mut report = progress::reporter(name, file, meta.size);
         let fetched = hub.fetch_into(meta, &part, &mut report);
         let held = std::fs::metadata(&part).map_or(0, |m| m.len());
+        // A try that brought bytes is progress, not a failure to count against the file.
+        if held > best {
+            best = held;
+            attempt = attempt.min(1);
+        }
         let problem = match fetched {
             Err(why) if !why.retryable() => {
                 progress::finished(name, file, false);
@@ -299,12 +360,19 @@ fn hash_error(hub: &Hub, name: &str, file: &str, expected: &Expected, actual: &s
     .with("actual", actual)
 }
 
+/// A temporary-file suffix unique to this process and call.
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 /// Points `snapshots/<commit>/<file>` at `blobs/<etag>` (relative, as the Python tools do).
 fn link_snapshot(link: &Path, file: &str, etag: &str) -> std::io::Result<()> {
     if let Some(dir) = link.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = PathBuf::from(format!("{}.{}.tmp", link.display(), std::process::id()));
+    let tmp = PathBuf::from(format!("{}.{}.tmp", link.display(), unique()));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(blob_link(file, etag), &tmp)?;
     std::fs::rename(&tmp, link)
@@ -317,7 +385,34 @@ fn write_ref(repo: &RepoCache, commit: &str) -> std::io::Result<()> {
     }
     let refs = repo.dir.join("refs");
     std::fs::create_dir_all(&refs)?;
-    let tmp = refs.join(format!(".{REVISION}.{}.tmp", std::process::id()));
+    let tmp = refs.join(format!(".{REVISION}.{}.tmp", unique()));
     std::fs::write(&tmp, commit)?;
     std::fs::rename(tmp, refs.join(REVISION))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked;
+
+    #[test]
+    fn names_from_the_hub_stay_inside_the_cache() {
+        for ok in ["config.json", "1_Pooling/config.json", "a..b.json"] {
+            assert!(checked("file name", ok, true).is_ok(), "{ok}");
+        }
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "a//b",
+            "",
+            "a\\b",
+            "./a",
+        ] {
+            assert!(checked("file name", bad, true).is_err(), "{bad}");
+        }
+        assert!(checked("etag", &"a".repeat(64), false).is_ok());
+        for bad in ["a/b", "..", "/abs", ""] {
+            assert!(checked("etag", bad, false).is_err(), "{bad}");
+        }
+    }
 }
