@@ -1,9 +1,9 @@
 //! The `mm` subcommands.
 
-use crate::output::print_json;
+use crate::output::{self, print_json};
 use model_manager::{
-    FilesState, ModelError, ModelManager, ModelSpec, Registry, RemoteCacheStats, RemoteState,
-    Settings,
+    ErrorCode, FilesState, ModelError, ModelManager, ModelSpec, Registry, RemoteCacheStats,
+    RemoteState, Settings,
 };
 use serde_json::json;
 use std::path::Path;
@@ -19,13 +19,18 @@ fn files_state(spec: &ModelSpec) -> String {
     }
 }
 
-fn loader_state(registry: &Registry, spec: &ModelSpec) -> String {
-    let backends: Vec<String> = registry
+/// The backends that can load `spec`'s type.
+fn loaders(registry: &Registry, spec: &ModelSpec) -> Vec<String> {
+    registry
         .entries()
         .into_iter()
         .filter(|(t, _)| *t == spec.model_type)
         .map(|(_, b)| b)
-        .collect();
+        .collect()
+}
+
+fn loader_state(registry: &Registry, spec: &ModelSpec) -> String {
+    let backends = loaders(registry, spec);
     if backends.is_empty() {
         "no loader in this build".into()
     } else {
@@ -50,7 +55,7 @@ pub async fn models(settings: Settings, json_out: bool) -> Result<(), ModelError
                     json!({
                         "type": spec.model_type,
                         "backend": spec.backend,
-                        "loaders": loader_state(registry, spec),
+                        "loaders": loaders(registry, spec),
                         "local_path": spec.local_path,
                         "files_present": spec.local_path.as_ref().map(|p| p.exists()),
                         "files": model_manager::files_state(spec),
@@ -144,17 +149,119 @@ fn print_remote_cache(remote: &RemoteCacheStats) {
     }
 }
 
-/// `mm check`: settings parse and every model's options suit its loaders.
-pub async fn check(settings: Settings, path: &Path, json_out: bool) -> Result<(), ModelError> {
-    let manager = ModelManager::new(settings);
-    for spec in manager.settings().models.values() {
-        manager.registry().validate_spec(spec)?;
+/// What `mm check` found: problems make the file unusable, warnings do not.
+#[derive(Default)]
+struct Findings {
+    problems: Vec<ModelError>,
+    warnings: Vec<String>,
+}
+
+/// `mm check`: the settings file's keys and values, then each model's type against the
+/// loaders of this build, its options, and its files; every problem, not only the first.
+pub async fn check(path: &Path, json_out: bool) -> Result<(), ModelError> {
+    let mut findings = Findings {
+        problems: Settings::problems_in_file(path),
+        ..Findings::default()
+    };
+    let mut count = 0;
+    if findings.problems.is_empty() {
+        let manager = ModelManager::new(Settings::from_file(path)?);
+        if let Err(e) = manager.load_plugins() {
+            findings.problems.push(e);
+        }
+        count = manager.settings().models.len();
+        for spec in manager.settings().models.values() {
+            check_model(manager.registry(), spec, &mut findings);
+        }
     }
-    let count = manager.settings().models.len();
-    if json_out {
-        print_json(&json!({"success": true, "file": path, "models": count}));
-    } else {
-        println!("{}: valid ({count} models)", path.display());
+    for warning in &findings.warnings {
+        if !json_out {
+            output::status(format_args!("warning: {warning}"));
+        }
     }
-    Ok(())
+    if findings.problems.is_empty() {
+        if json_out {
+            print_json(
+                &json!({"success": true, "file": path, "models": count, "warnings": findings.warnings}),
+            );
+        } else {
+            println!("{}: valid ({count} models)", path.display());
+        }
+        return Ok(());
+    }
+    if !json_out {
+        for problem in &findings.problems {
+            eprintln!("problem: {} ({})", problem.message, problem.code);
+        }
+    }
+    let listed: Vec<serde_json::Value> = findings
+        .problems
+        .iter()
+        .map(|p| json!({"code": p.code, "message": p.message, "details": p.details}))
+        .collect();
+    // The file is what is wrong, whatever each problem's own code: a CONFIG_ERROR (exit 3).
+    Err(ModelError::new(
+        ErrorCode::ConfigError,
+        format!("{}: {} problem(s)", path.display(), findings.problems.len()),
+    )
+    .with("problems", listed)
+    .with("warnings", findings.warnings.clone())
+    .with(
+        "hint",
+        "fix each problem listed; `mm check` again reports what is left",
+    ))
+}
+
+/// One model: a loader for its type, its options, its files.
+fn check_model(registry: &Registry, spec: &ModelSpec, findings: &mut Findings) {
+    let types = registry.types();
+    if !types.contains(&spec.model_type) {
+        let near = model_manager::settings::schema::nearest(
+            &spec.model_type,
+            types.iter().map(String::as_str),
+        );
+        let hint = near.map_or(String::new(), |n| format!("; did you mean `{n}`?"));
+        findings.problems.push(
+            ModelError::new(
+                ErrorCode::UnsupportedModelType,
+                format!(
+                    "models.{}.type = `{}` has no loader in this build (types: {}){hint}",
+                    spec.id,
+                    spec.model_type,
+                    types.join(", ")
+                ),
+            )
+            .for_model(&spec.id),
+        );
+        return;
+    }
+    if let Err(e) = registry.validate_spec(spec) {
+        findings.problems.push(e);
+    }
+    let downloadable = model_manager::can_download(spec);
+    let id = &spec.id;
+    match model_manager::files_state(spec) {
+        FilesState::Missing(p) if downloadable => findings.warnings.push(format!(
+            "models.{id}: {} does not exist; the files will be downloaded by name on first use (or `mm pull {id}`)",
+            p.display()
+        )),
+        FilesState::Missing(p) => findings.problems.push(
+            ModelError::new(
+                ErrorCode::ModelNotFound,
+                format!("models.{id}.local_path {} does not exist", p.display()),
+            )
+            .for_model(id),
+        ),
+        FilesState::NotDownloaded | FilesState::Partial(_) if downloadable => findings
+            .warnings
+            .push(format!("models.{id}: not downloaded yet; it will be on first use (or `mm pull {id}`)")),
+        FilesState::NotDownloaded | FilesState::Partial(_) => findings.problems.push(
+            ModelError::new(
+                ErrorCode::ModelNotFound,
+                format!("models.{id}: its files are not in the Hugging Face cache and cannot be downloaded here"),
+            )
+            .for_model(id),
+        ),
+        _ => {}
+    }
 }

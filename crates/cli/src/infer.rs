@@ -5,7 +5,7 @@ use model_manager::{ImageValue, InferValue, ModelError, ModelManager, NamedValue
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-/// Named inputs from `--input JSON` (an object: tensors `{"shape","dtype","data"}`, images
+/// Named inputs from `--values JSON` (an object: tensors `{"shape","dtype","data"}`, images
 /// `{"base64","format"}`, strings, other JSON).
 pub fn parse_inputs(text: Option<&str>) -> Result<NamedValues, ModelError> {
     let Some(text) = text else {
@@ -13,7 +13,7 @@ pub fn parse_inputs(text: Option<&str>) -> Result<NamedValues, ModelError> {
     };
     serde_json::from_str(text).map_err(|e| {
         ModelError::invalid_input(format!(
-            "--input must be a JSON object of named inputs, e.g. '{{\"text\": \"hi\"}}': {e}"
+            "--values must be a JSON object of named inputs, e.g. '{{\"text\": \"hi\"}}': {e}"
         ))
     })
 }
@@ -58,7 +58,7 @@ fn outputs_json(outputs: &NamedValues, full: bool) -> Value {
         .into()
 }
 
-/// `mm infer`: one call with `--input`, or one per `--image` (each as input `image`).
+/// `mm infer`: one call with `--values`, or one per `--image` (each as input `image`).
 pub async fn infer(
     settings: Settings,
     model: &str,

@@ -1,202 +1,172 @@
 //! `mm`: inspect and drive the models of a model-manager settings file.
 
+mod args;
 mod bench;
 mod commands;
 mod embed_io;
 mod infer;
+mod init;
 mod output;
 mod plugins;
+mod ps;
 mod pull;
 mod server;
 mod text;
 
-use clap::{Parser, Subcommand};
-use model_manager::{ModelError, Settings};
+use args::{Cli, Command, PluginsCommand, ServeArgs};
+use clap::Parser;
+use model_manager::{ErrorCode, ModelError, Settings};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Command line of `mm`.
-#[derive(Parser)]
-#[command(
-    name = "mm",
-    version,
-    about = "model-manager: load, share and inspect AI models"
-)]
-struct Cli {
-    /// Settings file (default: $MM_CONFIG, else ./settings.toml).
-    #[arg(
-        long,
-        global = true,
-        env = "MM_CONFIG",
-        default_value = "settings.toml"
-    )]
-    config: PathBuf,
-    /// Print results and errors as JSON on stdout.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Configured models: type, backend, whether their files and a loader are present.
-    Models,
-    /// The manager's status: limits, cache, and every model's state.
-    Status,
-    /// Validate the settings file (keys, types, environment overrides).
-    Check,
-    /// Embed texts (arguments, or a file / stdin) and print or save the vectors.
-    Embed {
-        /// Configured model id.
-        #[arg(long, default_value = "embedding")]
-        model: String,
-        /// Texts to embed.
-        #[arg(required_unless_present = "input")]
-        texts: Vec<String>,
-        /// More texts: one per line, or JSONL with a `text` field; `-` reads stdin.
-        #[arg(long)]
-        input: Option<PathBuf>,
-        /// Save the vectors: `.jsonl` ({"index", "embedding"} per text) or `.npy` (float32 [n, d]).
-        #[arg(long)]
-        output: Option<PathBuf>,
-    },
-    /// Cosine similarity matrix of texts.
-    Similarity {
-        /// Configured model id.
-        #[arg(long, default_value = "embedding")]
-        model: String,
-        /// Two or more texts.
-        #[arg(required = true, num_args = 2..)]
-        texts: Vec<String>,
-    },
-    /// Semantic search: the corpus lines closest to a query.
-    Search {
-        /// Configured model id.
-        #[arg(long, default_value = "embedding")]
-        model: String,
-        /// File with one document per line.
-        #[arg(long)]
-        corpus: PathBuf,
-        /// How many matches to show.
-        #[arg(long, default_value_t = 5)]
-        top_k: usize,
-        /// What to look for.
-        query: String,
-    },
-    /// Generate text with a text2text model.
-    Generate {
-        /// Configured model id.
-        #[arg(long, default_value = "t5_summarizer")]
-        model: String,
-        /// The prompt, e.g. "summarize: ...".
-        prompt: String,
-        /// Beam width (beam search when > 1).
-        #[arg(long)]
-        num_beams: Option<usize>,
-        /// Most tokens to generate.
-        #[arg(long)]
-        max_length: Option<usize>,
-        /// Sampling temperature (sampling when > 0).
-        #[arg(long)]
-        temperature: Option<f64>,
-        /// Nucleus sampling threshold.
-        #[arg(long)]
-        top_p: Option<f64>,
-        /// Sampling seed.
-        #[arg(long)]
-        seed: Option<u64>,
-    },
-    /// Run a custom model type (plugin or ONNX graph) on images and/or named JSON inputs.
-    Infer {
-        /// Configured model id.
-        #[arg(long)]
-        model: String,
-        /// Image file(s); each is one call with the image as input `image`.
-        #[arg(long)]
-        image: Vec<PathBuf>,
-        /// Named inputs as a JSON object, e.g. '{"top_k": 5}' or
-        /// '{"X": {"shape": [1, 2], "dtype": "f32", "data": [1, 2]}}'.
-        #[arg(long)]
-        input: Option<String>,
-    },
-    /// Embedding throughput of a model: batched, one text per call (baseline) and cached.
-    Bench {
-        /// Configured model id.
-        #[arg(long, default_value = "embedding")]
-        model: String,
-        /// One text per line (default: the bundled support corpus).
-        #[arg(long)]
-        corpus: Option<PathBuf>,
-        /// Texts per run.
-        #[arg(long, default_value_t = 256)]
-        texts: usize,
-        /// Runs per figure; the median is shown.
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-    },
-    /// Download a configured model's files, or a Hugging Face repository (org/name), into the
-    /// hub cache: verified, resumable, with progress.
-    Pull {
-        /// A configured model id, or a repository such as sentence-transformers/all-MiniLM-L6-v2.
-        target: String,
-    },
-    /// Plugin libraries: list the configured ones, or check one file safely.
-    Plugins {
-        #[command(subcommand)]
-        command: PluginsCommand,
-    },
-    /// Serve the models over HTTP (OpenAI-compatible embeddings, generation, status, load/unload).
-    Serve {
-        /// Address to listen on (loopback by default).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: std::net::SocketAddr,
-        /// Require `Authorization: Bearer KEY` on /v1 routes and /metrics. Visible to other
-        /// users in the process list: prefer MM_API_KEY or --api-key-file.
-        #[arg(long, env = "MM_API_KEY", hide_env_values = true)]
-        api_key: Option<String>,
-        /// A file holding the API key (or server.api_key_file).
-        #[arg(long, env = "MM_API_KEY_FILE")]
-        api_key_file: Option<PathBuf>,
-        /// Largest request body in bytes (server.max_body_bytes).
-        #[arg(long)]
-        max_body_bytes: Option<usize>,
-        /// Most texts in one embeddings request (server.max_inputs).
-        #[arg(long)]
-        max_inputs: Option<usize>,
-        /// Inference requests served at once; more are answered 503 (server.max_concurrent).
-        #[arg(long)]
-        max_concurrent: Option<usize>,
-    },
-}
-
-#[derive(Subcommand)]
-enum PluginsCommand {
-    /// The plugins the settings name (plugins.dirs, plugins.paths), with their types.
-    List,
-    /// Load one library in a child process and report whether it is a usable plugin.
-    Check {
-        /// The library file.
-        file: PathBuf,
-        /// Load in this process (what the child runs).
-        #[arg(long, hide = true)]
-        in_process: bool,
-    },
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MM_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    init_logging(&cli);
+    output::set_quiet(cli.quiet);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             output::print_error(&error, cli.json);
-            ExitCode::FAILURE
+            ExitCode::from(output::exit_code(&error))
+        }
+    }
+}
+
+/// A command line clap refuses: its usage text (exit 2), or with `--json` the error as
+/// JSON like every other error. Help and version are not errors.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args().any(|a| a == "--json");
+    if !json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let error = ModelError::invalid_input(message).with("usage", rendered.trim_end());
+    output::print_error(&error, true);
+    ExitCode::from(output::exit::USAGE)
+}
+
+/// Logs on stderr: `MM_LOG`, else `RUST_LOG`, else by `-q` / `-v`; colours only on a terminal.
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MM_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| level.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// The settings file, or a `CONFIG_ERROR` that says which path was tried and how to choose.
+fn load_settings(cli: &Cli) -> Result<Settings, ModelError> {
+    if cli.command.needs_no_settings() && !cli.config.exists() {
+        return Ok(Settings::default());
+    }
+    load_settings_path(cli)?;
+    Settings::from_file(&cli.config)
+}
+
+/// `CONFIG_ERROR` unless the settings file exists.
+fn load_settings_path(cli: &Cli) -> Result<(), ModelError> {
+    if !cli.config.exists() {
+        let shown = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
+        return Err(ModelError::config(
+            "config",
+            format!("no settings file at {}", shown.display()),
+        )
+        .with("path", shown.display().to_string())
+        .with(
+            "hint",
+            "run `mm init` to write one here, or choose one with --config FILE or MM_CONFIG",
+        ));
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<(), ModelError> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
+        ModelError::new(ErrorCode::ConfigError, "cannot start the async runtime")
+            .caused_by("IoError", e)
+    })?;
+    // `mm check` reports every problem of the file, so it reads the file itself.
+    if let Command::Check = cli.command {
+        load_settings_path(cli)?;
+        return runtime.block_on(commands::check(&cli.config, cli.json));
+    }
+    let settings = load_settings(cli)?;
+    runtime.block_on(dispatch(cli, settings))
+}
+
+async fn dispatch(cli: &Cli, settings: Settings) -> Result<(), ModelError> {
+    let json = cli.json;
+    match &cli.command {
+        Command::Models => commands::models(settings, json).await,
+        Command::Status => commands::status(settings, json).await,
+        Command::Ps { url, api_key } => ps::ps(url, api_key.as_deref(), json).await,
+        Command::Check => commands::check(&cli.config, json).await,
+        Command::Init { path, force } => init::init(path, *force, json),
+        Command::Pull { target } => pull::pull(settings, target, json).await,
+        Command::Embed(args) => text::embed(settings, args, json).await,
+        Command::Similarity { model, texts } => {
+            text::similarity(settings, model, texts, json).await
+        }
+        Command::Search {
+            model,
+            corpus,
+            top_k,
+            query,
+        } => text::search(settings, model, corpus, *top_k as usize, query, json).await,
+        Command::Generate(args) => text::generate(settings, args, json).await,
+        Command::Infer {
+            model,
+            image,
+            values,
+        } => infer::infer(settings, model, image, values.as_deref(), json).await,
+        Command::Bench {
+            model,
+            corpus,
+            texts,
+            runs,
+        } => {
+            let options = bench::BenchOptions {
+                model,
+                corpus: corpus.as_deref(),
+                texts: *texts as usize,
+                runs: *runs as usize,
+            };
+            bench::bench(settings, options, json).await
+        }
+        Command::Plugins { command } => match command {
+            PluginsCommand::List => plugins::list(&settings, json),
+            PluginsCommand::Check {
+                file,
+                in_process: true,
+            } => plugins::check_here(&settings, file),
+            PluginsCommand::Check { file, .. } => plugins::check(&cli.config, file, json),
+        },
+        Command::Serve(args) => serve(settings, args).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "mm", &mut std::io::stdout());
+            Ok(())
         }
     }
 }
@@ -226,118 +196,31 @@ fn api_key_of(given: Option<&str>, file: Option<&PathBuf>) -> Result<Option<Stri
     Ok(Some(key))
 }
 
-fn run(cli: &Cli) -> Result<(), ModelError> {
-    // Checking a plugin file needs no settings file; it honours one that exists.
-    // So does pulling a repository by name.
-    let standalone = match &cli.command {
-        Command::Plugins {
-            command: PluginsCommand::Check { .. },
-        } => true,
-        Command::Pull { target } => target.contains('/'),
-        _ => false,
-    };
-    let settings = if standalone && !cli.config.exists() {
-        Settings::default()
-    } else {
-        Settings::from_file(&cli.config)?
-    };
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
-        ModelError::new(
-            model_manager::ErrorCode::ConfigError,
-            "cannot start the async runtime",
+/// `HOST:PORT` with a name (`localhost:8080`) or an address.
+fn listen_addr(text: &str) -> Result<std::net::SocketAddr, ModelError> {
+    use std::net::ToSocketAddrs;
+    let invalid = |why: String| {
+        ModelError::invalid_input(format!("--addr {text}: {why}")).with(
+            "hint",
+            "give HOST:PORT, e.g. 127.0.0.1:8080, localhost:8080 or 0.0.0.0:80",
         )
-        .caused_by("IoError", e)
-    })?;
-    runtime.block_on(async {
-        match &cli.command {
-            Command::Models => commands::models(settings, cli.json).await,
-            Command::Pull { target } => pull::pull(settings, target, cli.json).await,
-            Command::Status => commands::status(settings, cli.json).await,
-            Command::Check => commands::check(settings, &cli.config, cli.json).await,
-            Command::Embed {
-                model,
-                texts,
-                input,
-                output,
-            } => {
-                let (input, output) = (input.as_deref(), output.as_deref());
-                text::embed(settings, model, texts, input, output, cli.json).await
-            }
-            Command::Similarity { model, texts } => {
-                text::similarity(settings, model, texts, cli.json).await
-            }
-            Command::Search {
-                model,
-                corpus,
-                top_k,
-                query,
-            } => text::search(settings, model, corpus, *top_k, query, cli.json).await,
-            Command::Generate {
-                model,
-                prompt,
-                num_beams,
-                max_length,
-                temperature,
-                top_p,
-                seed,
-            } => {
-                let params = model_manager::GenerationParams {
-                    max_length: *max_length,
-                    num_beams: *num_beams,
-                    temperature: *temperature,
-                    top_p: *top_p,
-                    seed: *seed,
-                    ..Default::default()
-                };
-                text::generate(settings, model, prompt, params, cli.json).await
-            }
-            Command::Infer {
-                model,
-                image,
-                input,
-            } => infer::infer(settings, model, image, input.as_deref(), cli.json).await,
-            Command::Bench {
-                model,
-                corpus,
-                texts,
-                runs,
-            } => {
-                let options = bench::BenchOptions {
-                    model,
-                    corpus: corpus.as_deref(),
-                    texts: *texts,
-                    runs: *runs,
-                };
-                bench::bench(settings, options, cli.json).await
-            }
-            Command::Plugins { command } => match command {
-                PluginsCommand::List => plugins::list(&settings, cli.json),
-                PluginsCommand::Check {
-                    file,
-                    in_process: true,
-                } => plugins::check_here(&settings, file),
-                PluginsCommand::Check { file, .. } => plugins::check(&cli.config, file, cli.json),
-            },
-            Command::Serve {
-                addr,
-                api_key,
-                api_key_file,
-                max_body_bytes,
-                max_inputs,
-                max_concurrent,
-            } => {
-                let mut limits = settings.server.clone();
-                limits.max_body_bytes = max_body_bytes.unwrap_or(limits.max_body_bytes);
-                limits.max_inputs = max_inputs.unwrap_or(limits.max_inputs);
-                limits.max_concurrent = max_concurrent.unwrap_or(limits.max_concurrent);
-                let key_file = api_key_file.as_ref().or(limits.api_key_file.as_ref());
-                let config = server::ServerConfig {
-                    addr: *addr,
-                    api_key: api_key_of(api_key.as_deref(), key_file)?,
-                    limits,
-                };
-                server::serve(model_manager::ModelManager::new(settings), config).await
-            }
-        }
-    })
+    };
+    let mut found = text.to_socket_addrs().map_err(|e| invalid(e.to_string()))?;
+    found
+        .next()
+        .ok_or_else(|| invalid("resolves to no address".into()))
+}
+
+async fn serve(settings: Settings, args: &ServeArgs) -> Result<(), ModelError> {
+    let mut limits = settings.server.clone();
+    limits.max_body_bytes = args.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    limits.max_inputs = args.max_inputs.unwrap_or(limits.max_inputs);
+    limits.max_concurrent = args.max_concurrent.unwrap_or(limits.max_concurrent);
+    let key_file = args.api_key_file.as_ref().or(limits.api_key_file.as_ref());
+    let config = server::ServerConfig {
+        addr: listen_addr(&args.addr)?,
+        api_key: api_key_of(args.api_key.as_deref(), key_file)?,
+        limits,
+    };
+    server::serve(model_manager::ModelManager::new(settings), config).await
 }

@@ -1,6 +1,56 @@
-//! How `mm` prints results and errors.
+//! How `mm` prints results and errors, and the exit code of each class of error.
+//!
+//! Results go to stdout (compact JSON with `--json`), everything else (status lines,
+//! progress, logs, errors in text mode) to stderr.
 
 use model_manager::{ErrorCode, ModelError};
+
+/// Exit codes, one per class of error (documented in the README); success is 0.
+pub mod exit {
+    /// A failure inside the work itself (a forward pass, generation, cache I/O).
+    pub const INTERNAL: u8 = 1;
+    /// The command line is wrong (clap's usage errors).
+    pub const USAGE: u8 = 2;
+    /// The settings are wrong: a bad key or value, an unknown model id or type.
+    pub const CONFIG: u8 = 3;
+    /// The input is wrong: a bad text file, output path or request.
+    pub const INPUT: u8 = 4;
+    /// A model's files are nowhere to be found.
+    pub const NOT_FOUND: u8 = 5;
+    /// A model, plugin, runtime or device failed to load.
+    pub const LOAD: u8 = 6;
+    /// Out of room: capacity, queue, or shutting down.
+    pub const CAPACITY: u8 = 7;
+    /// Interrupted by SIGINT (128 + 2).
+    pub const SIGINT: u8 = 130;
+    /// Interrupted by SIGTERM (128 + 15).
+    pub const SIGTERM: u8 = 143;
+}
+
+/// The exit code for `error`.
+pub fn exit_code(error: &ModelError) -> u8 {
+    match error.details.get("signal").and_then(|s| s.as_str()) {
+        Some("SIGINT") => return exit::SIGINT,
+        Some("SIGTERM") => return exit::SIGTERM,
+        _ => {}
+    }
+    match error.code {
+        ErrorCode::ConfigError
+        | ErrorCode::ModelNotConfigured
+        | ErrorCode::InvalidModelType
+        | ErrorCode::UnsupportedModelType => exit::CONFIG,
+        ErrorCode::InvalidInput => exit::INPUT,
+        ErrorCode::ModelNotFound => exit::NOT_FOUND,
+        ErrorCode::ModelLoadError
+        | ErrorCode::T5ModelLoadError
+        | ErrorCode::MissingDependency
+        | ErrorCode::DeviceSetupError
+        | ErrorCode::PluginLoadError
+        | ErrorCode::PluginAbiMismatch => exit::LOAD,
+        ErrorCode::CapacityExhausted | ErrorCode::ShuttingDown => exit::CAPACITY,
+        _ => exit::INTERNAL,
+    }
+}
 
 /// Prints `error`: the seed's JSON on stdout with `--json`, else one line and a hint on stderr.
 pub fn print_error(error: &ModelError, json: bool) {
@@ -26,10 +76,21 @@ fn hint(code: ErrorCode) -> Option<&'static str> {
     })
 }
 
-/// Prints a JSON value, pretty.
+/// Prints a JSON value compactly on one line (a result, or one record of a stream).
 pub fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{value}");
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: status lines are not printed.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints a status line (what was done, where it went) on stderr, unless `--quiet`.
+pub fn status(line: std::fmt::Arguments<'_>) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{line}");
+    }
 }

@@ -1,7 +1,8 @@
 //! The text commands: embed, similarity, search, generate.
 
-use crate::embed_io::{embed_all, EmbeddingFile, TextSource};
-use crate::output::print_json;
+use crate::args::{EmbedArgs, GenerateArgs};
+use crate::embed_io::{embed_all, EmbeddingFile, RunSummary, TextSource};
+use crate::output::{print_json, status};
 use model_manager::{ErrorCode, GenerationParams, ModelError, ModelManager, Settings};
 use serde_json::json;
 use std::path::Path;
@@ -28,68 +29,132 @@ fn shorten(text: &str, width: usize) -> String {
     format!("{cut}…")
 }
 
-/// `mm embed --output FILE`: vectors to a file, a summary to stdout.
+/// Runs `work` until it ends or SIGINT / SIGTERM arrives; on a signal the work is dropped
+/// (an output file in progress removes its `.partial`) and the error names the signal.
+async fn until_signal<T>(
+    work: impl std::future::Future<Output = Result<T, ModelError>>,
+    partial: Option<std::path::PathBuf>,
+) -> Result<T, ModelError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| ModelError::invalid_input(format!("cannot watch for SIGTERM: {e}")))?;
+    let name = tokio::select! {
+        done = work => return done,
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    };
+    let removed = partial
+        .map(|p| format!("; removed the unfinished {}", p.display()))
+        .unwrap_or_default();
+    Err(ModelError::new(
+        ErrorCode::ShuttingDown,
+        format!("interrupted by {name}{removed}"),
+    )
+    .with("signal", name))
+}
+
+/// `mm embed --output FILE`: vectors to a file (or stdout), a summary on stderr.
 async fn embed_to_file(
     manager: &ModelManager,
-    model: &str,
+    args: &EmbedArgs,
     source: TextSource,
     output: &Path,
     json_out: bool,
 ) -> Result<(), ModelError> {
     let mut file = EmbeddingFile::create(output)?;
-    let summary = embed_all(manager, model, source, |vectors| file.append(&vectors)).await?;
-    file.finish()?;
-    if json_out {
+    let partial = file.partial().map(Path::to_path_buf);
+    let work = async {
+        let summary = embed_all(
+            manager,
+            &args.model,
+            source,
+            args.no_truncate,
+            |lines, vectors| file.append(lines, &vectors),
+        )
+        .await?;
+        file.finish()?;
+        Ok(summary)
+    };
+    let summary = until_signal(work, partial).await?;
+    let to_stdout = output == Path::new("-");
+    if json_out && !to_stdout {
         print_json(&json!({
-            "success": true, "model": model, "dimension": summary.dimension,
+            "success": true, "model": args.model, "dimension": summary.dimension,
             "count": summary.count, "cache_hits": summary.cache_hits, "output": output,
+            "truncated": summary.truncated,
         }));
     } else {
-        println!(
+        status(format_args!(
             "wrote {} vectors of {} dims to {} ({} from cache)",
             summary.count,
             summary.dimension,
-            output.display(),
+            if to_stdout {
+                "stdout".into()
+            } else {
+                output.display().to_string()
+            },
             summary.cache_hits
-        );
+        ));
     }
+    report_truncated(&summary);
     Ok(())
 }
 
-/// `mm embed`: the texts given, then those of `input` (a file, or `-` for stdin).
-pub async fn embed(
-    settings: Settings,
-    model: &str,
-    texts: &[String],
-    input: Option<&Path>,
-    output: Option<&Path>,
+/// Says how many texts were cut at the model's limit, and where the first one is.
+fn report_truncated(summary: &RunSummary) {
+    let Some(first) = &summary.first_truncated else {
+        return;
+    };
+    let place = first
+        .line
+        .map_or_else(|| "a command-line text".into(), |l| format!("line {l}"));
+    status(format_args!(
+        "{} text(s) reached the model's token limit and were cut there (first: {place});          --no-truncate refuses them instead",
+        summary.truncated
+    ));
+}
+
+/// `mm embed`: the texts given, then those of `--input` (a file, or `-` for stdin).
+pub async fn embed(settings: Settings, args: &EmbedArgs, json_out: bool) -> Result<(), ModelError> {
+    let source = TextSource::open(
+        args.texts.clone(),
+        args.input.as_deref(),
+        args.format,
+        &args.field,
+    )?;
+    let manager = ModelManager::new(settings);
+    let result = match &args.output {
+        Some(output) => embed_to_file(&manager, args, source, output, json_out).await,
+        None => embed_to_stdout(&manager, args, source, json_out).await,
+    };
+    let _ = manager.shutdown().await;
+    result
+}
+
+/// Vectors printed beside their texts (or as JSON), so these are kept in memory.
+async fn embed_to_stdout(
+    manager: &ModelManager,
+    args: &EmbedArgs,
+    mut source: TextSource,
     json_out: bool,
 ) -> Result<(), ModelError> {
-    let manager = ModelManager::new(settings);
-    if let Some(output) = output {
-        let source = TextSource::open(texts.to_vec(), input)?;
-        embed_to_file(&manager, model, source, output, json_out).await?;
-        manager.shutdown().await?;
-        return Ok(());
-    }
-    // Printed beside their texts, so these are kept.
-    let mut texts = texts.to_vec();
-    if input.is_some() {
-        let mut source = TextSource::open(Vec::new(), input)?;
-        loop {
-            let more = source.next_texts(4096)?;
-            if more.is_empty() {
-                break;
-            }
-            texts.extend(more);
+    let mut texts = Vec::new();
+    loop {
+        let more = source.next_texts(4096)?;
+        if more.is_empty() {
+            break;
         }
+        texts.extend(more);
     }
+    let strings: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
     let mut embeddings = Vec::with_capacity(texts.len());
+    let replay = TextSource::from_texts(texts);
     let summary = embed_all(
-        &manager,
-        model,
-        TextSource::open(texts.clone(), None)?,
-        |vectors| {
+        manager,
+        &args.model,
+        replay,
+        args.no_truncate,
+        |_, vectors| {
             embeddings.extend(vectors);
             Ok(())
         },
@@ -97,12 +162,12 @@ pub async fn embed(
     .await?;
     if json_out {
         print_json(&json!({
-            "success": true, "model": model, "dimension": summary.dimension,
+            "success": true, "model": args.model, "dimension": summary.dimension,
             "cached": summary.cache_hits == summary.count, "cache_hits": summary.cache_hits,
-            "embeddings": embeddings,
+            "truncated": summary.truncated, "embeddings": embeddings,
         }));
     } else {
-        for (text, vector) in texts.iter().zip(&embeddings) {
+        for (text, vector) in strings.iter().zip(&embeddings) {
             let head: Vec<String> = vector.iter().take(6).map(|x| format!("{x:+.4}")).collect();
             println!(
                 "{:<40} [{} … ] ({} dims)",
@@ -112,7 +177,7 @@ pub async fn embed(
             );
         }
     }
-    manager.shutdown().await?;
+    report_truncated(&summary);
     Ok(())
 }
 
@@ -204,11 +269,18 @@ pub async fn search(
 /// `mm generate`.
 pub async fn generate(
     settings: Settings,
-    model: &str,
-    prompt: &str,
-    params: GenerationParams,
+    args: &GenerateArgs,
     json_out: bool,
 ) -> Result<(), ModelError> {
+    let params = GenerationParams {
+        max_length: args.max_length,
+        num_beams: args.num_beams,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let (model, prompt) = (args.model.as_str(), args.prompt.as_str());
     let manager = ModelManager::new(settings);
     let text = manager.generate_text(model, prompt, &params).await?;
     if json_out {

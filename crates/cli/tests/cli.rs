@@ -6,6 +6,8 @@ fn mm() -> Command {
     let mut cmd = Command::cargo_bin("mm").unwrap();
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     cmd.env_remove("MM_CONFIG");
+    // The default settings name a hub model (FLAN-T5): tests never reach the internet.
+    cmd.env("HF_HUB_OFFLINE", "1");
     cmd
 }
 
@@ -55,11 +57,11 @@ fn status_json_has_the_service_fields() {
 }
 
 #[test]
-fn a_missing_settings_file_exits_1_with_the_seed_error_json() {
+fn a_missing_settings_file_exits_3_with_the_seed_error_json() {
     let out = mm()
         .args(["--json", "--config", "/nonexistent/settings.toml", "status"])
         .assert()
-        .code(1)
+        .code(3)
         .get_output()
         .stdout
         .clone();
@@ -82,7 +84,7 @@ fn a_bad_key_is_one_readable_line_with_a_hint() {
         .arg(&path)
         .arg("check")
         .assert()
-        .code(1);
+        .code(3);
     let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
     assert!(
         stderr.contains("did you mean `sharing.max_shared_models`"),
@@ -97,10 +99,10 @@ fn an_environment_override_with_a_bad_value_is_named() {
         .env("CORE_MODEL_MANAGER_SHARING_MAX_SHARED_MODELS", "many")
         .args(["--json", "check"])
         .assert()
-        .code(1);
+        .code(3);
     let value = json_of(&assert.get_output().stdout);
     assert_eq!(
-        value["details"]["variable"],
+        value["details"]["problems"][0]["details"]["variable"],
         "CORE_MODEL_MANAGER_SHARING_MAX_SHARED_MODELS"
     );
 }
@@ -165,7 +167,7 @@ fn generate_without_t5_files_names_the_places_tried() {
     let out = mm()
         .args(["--json", "generate", "summarize: text"])
         .assert()
-        .code(1)
+        .code(5)
         .get_output()
         .stdout
         .clone();
@@ -173,6 +175,17 @@ fn generate_without_t5_files_names_the_places_tried() {
     assert_eq!(value["code"], "MODEL_NOT_FOUND");
     assert!(
         value["message"].as_str().unwrap().contains("models/t5"),
+        "{value}"
+    );
+    // The default T5 has a hub name: no hint at the packaged-model script (which has no
+    // T5), and no placeholder.
+    let hint = value["details"]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("HF_HUB_OFFLINE") && !hint.contains("<id>"),
+        "{value}"
+    );
+    assert!(
+        !value["message"].as_str().unwrap().contains("fetch-models"),
         "{value}"
     );
 }
@@ -264,28 +277,38 @@ fn embed_from_a_file_to_npy_and_from_stdin_jsonl_to_jsonl_match_the_reference() 
 }
 
 #[test]
-fn embed_file_errors_exit_1_and_leave_no_partial_output() {
+fn embed_file_errors_exit_with_their_class_and_leave_no_partial_output() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("vectors.csv");
     let out = mm()
         .args(["--json", "embed", "hello", "--output"])
         .arg(&bad)
         .assert()
-        .code(1);
+        .code(4);
     assert_eq!(json_of(&out.get_output().stdout)["code"], "INVALID_INPUT");
     let empty = dir.path().join("empty.txt");
-    std::fs::write(&empty, "\n\n").unwrap();
+    std::fs::write(&empty, "").unwrap();
     let out = mm()
         .args(["--json", "embed", "--input"])
         .arg(&empty)
         .assert()
-        .code(1);
+        .code(4);
     assert_eq!(json_of(&out.get_output().stdout)["code"], "INVALID_INPUT");
     let npy = dir.path().join("v.npy");
-    mm().args(["--json", "embed", "--model", "nope", "x", "--output"])
+    let out = mm()
+        .args(["--json", "embed", "--model", "embeding", "x", "--output"])
         .arg(&npy)
         .assert()
-        .code(1);
+        .code(3);
+    let value = json_of(&out.get_output().stdout);
+    assert_eq!(value["code"], "MODEL_NOT_CONFIGURED");
+    assert!(
+        value["details"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `embedding`"),
+        "{value}"
+    );
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -309,9 +332,10 @@ fn bench_reports_batched_one_per_call_and_cached_throughput() {
     ] {
         assert!(value[key].as_f64().unwrap() > 0.0, "{key}: {value}");
     }
-    let out = mm()
-        .args(["--json", "bench", "--texts", "0"])
-        .assert()
-        .code(1);
-    assert_eq!(json_of(&out.get_output().stdout)["code"], "INVALID_INPUT");
+    for zero in [["--texts", "0"], ["--runs", "0"]] {
+        let out = mm().args(["--json", "bench"]).args(zero).assert().code(2);
+        let value = json_of(&out.get_output().stdout);
+        assert_eq!(value["code"], "INVALID_INPUT", "{value}");
+        assert!(value["details"]["usage"].is_string(), "{value}");
+    }
 }

@@ -303,7 +303,7 @@ fn an_empty_api_key_is_refused_and_a_key_file_works() {
         .env("MM_API_KEY", "")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let error = common::json_of(&out.stdout);
     assert_eq!(error["code"], "CONFIG_ERROR", "{error}");
     let dir = tempfile::tempdir().unwrap();

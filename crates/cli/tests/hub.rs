@@ -288,7 +288,10 @@ fn a_hung_hub_fails_within_the_timeout_naming_the_endpoint() {
     let took = started.elapsed();
     assert!(!ok);
     assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert_eq!(out["code"], "MODEL_LOAD_ERROR", "{out}");
+    assert_eq!(
+        out["code"], "MODEL_NOT_FOUND",
+        "the files are not here and the hub did not give them: {out}"
+    );
     let message = out["message"].as_str().unwrap();
     assert!(message.contains(&world.hub.url()), "{out}");
     assert!(

@@ -57,7 +57,11 @@ fn plugins_list_and_check_report_the_plugin_and_its_types() {
         .assert()
         .success();
     let value = json_of(&out.get_output().stdout);
-    assert_eq!(value["models"]["echo"]["loaders"], "echo", "{value}");
+    assert_eq!(
+        value["models"]["echo"]["loaders"],
+        serde_json::json!(["echo"]),
+        "{value}"
+    );
     let out = mm(&s.settings)
         .args(["--json", "status"])
         .assert()
@@ -79,14 +83,22 @@ fn plugins_list_and_check_report_the_plugin_and_its_types() {
     );
 }
 
-/// `mm --json plugins check FILE`, which must exit 1; its JSON error.
+/// `mm --json plugins check FILE`, which must fail with the exit code of its error's class
+/// (6 for a plugin that does not load); its JSON error.
 fn check_fails(settings: &Path, file: &Path) -> serde_json::Value {
     let out = mm(settings)
         .args(["--json", "plugins", "check"])
         .arg(file)
         .assert()
-        .code(1);
-    json_of(&out.get_output().stdout)
+        .failure();
+    let value = json_of(&out.get_output().stdout);
+    let expected = match value["code"].as_str() {
+        Some("PLUGIN_LOAD_ERROR" | "PLUGIN_ABI_MISMATCH") => 6,
+        Some("CONFIG_ERROR") => 3,
+        _ => 1,
+    };
+    assert_eq!(out.get_output().status.code(), Some(expected), "{value}");
+    value
 }
 
 #[test]
@@ -126,13 +138,13 @@ fn mm_infer_runs_a_plugin_model_and_reports_its_errors() {
     assert_eq!(value["outputs"]["n"]["k"], 1);
     let value = echo_infer(&s.settings, r#"{"panic": "yes"}"#, 1);
     assert_eq!(value["code"], "INFERENCE_ERROR");
-    let value = echo_infer(&s.settings, "not json", 1);
+    let value = echo_infer(&s.settings, "not json", 4);
     assert_eq!(value["code"], "INVALID_INPUT");
 }
 
-/// `mm --json infer --model echo --input INPUT`, which must exit with `code`; its JSON.
+/// `mm --json infer --model echo --values INPUT`, which must exit with `code`; its JSON.
 fn echo_infer(settings: &Path, input: &str, code: i32) -> serde_json::Value {
-    let args = ["--json", "infer", "--model", "echo", "--input", input];
+    let args = ["--json", "infer", "--model", "echo", "--values", input];
     let out = mm(settings).args(args).assert().code(code);
     json_of(&out.get_output().stdout)
 }

@@ -7,7 +7,7 @@ mod sink;
 mod source;
 
 pub use sink::EmbeddingFile;
-pub use source::TextSource;
+pub use source::{InputText, TextSource};
 
 use model_manager::{Admission, EmbeddingsOutput, ModelError, ModelManager};
 use std::collections::VecDeque;
@@ -43,24 +43,37 @@ pub struct RunSummary {
     pub cache_hits: usize,
     /// Tokens read by the model, cached texts included.
     pub tokens: usize,
+    /// Texts that reached the model's token limit (cut there, or exactly that long).
+    pub truncated: usize,
+    /// The input line of the first of them.
+    pub first_truncated: Option<InputText>,
 }
 
-type Window = JoinHandle<Result<EmbeddingsOutput, ModelError>>;
+/// Texts with their vectors' window.
+type Window = (
+    Vec<InputText>,
+    JoinHandle<Result<EmbeddingsOutput, ModelError>>,
+);
 
-/// Embeds every text of `source`, handing vectors to `sink` in input order; `INVALID_INPUT`
-/// when there are none.
+/// Embeds every text of `source`, handing each window's input lines and vectors to `sink`
+/// in input order; `INVALID_INPUT` when there are none, or (with `no_truncate`) for the
+/// first text longer than the model reads.
 pub async fn embed_all(
     manager: &ModelManager,
     model: &str,
     mut source: TextSource,
-    mut sink: impl FnMut(Vec<Vec<f32>>) -> Result<(), ModelError>,
+    no_truncate: bool,
+    mut sink: impl FnMut(&[Option<usize>], Vec<Vec<f32>>) -> Result<(), ModelError>,
 ) -> Result<RunSummary, ModelError> {
+    let limit = manager.input_token_limit(model).await?;
     let bar = progress();
     let mut summary = RunSummary {
         count: 0,
         dimension: 0,
         cache_hits: 0,
         tokens: 0,
+        truncated: 0,
+        first_truncated: None,
     };
     let mut in_flight: VecDeque<Window> = VecDeque::new();
     let mut exhausted = false;
@@ -72,12 +85,16 @@ pub async fn embed_all(
                 in_flight.push_back(spawn_window(manager, model, texts));
             }
         }
-        let Some(window) = in_flight.pop_front() else {
+        let Some((texts, window)) = in_flight.pop_front() else {
             break;
         };
         let out = window.await.map_err(|e| {
             ModelError::invalid_input(format!("an embedding window stopped: {e}"))
         })??;
+        count_truncated(&mut summary, limit, &texts, &out.token_counts);
+        if let (true, Some(first)) = (no_truncate, &summary.first_truncated) {
+            return Err(too_long(first, limit));
+        }
         summary.count += out.embeddings.len();
         summary.dimension = out.dimension;
         summary.cache_hits += out.cache_hits;
@@ -85,7 +102,8 @@ pub async fn embed_all(
         if let Some(bar) = &bar {
             bar.inc(out.embeddings.len() as u64);
         }
-        sink(out.embeddings)?;
+        let lines: Vec<Option<usize>> = texts.iter().map(|t| t.line).collect();
+        sink(&lines, out.embeddings)?;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -96,13 +114,48 @@ pub async fn embed_all(
     Ok(summary)
 }
 
+fn count_truncated(
+    summary: &mut RunSummary,
+    limit: Option<usize>,
+    texts: &[InputText],
+    counts: &[usize],
+) {
+    let Some(limit) = limit else {
+        return;
+    };
+    for (text, &count) in texts.iter().zip(counts) {
+        if count >= limit {
+            summary.truncated += 1;
+            summary.first_truncated.get_or_insert_with(|| text.clone());
+        }
+    }
+}
+
+fn too_long(text: &InputText, limit: Option<usize>) -> ModelError {
+    let place = match text.line {
+        Some(line) => format!("line {line}"),
+        None => "a text given on the command line".into(),
+    };
+    ModelError::invalid_input(format!(
+        "{place} reaches the model's limit of {} tokens and would be cut (--no-truncate)",
+        limit.unwrap_or(0)
+    ))
+    .with("line", text.line)
+    .with(
+        "hint",
+        "drop --no-truncate to cut long texts at the limit, or shorten them",
+    )
+}
+
 /// One window on its own task, waiting for room in the engine's queue rather than failing:
 /// a bulk job runs as fast as the engine does.
-fn spawn_window(manager: &ModelManager, model: &str, texts: Vec<String>) -> Window {
+fn spawn_window(manager: &ModelManager, model: &str, texts: Vec<InputText>) -> Window {
     let (manager, model) = (manager.clone(), model.to_owned());
-    tokio::spawn(async move {
+    let strings: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
+    let task = tokio::spawn(async move {
         manager
-            .generate_embeddings_with(&texts, &model, Admission::Wait)
+            .generate_embeddings_with(&strings, &model, Admission::Wait)
             .await
-    })
+    });
+    (texts, task)
 }

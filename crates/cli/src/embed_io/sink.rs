@@ -1,5 +1,6 @@
 //! Where vectors go: JSONL or a float32 `.npy`, written to `<output>.partial` and renamed
-//! into place when complete, so an interrupted run leaves no half-written file.
+//! into place when complete, so an interrupted run leaves no half-written file; or JSONL
+//! streamed to stdout (`-`).
 
 use model_manager::ModelError;
 use std::fs::File;
@@ -30,64 +31,119 @@ enum Format {
     Npy { dimension: Option<usize> },
 }
 
-/// An output file of vectors in input order.
+/// Where the bytes go.
+enum Target {
+    /// `<path>.partial`, renamed to the path at the end.
+    File {
+        partial: PathBuf,
+        out: BufWriter<File>,
+    },
+    /// Standard output, line by line.
+    Stdout(BufWriter<std::io::Stdout>),
+}
+
+impl Write for Target {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Target::File { out, .. } => out.write(buf),
+            Target::Stdout(out) => out.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Target::File { out, .. } => out.flush(),
+            Target::Stdout(out) => out.flush(),
+        }
+    }
+}
+
+/// An output of vectors in input order.
 pub struct EmbeddingFile {
     path: PathBuf,
-    partial: PathBuf,
-    out: BufWriter<File>,
+    target: Target,
     format: Format,
     written: u64,
 }
 
 impl EmbeddingFile {
-    /// Opens `<path>.partial` now, so a bad path fails before any work; `.jsonl` or `.npy`.
+    /// Opens `<path>.partial` now, so a bad path fails before any work; `.jsonl` or `.npy`,
+    /// or `-` for JSONL on stdout.
     pub fn create(path: &Path) -> Result<Self, ModelError> {
+        if path == Path::new("-") {
+            return Ok(Self {
+                path: path.to_path_buf(),
+                target: Target::Stdout(BufWriter::new(std::io::stdout())),
+                format: Format::Jsonl,
+                written: 0,
+            });
+        }
         let format = match path.extension().and_then(|e| e.to_str()) {
             Some("jsonl") => Format::Jsonl,
             Some("npy") => Format::Npy { dimension: None },
             _ => {
                 return Err(ModelError::invalid_input(format!(
-                    "--output {} must end in .jsonl or .npy",
+                    "--output {} must end in .jsonl or .npy (or be - for JSONL on stdout)",
                     path.display()
                 )))
             }
         };
+        if path.is_dir() {
+            return Err(write_error(path, "is a folder"));
+        }
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
         let file = File::create(&partial).map_err(|e| write_error(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
-            partial,
-            out: BufWriter::new(file),
+            target: Target::File {
+                partial,
+                out: BufWriter::new(file),
+            },
             format,
             written: 0,
         })
     }
 
-    /// Appends vectors, continuing the input order.
-    pub fn append(&mut self, vectors: &[Vec<f32>]) -> Result<(), ModelError> {
+    /// The partial file being written, if any (for reports of an interrupted run).
+    pub fn partial(&self) -> Option<&Path> {
+        match &self.target {
+            Target::File { partial, .. } => Some(partial),
+            Target::Stdout(_) => None,
+        }
+    }
+
+    /// Appends vectors, continuing the input order; `lines` are their input lines (JSONL
+    /// records carry them).
+    pub fn append(
+        &mut self,
+        lines: &[Option<usize>],
+        vectors: &[Vec<f32>],
+    ) -> Result<(), ModelError> {
         let path = self.path.clone();
         let fail = |e: std::io::Error| write_error(&path, e);
-        for vector in vectors {
+        for (line, vector) in lines.iter().zip(vectors) {
             match &mut self.format {
                 Format::Jsonl => {
-                    let line = serde_json::json!({"index": self.written, "embedding": vector});
-                    writeln!(self.out, "{line}").map_err(fail)?;
+                    let record = serde_json::json!({"index": self.written, "line": line, "embedding": vector});
+                    writeln!(self.target, "{record}").map_err(fail)?;
                 }
                 Format::Npy { dimension } => {
                     if dimension.is_none() {
                         *dimension = Some(vector.len());
-                        self.out
+                        self.target
                             .write_all(&npy_header(0, vector.len()))
                             .map_err(fail)?;
                     }
                     for x in vector {
-                        self.out.write_all(&x.to_le_bytes()).map_err(fail)?;
+                        self.target.write_all(&x.to_le_bytes()).map_err(fail)?;
                     }
                 }
             }
             self.written += 1;
+        }
+        if matches!(self.target, Target::Stdout(_)) {
+            self.target.flush().map_err(fail)?;
         }
         Ok(())
     }
@@ -99,25 +155,29 @@ impl EmbeddingFile {
         if self.written == 0 {
             return Err(write_error(&path, "no vectors to write"));
         }
+        let Target::File { partial, out } = &mut self.target else {
+            return self.target.flush().map_err(fail);
+        };
         if let Format::Npy {
             dimension: Some(dimension),
         } = self.format
         {
-            self.out.seek(SeekFrom::Start(0)).map_err(fail)?;
-            self.out
-                .write_all(&npy_header(self.written, dimension))
+            out.seek(SeekFrom::Start(0)).map_err(fail)?;
+            out.write_all(&npy_header(self.written, dimension))
                 .map_err(fail)?;
         }
-        self.out.flush().map_err(fail)?;
-        self.out.get_ref().sync_all().map_err(fail)?;
-        std::fs::rename(&self.partial, &self.path).map_err(fail)
+        out.flush().map_err(fail)?;
+        out.get_ref().sync_all().map_err(fail)?;
+        std::fs::rename(&*partial, &self.path).map_err(fail)
     }
 }
 
 impl Drop for EmbeddingFile {
     fn drop(&mut self) {
         // After a successful rename there is nothing left at `partial`.
-        let _ = std::fs::remove_file(&self.partial);
+        if let Target::File { partial, .. } = &self.target {
+            let _ = std::fs::remove_file(partial);
+        }
     }
 }
 

@@ -91,7 +91,17 @@ pub async fn serve(manager: ModelManager, config: ServerConfig) -> Result<(), Mo
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "another process listens there: stop it, or choose another port with --addr"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "ports below 1024 need privileges: choose a port above 1023 with --addr"
+                }
+                _ => "choose another address with --addr",
+            };
             ModelError::invalid_input(format!("cannot listen on {}: {e}", config.addr))
+                .with("hint", hint)
                 .caused_by("IoError", e)
         })?;
     let addr = listener
@@ -99,6 +109,7 @@ pub async fn serve(manager: ModelManager, config: ServerConfig) -> Result<(), Mo
         .map_err(|e| ModelError::invalid_input(e.to_string()))?;
     manager.initialize().await?;
     eprintln!("mm: listening on http://{addr}");
+    print_banner(&manager, &config);
     let limits = listener::ListenLimits {
         max_connections: config.limits.max_connections,
         header_timeout: config.limits.header_timeout,
@@ -109,6 +120,28 @@ pub async fn serve(manager: ModelManager, config: ServerConfig) -> Result<(), Mo
     manager.shutdown().await?;
     eprintln!("mm: stopped");
     Ok(())
+}
+
+/// What is served, from where, with which limits: on stderr at start.
+fn print_banner(manager: &ModelManager, config: &ServerConfig) {
+    let settings = manager.settings();
+    let source = settings
+        .source
+        .as_ref()
+        .map_or_else(|| "built-in defaults".into(), |p| p.display().to_string());
+    eprintln!(
+        "mm: {} {}, settings {source}",
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION")
+    );
+    for spec in settings.models.values() {
+        eprintln!("mm:   model {:<16} {}", spec.id, spec.model_type);
+    }
+    eprintln!(
+        "mm: api key {}, at most {} requests at once; requests are logged at info (-v or MM_LOG=mm::request=info)",
+        if config.api_key.is_some() { "required" } else { "off" },
+        config.limits.max_concurrent
+    );
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,7 @@
 //! The handlers.
 
 use super::errors::ApiError;
-use super::metrics::tag_model;
+use super::metrics::{tag_model, tag_usage};
 use super::request::{self, Inputs};
 use super::AppState;
 use axum::body::Bytes;
@@ -57,6 +57,7 @@ pub async fn embeddings(State(state): State<AppState>, body: Bytes) -> Answer {
                 .await?
         }
     };
+    tag_usage(out.embeddings.len(), out.tokens);
     if let Some(d) = request.dimensions {
         if d > out.dimension {
             let message = format!(

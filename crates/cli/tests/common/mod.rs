@@ -27,6 +27,8 @@ pub fn json_of(output: &[u8]) -> serde_json::Value {
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// Its stderr so far, one entry per line.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -36,6 +38,8 @@ impl Server {
             .env_remove("MM_CONFIG")
             .env_remove("MM_API_KEY")
             .env_remove("MM_API_KEY_FILE")
+            // The default settings name a hub model (FLAN-T5): tests never reach the internet.
+            .env("HF_HUB_OFFLINE", "1")
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
             .stderr(Stdio::piped())
@@ -45,17 +49,24 @@ impl Server {
         }
         let mut child = cmd.spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let addr = loop {
             let line = lines
                 .next()
                 .expect("server exited before listening")
                 .unwrap();
+            log.lock().unwrap().push(line.clone());
             if let Some(addr) = line.strip_prefix("mm: listening on http://") {
                 break addr.to_owned();
             }
         };
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, addr }
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, addr, log }
     }
 
     /// Sends one request; the status and the body as text.
@@ -108,6 +119,22 @@ impl Server {
             .unwrap()
             .success());
         self.child.wait().unwrap()
+    }
+
+    /// Waits up to 10 s for a stderr line containing `text`; the line.
+    pub fn wait_log(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{text}` in the server's log: {:#?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// The server's address as a base URL.

@@ -120,7 +120,14 @@ pub fn locate_or_download(
     };
     #[cfg(feature = "hub")]
     if let (Some(name), true) = (&spec.name, can_download(spec)) {
-        let folder = download::fetch_model(spec, name, required, optional)?;
+        // What was tried locally stays in the message: the download was the last resort.
+        let folder = download::fetch_model(spec, name, required, optional).map_err(|mut e| {
+            e.message = format!("{}; {}", not_found.message, e.message);
+            if let Some(tried) = not_found.details.get("tried") {
+                e.details.insert("tried".into(), tried.clone());
+            }
+            e.for_model(&spec.id)
+        })?;
         let missing = lacking(&folder.path, required);
         if missing.is_empty() {
             return Ok(folder);

@@ -13,13 +13,34 @@ pub type FlatMap = BTreeMap<String, toml::Value>;
 /// Parses `text` and flattens every nested table into dotted keys.
 pub fn flatten_toml(text: &str, origin: &str) -> Result<FlatMap> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        ModelError::config("", format!("{origin} is not valid TOML: {}", e.message()))
-            .with("file", origin)
-            .caused_by("TomlError", e.to_string().trim())
+        let (line, column) = e
+            .span()
+            .map(|span| line_and_column(text, span.start))
+            .unwrap_or((0, 0));
+        let at = match line {
+            0 => String::new(),
+            _ => format!(" at line {line}, column {column}"),
+        };
+        ModelError::config(
+            "",
+            format!("{origin} is not valid TOML{at}: {}", e.message()),
+        )
+        .with("file", origin)
+        .with("line", line)
+        .with("column", column)
+        .caused_by("TomlError", e.to_string().trim())
     })?;
     let mut flat = FlatMap::new();
     flatten_into(&mut flat, "", table, origin)?;
     Ok(flat)
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 fn flatten_into(flat: &mut FlatMap, prefix: &str, table: toml::Table, origin: &str) -> Result<()> {
@@ -71,6 +92,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.code, crate::ErrorCode::ConfigError);
         assert!(err.message.contains("sharing.enabled"), "{}", err.message);
+    }
+
+    #[test]
+    fn toml_errors_give_line_and_column() {
+        let err = flatten_toml("a = 1\nb = = 2\n", "s.toml").unwrap_err();
+        assert!(err.message.contains("line 2"), "{}", err.message);
+        assert_eq!(err.details["line"], 2);
     }
 
     #[test]

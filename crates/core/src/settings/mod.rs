@@ -147,6 +147,28 @@ impl Settings {
         Self::from_flat(flat, &base_dir, Some(path.to_path_buf()))
     }
 
+    /// Every problem of the settings file at `path` (with the process's environment
+    /// overrides), not only the first: what `mm check` reports. Empty when it loads.
+    pub fn problems_in_file(path: impl AsRef<Path>) -> Vec<ModelError> {
+        let path = path.as_ref();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(_) => return Self::from_file(path).err().into_iter().collect(),
+        };
+        let mut flat = match flatten_toml(&text, &path.display().to_string()) {
+            Ok(flat) => flat,
+            Err(e) => return vec![e],
+        };
+        if let Err(e) = env::apply_env_overrides(&mut flat, std::env::vars()) {
+            return vec![e];
+        }
+        let problems = validate_all(&flat);
+        if !problems.is_empty() {
+            return problems;
+        }
+        Self::from_file(path).err().into_iter().collect()
+    }
+
     /// Parses TOML text with no environment overrides; relative paths resolve against
     /// `base_dir`.
     pub fn from_toml_str(text: &str, base_dir: impl AsRef<Path>) -> Result<Self> {
@@ -326,18 +348,27 @@ fn model_spec(r: &Reader<'_>, id: &str) -> Result<ModelSpec> {
 
 /// Checks every key: known, of the right type, or a model option that is not an obvious typo.
 fn validate(flat: &FlatMap) -> Result<()> {
-    for (key, value) in flat {
-        if let Some(def) = schema::global(key) {
-            value::check(key, def.kind, value)?;
-        } else if let Some(rest) = key.strip_prefix("models.") {
-            validate_model_key(key, rest, value)?;
-        } else if key.starts_with(schema::PLUGIN_SHA256_PREFIX) {
-            validate_sha256_pin(key, value)?;
-        } else {
-            return Err(unknown_key(key));
-        }
+    match validate_all(flat).into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Every problem of the flat settings, in key order.
+fn validate_all(flat: &FlatMap) -> Vec<ModelError> {
+    flat.iter()
+        .filter_map(|(key, value)| {
+            if let Some(def) = schema::global(key) {
+                value::check(key, def.kind, value).err()
+            } else if let Some(rest) = key.strip_prefix("models.") {
+                validate_model_key(key, rest, value).err()
+            } else if key.starts_with(schema::PLUGIN_SHA256_PREFIX) {
+                validate_sha256_pin(key, value).err()
+            } else {
+                Some(unknown_key(key))
+            }
+        })
+        .collect()
 }
 
 fn validate_model_key(key: &str, rest: &str, value: &toml::Value) -> Result<()> {

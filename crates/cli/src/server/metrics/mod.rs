@@ -21,14 +21,31 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// What a handler says about its request, for labels and the request log.
+#[derive(Default, Clone)]
+struct RequestTags {
+    model: String,
+    texts: usize,
+    tokens: usize,
+}
+
 tokio::task_local! {
-    /// The model a request is about, set by its handler for the request's labels.
-    static REQUEST_MODEL: std::cell::RefCell<String>;
+    /// The tags of the request being handled.
+    static REQUEST_TAGS: std::cell::RefCell<RequestTags>;
 }
 
 /// Records `model` as the model of the request being handled (no-op outside one).
 pub fn tag_model(model: &str) {
-    let _ = REQUEST_MODEL.try_with(|m| *m.borrow_mut() = model.to_owned());
+    let _ = REQUEST_TAGS.try_with(|t| t.borrow_mut().model = model.to_owned());
+}
+
+/// Records how many texts and tokens the request embedded, for the request log.
+pub fn tag_usage(texts: usize, tokens: usize) {
+    let _ = REQUEST_TAGS.try_with(|t| {
+        let mut tags = t.borrow_mut();
+        tags.texts = texts;
+        tags.tokens = tokens;
+    });
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -149,18 +166,26 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
     let started = Instant::now();
-    let cell = std::cell::RefCell::new(String::new());
-    let (response, model) = REQUEST_MODEL
+    let cell = std::cell::RefCell::new(RequestTags::default());
+    let (response, tags) = REQUEST_TAGS
         .scope(cell, async {
             let response = next.run(request).await;
-            (response, REQUEST_MODEL.with(|m| m.borrow().clone()))
+            (response, REQUEST_TAGS.with(|t| t.borrow().clone()))
         })
         .await;
     let seconds = started.elapsed().as_secs_f64();
-    state
-        .metrics
-        .observe(route, &model, response.status().as_u16(), seconds);
+    let status = response.status().as_u16();
+    tracing::info!(
+        target: "mm::request",
+        "{method} {route} model={} texts={} tokens={} ms={:.1} status={status}",
+        if tags.model.is_empty() { "-" } else { &tags.model },
+        tags.texts,
+        tags.tokens,
+        seconds * 1e3
+    );
+    state.metrics.observe(route, &tags.model, status, seconds);
     response
 }
 

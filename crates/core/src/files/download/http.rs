@@ -17,6 +17,8 @@ pub enum Failure {
     Status(u16, String),
     /// The connection failed or was cut.
     Network(String),
+    /// The endpoint cannot be reached at all (no such host, connection refused).
+    Unreachable(String),
     /// The local cache could not be written.
     Io(String),
 }
@@ -40,6 +42,7 @@ impl std::fmt::Display for Failure {
             Self::Timeout(e) => write!(f, "no answer in time ({e})"),
             Self::Status(code, url) => write!(f, "HTTP {code} from {url}"),
             Self::Network(e) => write!(f, "connection failed: {e}"),
+            Self::Unreachable(e) => write!(f, "cannot reach the hub: {e}"),
             Self::Io(e) => write!(f, "cannot write the cache: {e}"),
         }
     }
@@ -81,6 +84,16 @@ fn failure(e: ureq::Error, url: &str) -> Failure {
         ureq::Error::Status(404, _) => Failure::Absent,
         ureq::Error::Status(code, _) => Failure::Status(code, url.to_owned()),
         ureq::Error::Transport(t) if is_timeout(&t) => Failure::Timeout(t.to_string()),
+        ureq::Error::Transport(t)
+            if matches!(
+                t.kind(),
+                ureq::ErrorKind::Dns
+                    | ureq::ErrorKind::ConnectionFailed
+                    | ureq::ErrorKind::InvalidUrl
+            ) =>
+        {
+            Failure::Unreachable(t.to_string())
+        }
         ureq::Error::Transport(t) => Failure::Network(t.to_string()),
     }
 }

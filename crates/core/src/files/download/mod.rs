@@ -57,11 +57,12 @@ fn hub_for(spec: Option<&ModelSpec>) -> Hub {
 }
 
 /// A failure of `repo`'s `file` as the error users see: names the endpoint and says what
-/// to do instead.
+/// to do instead. Files that could not be fetched are `MODEL_NOT_FOUND` (they are not here
+/// and the hub did not provide them); a broken cache is `MODEL_LOAD_ERROR`.
 fn download_error(hub: &Hub, repo: &str, file: &str, why: &Failure) -> ModelError {
     let code = match why {
-        Failure::Absent => ErrorCode::ModelNotFound,
-        _ => ErrorCode::ModelLoadError,
+        Failure::Io(_) => ErrorCode::ModelLoadError,
+        _ => ErrorCode::ModelNotFound,
     };
     ModelError::new(
         code,
@@ -328,7 +329,9 @@ fn download_blob(hub: &Hub, name: &str, file: &str, meta: &FileMeta, blob: &Path
         };
         if attempt >= ATTEMPTS {
             progress::finished(name, file, false);
-            return Err(download_error(hub, name, file, &Failure::Network(problem)));
+            let mut error = download_error(hub, name, file, &Failure::Network(problem));
+            error.code = ErrorCode::ModelLoadError;
+            return Err(error);
         }
         tracing::warn!(
             repo = name,

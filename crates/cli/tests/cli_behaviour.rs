@@ -1,0 +1,562 @@
+//! `mm` as people expect a CLI to behave: strict input formats, output checked first and
+//! removed on Ctrl-C, compact JSON and stderr status lines, exit codes per class, `mm init`,
+//! `mm check` reporting every problem, `mm ps`, the server's banner and request log, shell
+//! completions, the progress bar on a terminal, and the README's commands.
+mod common;
+
+use assert_cmd::Command;
+use common::{json_of, Server};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// `mm` in the repository (default settings), never reaching the internet.
+fn mm() -> Command {
+    let mut cmd = Command::cargo_bin("mm").unwrap();
+    cmd.current_dir(common::repo())
+        .env_remove("MM_CONFIG")
+        .env_remove("MM_LOG")
+        .env_remove("RUST_LOG")
+        .env("HF_HUB_OFFLINE", "1")
+        .timeout(Duration::from_secs(300));
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn jsonl_lines_without_the_field_and_mixed_inputs_name_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "a.jsonl", "{\"content\": \"hello\"}\n");
+    let out = mm()
+        .args(["--json", "embed", "-i"])
+        .arg(&input)
+        .assert()
+        .code(4);
+    let error = json_of(&out.get_output().stdout);
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 1") && message.contains("`text`"),
+        "{error}"
+    );
+    assert!(
+        error["details"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--field"),
+        "{error}"
+    );
+    // The field named: it works.
+    mm().args(["embed", "--field", "content", "-i"])
+        .arg(&input)
+        .assert()
+        .success();
+
+    let mixed = write(dir.path(), "m.txt", "plain text\n{\"text\": \"json\"}\n");
+    let out = mm()
+        .args(["--json", "embed", "-i"])
+        .arg(&mixed)
+        .assert()
+        .code(4);
+    let error = json_of(&out.get_output().stdout);
+    assert!(
+        error["message"].as_str().unwrap().contains("line 2"),
+        "{error}"
+    );
+    // Declared plain text: the JSON line is a text.
+    mm().args(["embed", "--format", "text", "-i"])
+        .arg(&mixed)
+        .assert()
+        .success();
+}
+
+#[test]
+fn blank_lines_are_kept_so_vectors_line_up_with_input_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "t.txt", "first\n\nthird\n");
+    let output = dir.path().join("v.jsonl");
+    mm().args(["embed", "given", "-i"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .assert()
+        .success();
+    let records: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines: Vec<Value> = records.iter().map(|r| r["line"].clone()).collect();
+    assert_eq!(lines, [Value::Null, 1.into(), 2.into(), 3.into()]);
+    let indexes: Vec<u64> = records
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 1, 2, 3]);
+}
+
+#[test]
+fn long_texts_are_counted_when_cut_and_refused_with_no_truncate() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "word ".repeat(200_000);
+    let input = write(dir.path(), "t.txt", &format!("short\n{long}\n"));
+    let out = mm()
+        .args(["embed", "-i"])
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("v.npy"))
+        .assert()
+        .success();
+    let stderr = text(&out.get_output().stderr);
+    assert!(
+        stderr.contains("1 text(s) reached the model's token limit") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    let out = mm()
+        .args(["--json", "embed", "--no-truncate", "-i"])
+        .arg(&input)
+        .assert()
+        .code(4);
+    let error = json_of(&out.get_output().stdout);
+    assert_eq!(error["details"]["line"], 2, "{error}");
+}
+
+#[test]
+fn an_unwritable_output_fails_before_any_work() {
+    let started = Instant::now();
+    let out = mm()
+        .args(["--json", "embed", "x", "-o", "/nonexistent-folder/v.npy"])
+        .assert()
+        .code(4);
+    let error = json_of(&out.get_output().stdout);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent-folder/v.npy"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it loaded the model first"
+    );
+}
+
+#[test]
+fn ctrl_c_after_the_first_chunk_removes_the_partial_file_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = std::fs::read_to_string(common::repo().join("examples/corpus.txt")).unwrap();
+    let lines: Vec<&str> = corpus.lines().filter(|l| !l.trim().is_empty()).collect();
+    let many: String = (0..8_000)
+        .map(|i| format!("{} #{i}\n", lines[i % lines.len()]))
+        .collect();
+    let input = write(dir.path(), "many.txt", &many);
+    let output = dir.path().join("v.jsonl");
+    let partial = dir.path().join("v.jsonl.partial");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mm"))
+        .current_dir(common::repo())
+        .env_remove("MM_CONFIG")
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["embed", "-i"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "no chunk written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("interrupted by SIGINT") && stderr.contains("v.jsonl.partial"),
+        "{stderr}"
+    );
+    assert!(
+        !partial.exists() && !output.exists(),
+        "{:?}",
+        std::fs::read_dir(dir.path()).unwrap().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn output_dash_streams_jsonl_to_stdout() {
+    let out = mm()
+        .args(["embed", "-i", "-", "-o", "-"])
+        .write_stdin("one\ntwo\n")
+        .assert()
+        .success();
+    let stdout = text(&out.get_output().stdout);
+    let records: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1]["line"], 2);
+    assert_eq!(records[1]["embedding"].as_array().unwrap().len(), 384);
+    assert!(text(&out.get_output().stderr).contains("wrote 2 vectors"));
+}
+
+#[test]
+fn json_is_compact_status_goes_to_stderr_and_usage_errors_are_json() {
+    let out = mm().args(["--json", "models"]).assert().success();
+    let stdout = text(&out.get_output().stdout);
+    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
+    let models = json_of(stdout.as_bytes());
+    assert!(
+        models["models"]["embedding"]["loaders"].is_array(),
+        "{models}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = mm()
+        .args(["embed", "x", "-o"])
+        .arg(dir.path().join("v.npy"))
+        .assert()
+        .success();
+    assert!(
+        out.get_output().stdout.is_empty(),
+        "results in the file, status on stderr"
+    );
+    assert!(text(&out.get_output().stderr).contains("wrote 1 vectors"));
+
+    let out = mm()
+        .args(["--json", "embed", "--frobnicate"])
+        .assert()
+        .code(2);
+    let error = json_of(&out.get_output().stdout);
+    assert_eq!(error["code"], "INVALID_INPUT");
+    assert!(
+        error["details"]["usage"]
+            .as_str()
+            .unwrap()
+            .contains("Usage"),
+        "{error}"
+    );
+    // Without --json, clap's own usage text on stderr.
+    let out = mm().args(["embed", "--frobnicate"]).assert().code(2);
+    assert!(text(&out.get_output().stderr).contains("Usage"));
+}
+
+#[test]
+fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let out = mm().args(["-vv", "embed", "colourless"]).assert().success();
+    let stderr = text(&out.get_output().stderr);
+    assert!(
+        stderr.contains("INFO") || stderr.contains("DEBUG"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    let out = mm()
+        .args(["-q", "embed", "quiet", "-o", "-"])
+        .assert()
+        .success();
+    assert!(
+        out.get_output().stderr.is_empty(),
+        "{}",
+        text(&out.get_output().stderr)
+    );
+}
+
+#[test]
+fn outside_a_project_commands_say_which_settings_they_tried_and_init_writes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outside = mm();
+    outside.current_dir(dir.path());
+    let out = outside.arg("models").assert().code(3);
+    let stderr = text(&out.get_output().stderr);
+    assert!(
+        stderr.contains("settings.toml") && stderr.contains("mm init"),
+        "{stderr}"
+    );
+
+    let mut init = mm();
+    init.current_dir(dir.path()).arg("init").assert().success();
+    let written = dir.path().join("settings.toml");
+    assert!(written.is_file());
+    // Online, the missing packaged models would be downloaded: warnings, not problems.
+    let mut check = mm();
+    check.env_remove("HF_HUB_OFFLINE");
+    let out = check
+        .current_dir(dir.path())
+        .args(["--json", "check"])
+        .assert()
+        .success();
+    let report = json_of(&out.get_output().stdout);
+    assert!(
+        report["warnings"].as_array().is_some_and(|w| !w.is_empty()),
+        "{report}"
+    );
+    let mut again = mm();
+    again.current_dir(dir.path()).arg("init").assert().code(4);
+    let mut forced = mm();
+    forced
+        .current_dir(dir.path())
+        .args(["init", "--force"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn check_reports_every_problem_with_lines_types_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let two_typos = write(
+        dir.path(),
+        "a.toml",
+        "sharing.max_shared_modles = 2\nembedding_cache.ttl_secnds = 1\n",
+    );
+    let out = mm()
+        .args(["--json", "check", "-c"])
+        .arg(&two_typos)
+        .assert()
+        .code(3);
+    let report = json_of(&out.get_output().stdout);
+    assert_eq!(
+        report["details"]["problems"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+
+    let syntax = write(dir.path(), "b.toml", "enabled = true\nsharing = = 1\n");
+    let out = mm()
+        .args(["--json", "check", "-c"])
+        .arg(&syntax)
+        .assert()
+        .code(3);
+    let report = json_of(&out.get_output().stdout);
+    let first = &report["details"]["problems"][0];
+    assert!(
+        first["message"].as_str().unwrap().contains("line 2"),
+        "{report}"
+    );
+
+    let models = write(
+        dir.path(),
+        "c.toml",
+        "models.typo.type = \"embeding\"\n\
+         models.gone.type = \"embedding\"\nmodels.gone.local_path = \"/nonexistent/model\"\n\
+         models.later.type = \"embedding\"\nmodels.later.name = \"org/model\"\nmodels.later.local_path = \"/nonexistent/x\"\n",
+    );
+    let out = mm()
+        .args(["--json", "check", "-c"])
+        .arg(&models)
+        .env_remove("HF_HUB_OFFLINE")
+        .assert()
+        .code(3);
+    let report = json_of(&out.get_output().stdout);
+    let problems = report["details"]["problems"].as_array().unwrap();
+    let messages: Vec<&str> = problems
+        .iter()
+        .map(|p| p["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 2, "{report}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("embeding") && m.contains("did you mean `embedding`")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("models.gone.local_path")),
+        "{messages:?}"
+    );
+    let warnings = report["details"]["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("models.later")),
+        "{report}"
+    );
+}
+
+#[test]
+fn serve_takes_host_names_and_names_a_busy_port() {
+    let server = Server::start(&[], &[("MM_LOG", "mm::request=info")]);
+    server.wait_log("model embedding");
+    let (status, _) = server.post(
+        "/v1/embeddings",
+        r#"{"input": "logged", "model": "embedding"}"#,
+    );
+    assert_eq!(status, 200);
+    let line = server.wait_log("POST /v1/embeddings");
+    assert!(
+        line.contains("model=embedding texts=1 tokens=") && line.contains("status=200"),
+        "{line}"
+    );
+
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let out = mm()
+        .args(["--json", "serve", "--addr", &format!("localhost:{port}")])
+        .assert()
+        .code(4);
+    let error = json_of(&out.get_output().stdout);
+    assert!(
+        error["details"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("another process"),
+        "{error}"
+    );
+}
+
+#[test]
+fn ps_shows_the_models_of_a_running_server() {
+    let server = Server::start(&[], &[]);
+    assert_eq!(
+        server
+            .post(
+                "/v1/embeddings",
+                r#"{"input": "load it", "model": "embedding"}"#
+            )
+            .0,
+        200
+    );
+    let out = mm().args(["ps", "--url", &server.url()]).assert().success();
+    let table = text(&out.get_output().stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("embedding"))
+        .unwrap_or_default();
+    assert!(row.contains("loaded"), "{table}");
+    let out = mm()
+        .args(["--json", "ps", "--url", &server.url()])
+        .assert()
+        .success();
+    let status = json_of(&out.get_output().stdout);
+    assert_eq!(status["models"]["embedding"]["state"], "loaded", "{status}");
+    let out = mm()
+        .args(["--json", "ps", "--url", "http://127.0.0.1:1"])
+        .assert()
+        .code(3);
+    let error = json_of(&out.get_output().stdout);
+    assert!(
+        error["details"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("mm serve"),
+        "{error}"
+    );
+}
+
+#[test]
+fn completions_are_printed_for_a_shell() {
+    let out = mm().args(["completions", "bash"]).assert().success();
+    let script = text(&out.get_output().stdout);
+    assert!(
+        script.contains("_mm") && script.contains("embed"),
+        "{}",
+        &script[..200.min(script.len())]
+    );
+}
+
+#[test]
+fn the_progress_bar_draws_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = std::fs::read_to_string(common::repo().join("examples/corpus.txt")).unwrap();
+    let many: String = (0..1500)
+        .map(|i| format!("{} {i}\n", corpus.lines().nth(i % 20).unwrap_or("x")))
+        .collect();
+    let input = write(dir.path(), "many.txt", &many);
+    let command = format!(
+        "{} embed -i {} -o {}",
+        assert_cmd::cargo::cargo_bin("mm").display(),
+        input.display(),
+        dir.path().join("v.npy").display()
+    );
+    // `script` runs the command on a pseudo-terminal and copies what it drew.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(common::repo())
+        .env_remove("MM_CONFIG")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let drawn = text(&out.stdout);
+    assert!(out.status.success(), "{drawn}");
+    assert!(drawn.contains(" texts"), "no progress drawn: {drawn:?}");
+    assert!(dir.path().join("v.npy").is_file());
+}
+
+/// Every `mm` command in the README's code blocks parses: run with a settings file that does
+/// not exist, each stops at the settings (exit 3) or runs, never at the command line (2).
+#[test]
+fn every_readme_command_parses() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let mut in_block = false;
+    let mut commands = Vec::new();
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        let line = line.split("  #").next().unwrap_or(line).trim();
+        let line = line.split(" > ").next().unwrap_or(line).trim();
+        let args = match line.split_once("cargo run --release --bin mm -- ") {
+            Some((_, rest)) => rest,
+            None => match line.strip_prefix("mm ") {
+                Some(rest) if in_block => rest,
+                _ => continue,
+            },
+        };
+        commands.push(args.to_owned());
+    }
+    assert!(commands.len() >= 15, "{commands:#?}");
+    let dir = tempfile::tempdir().unwrap();
+    for args in &commands {
+        let words = shell_words(args);
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("mm"))
+            .current_dir(dir.path())
+            .env("MM_CONFIG", dir.path().join("absent.toml"))
+            .env("HF_HUB_OFFLINE", "1")
+            .env("MM_URL", "http://127.0.0.1:1")
+            .args(&words)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(2),
+            "`mm {args}`: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// Splits a README command into words: double and single quotes group.
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote) = (Vec::new(), String::new(), None);
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, ' ') if !word.is_empty() => words.push(std::mem::take(&mut word)),
+            (None, ' ') => {}
+            (_, c) => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
