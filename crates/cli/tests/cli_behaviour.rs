@@ -498,10 +498,50 @@ fn the_progress_bar_draws_on_a_terminal() {
     assert!(dir.path().join("v.npy").is_file());
 }
 
-/// Every `mm` command in the README's code blocks parses: run with a settings file that does
-/// not exist, each stops at the settings (exit 3) or runs, never at the command line (2).
+/// Every `mm` command in the README's code blocks parses (run with a settings file that does
+/// not exist, each stops at the settings, exit 3, or runs; never at the command line, exit 2),
+/// and those that need no server, network or input file run on the repository's settings
+/// and succeed.
 #[test]
-fn every_readme_command_parses() {
+fn every_readme_command_parses_and_the_self_contained_ones_run() {
+    let commands = readme_commands();
+    assert!(commands.len() >= 15, "{commands:#?}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut ran = 0;
+    for args in &commands {
+        let words = shell_words(args);
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("mm"))
+            .current_dir(dir.path())
+            .env("MM_CONFIG", dir.path().join("absent.toml"))
+            .env("HF_HUB_OFFLINE", "1")
+            .env("MM_URL", "http://127.0.0.1:1")
+            .args(&words)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(2),
+            "`mm {args}`: {}",
+            text(&out.stderr)
+        );
+        if self_contained(&words) {
+            let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("mm"))
+                .current_dir(common::repo())
+                .env_remove("MM_CONFIG")
+                .args(&words)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "`mm {args}`: {}", text(&out.stderr));
+            ran += 1;
+        }
+    }
+    assert!(ran >= 5, "{commands:#?}");
+}
+
+/// The `mm` commands of the README's code blocks, arguments only.
+fn readme_commands() -> Vec<String> {
     let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
     let mut in_block = false;
     let mut commands = Vec::new();
@@ -521,26 +561,26 @@ fn every_readme_command_parses() {
         };
         commands.push(args.to_owned());
     }
-    assert!(commands.len() >= 15, "{commands:#?}");
-    let dir = tempfile::tempdir().unwrap();
-    for args in &commands {
-        let words = shell_words(args);
-        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("mm"))
-            .current_dir(dir.path())
-            .env("MM_CONFIG", dir.path().join("absent.toml"))
-            .env("HF_HUB_OFFLINE", "1")
-            .env("MM_URL", "http://127.0.0.1:1")
-            .args(&words)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert_ne!(
-            out.status.code(),
-            Some(2),
-            "`mm {args}`: {}",
-            text(&out.stderr)
-        );
-    }
+    commands
+}
+
+/// Runs on the repository's settings alone: no server, download, input or output file, and
+/// no model the repository does not ship.
+fn self_contained(words: &[String]) -> bool {
+    let local = [
+        "models",
+        "check",
+        "similarity",
+        "search",
+        "status",
+        "completions",
+        "embed",
+    ];
+    let first = words.first().map(String::as_str).unwrap_or_default();
+    let touches_files = words
+        .iter()
+        .any(|w| ["-i", "-o", "--input", "--output"].contains(&w.as_str()));
+    local.contains(&first) && !touches_files
 }
 
 /// Splits a README command into words: double and single quotes group.
