@@ -93,7 +93,7 @@ enum Feed {
 
 /// A loaded ONNX sentence embedding model.
 pub struct OnnxEmbedder {
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
     inputs: Vec<(String, Feed, TensorElementType)>,
     output: String,
     pipeline: EmbeddingPipeline,
@@ -115,7 +115,22 @@ impl OnnxEmbedder {
     /// Loads `spec`'s graph and tokenizer.
     pub fn load(spec: &ModelSpec, device: &DeviceChoice) -> Result<Self> {
         let (folder, onnx, tokenizer_file) = model_files(spec)?;
-        let session = build_session(spec, &onnx, device)?;
+        // One session per engine worker, the cores split among them (unless intra_threads
+        // says otherwise): passes run side by side instead of sharing one pool.
+        let workers = spec.engine_workers.max(1);
+        let mut per = spec.clone();
+        if workers > 1 && !per.options.contains_key("intra_threads") {
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            per.options.insert(
+                "intra_threads".into(),
+                ((cores / workers).max(1) as u64).into(),
+            );
+        }
+        let session = build_session(&per, &onnx, device)?;
+        let mut extra = Vec::new();
+        for _ in 1..workers {
+            extra.push(Mutex::new(build_session(&per, &onnx, device)?));
+        }
         let mut inputs = Vec::new();
         for input in session.inputs() {
             let feed = match input.name() {
@@ -152,8 +167,10 @@ impl OnnxEmbedder {
         let (output, static_dim) = pick_output(spec, &session, &onnx)?;
         let sentence = SentenceConfig::resolve(&folder, spec, true)?;
         let max_length = sentence.max_seq_length.unwrap_or(512);
+        let mut sessions = vec![Mutex::new(session)];
+        sessions.extend(extra);
         let mut model = Self {
-            session: Mutex::new(session),
+            sessions,
             inputs,
             output,
             pipeline: EmbeddingPipeline {
@@ -290,7 +307,12 @@ impl TokenEncoder for OnnxEmbedder {
             };
             feeds.push((name.clone(), int_tensor(data, shape, *ty)?));
         }
-        let mut session = self.session.lock();
+        // A free session; all busy (more callers than workers) means waiting for the first.
+        let mut session = self
+            .sessions
+            .iter()
+            .find_map(|s| s.try_lock())
+            .unwrap_or_else(|| self.sessions[0].lock());
         let outputs = session.run(feeds).map_err(run_error)?;
         let value = outputs
             .get(self.output.as_str())

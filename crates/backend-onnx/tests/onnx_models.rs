@@ -255,3 +255,32 @@ async fn intra_op_spinning_is_a_checked_session_option() {
     assert_eq!(err.code, ErrorCode::ConfigError, "{err}");
     assert!(err.message.contains("intra_op_spinning"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engine_workers_each_with_a_session_give_the_same_vectors() {
+    let texts: Vec<String> = (0..24)
+        .map(|i| format!("text number {i} with {} words", "more ".repeat(i % 7)))
+        .collect();
+    let one = manager(INT8)
+        .generate_embeddings(&texts, "int8")
+        .await
+        .unwrap();
+    let two = manager(&format!("{INT8}models.int8.engine_workers = 2\n"));
+    let callers: Vec<_> = texts
+        .chunks(3)
+        .map(|chunk| {
+            let (m, chunk) = (two.clone(), chunk.to_vec());
+            tokio::spawn(async move { m.generate_embeddings(&chunk, "int8").await.unwrap() })
+        })
+        .collect();
+    let mut vectors = Vec::new();
+    for caller in callers {
+        vectors.extend(caller.await.unwrap().embeddings);
+    }
+    for (a, b) in one.embeddings.iter().zip(&vectors) {
+        assert!(
+            a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5),
+            "same vector from either session"
+        );
+    }
+}

@@ -5,7 +5,8 @@
 //!    benches/bulk_python.py, a plain onnxruntime + tokenizers pipeline that sorts by length
 //!    once, on the same fp32 ONNX export of all-MiniLM-L6-v2; wall time and peak RSS of both.
 //! 2. Server: 32 concurrent clients sending one text per request to `mm serve`, against the
-//!    same texts as one request, on the ONNX backend and on candle.
+//!    same texts as one request, on the ONNX backend (two engine workers, one intra-op thread
+//!    each: `engine_workers = 2`) and on candle.
 //!
 //! ```sh
 //! cargo bench -p model-manager-cli --bench engine
@@ -109,7 +110,7 @@ fn settings(repo: &Path, graph: &Path, dir: &Path) -> PathBuf {
         "embedding_cache.enabled = false\nlog_model_usage = false\nonnx.runtime_path = \"{}\"\n\
          models.embedding.type = \"embedding\"\nmodels.embedding.backend = \"onnx\"\n\
          models.embedding.local_path = \"{}\"\nmodels.embedding.tokenizer_path = \"{}\"\n\
-         models.embedding.max_seq_length = 256\n",
+         models.embedding.max_seq_length = 256\nmodels.embedding.engine_workers = 2\n",
         models.join("onnxruntime/capi/libonnxruntime.so.1.32.0").display(),
         graph.parent().unwrap().display(),
         models.join("all-MiniLM-L6-v2/tokenizer.json").display(),

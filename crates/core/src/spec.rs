@@ -31,6 +31,8 @@ pub struct ModelSpec {
     pub max_batch_tokens: usize,
     /// Tokens that may wait in the model's engine before requests are refused.
     pub max_queued_tokens: usize,
+    /// Forward passes the engine runs at once.
+    pub engine_workers: usize,
     /// Whether callers share one instance.
     pub shared: bool,
     /// Whether embeddings of this model are cached.
@@ -62,6 +64,7 @@ impl ModelSpec {
             batch_size: 32,
             max_batch_tokens: crate::engine::DEFAULT_MAX_BATCH_TOKENS,
             max_queued_tokens: crate::engine::DEFAULT_MAX_QUEUED_TOKENS,
+            engine_workers: 1,
             shared: true,
             cache_embeddings: true,
             pinned: false,

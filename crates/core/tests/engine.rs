@@ -247,3 +247,27 @@ async fn long_texts_are_truncated_and_cached_texts_still_count_tokens() {
     assert!(cached.cached);
     assert_eq!(cached.tokens, out.tokens);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_run_two_passes_at_once_with_the_same_results() {
+    let (manager, probes) = engine_manager("models.e.batch_size = 2\nmodels.e.engine_workers = 2");
+    // One request of many texts: both workers take a batch of it and are held in their
+    // passes together, which one worker could never be.
+    probes.gate.close();
+    let texts: Vec<String> = (0..9).map(|i| text(i, 1 + i % 5)).collect();
+    let m = manager.clone();
+    let request = texts.clone();
+    let running = tokio::spawn(async move { m.generate_embeddings(&request, "e").await });
+    let both = tokio::time::timeout(std::time::Duration::from_secs(20), probes.passes_entered(2));
+    assert!(both.await.is_ok(), "the second worker never started a pass");
+    probes.gate.open();
+    let out = running.await.unwrap().unwrap();
+    for (t, v) in texts.iter().zip(&out.embeddings) {
+        assert_eq!(v, &token_vector(t, 8), "the vector of {t:?}");
+    }
+    let engine = manager.get_status().await.unwrap().models["e"]
+        .engine
+        .clone()
+        .unwrap();
+    assert_eq!(engine.texts_computed, 9);
+}

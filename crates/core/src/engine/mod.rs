@@ -38,6 +38,8 @@ pub(crate) struct EngineConfig {
     pub max_batch_tokens: usize,
     /// Tokens waiting before new requests are refused.
     pub max_queued_tokens: usize,
+    /// Worker threads, each running one forward pass at a time.
+    pub workers: usize,
 }
 
 impl EngineConfig {
@@ -46,6 +48,7 @@ impl EngineConfig {
             max_rows: spec.batch_size.max(1),
             max_batch_tokens: spec.max_batch_tokens,
             max_queued_tokens: spec.max_queued_tokens,
+            workers: spec.engine_workers.max(1),
         }
     }
 }
@@ -93,11 +96,11 @@ impl Shared {
 /// reference to the model on its own thread, off the async runtime.
 pub(crate) struct Engine {
     shared: Arc<Shared>,
-    worker: Option<std::thread::JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Engine {
-    /// Starts the worker thread of `model`.
+    /// Starts the worker threads of `model` (`config.workers`).
     pub fn start(
         model: Arc<dyn Model>,
         model_id: &str,
@@ -113,28 +116,31 @@ impl Engine {
             stats,
             tokens_per_second: Mutex::new(0.0),
         });
-        let state = shared.clone();
-        let worker = std::thread::Builder::new()
-            .name(format!("mm-engine-{model_id}"))
-            .spawn(move || worker::run(&state, model))
-            .map_err(|e| {
-                ModelError::new(
-                    ErrorCode::GenerateEmbeddingsError,
-                    format!("cannot start the embedding engine of model `{model_id}`: {e}"),
-                )
-                .for_model(model_id)
-            })?;
-        Ok(Self {
-            shared,
-            worker: Some(worker),
-        })
+        let mut workers = Vec::new();
+        for _ in 0..shared.config.workers {
+            let state = shared.clone();
+            let model = model.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("mm-engine-{model_id}"))
+                .spawn(move || worker::run(&state, model))
+                .map_err(|e| {
+                    ModelError::new(
+                        ErrorCode::GenerateEmbeddingsError,
+                        format!("cannot start the embedding engine of model `{model_id}`: {e}"),
+                    )
+                    .for_model(model_id)
+                })?;
+            workers.push(worker);
+        }
+        drop(model);
+        Ok(Self { shared, workers })
     }
 
     /// Stops the worker and waits until it has dropped its reference to the model.
     /// Blocking: a running forward pass finishes first.
     pub fn stop(mut self) {
         self.close();
-        if let Some(worker) = self.worker.take() {
+        for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
     }

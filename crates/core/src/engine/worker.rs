@@ -36,6 +36,10 @@ fn next_batch(shared: &Shared, cost: BatchCost) -> Option<Vec<Pending>> {
         let batch = queue.take_batch(shared.limits(cost));
         if !batch.is_empty() {
             shared.sync_gauges(&queue);
+            // One request's many texts wake one worker: the rest is for the others.
+            if !queue.is_empty() {
+                shared.work_ready.notify_one();
+            }
             return Some(batch);
         }
         shared.work_ready.wait(&mut queue);

@@ -337,6 +337,7 @@ fn model_spec(r: &Reader<'_>, id: &str) -> Result<ModelSpec> {
         batch_size: r.u64(&key("batch_size")) as usize,
         max_batch_tokens: r.u64(&key("max_batch_tokens")) as usize,
         max_queued_tokens: r.u64(&key("max_queued_tokens")) as usize,
+        engine_workers: r.u64(&key("engine_workers")).max(1) as usize,
         shared: r.bool(&key("shared")),
         cache_embeddings: r.bool(&key("cache_embeddings")),
         pinned: r.bool(&key("pinned")),

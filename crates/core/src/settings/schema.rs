@@ -176,6 +176,12 @@ pub const MODEL_KEYS: &[KeyDef] = &[
         "Tokens that may wait for a batch; past it new requests fail at once with CAPACITY_EXHAUSTED (a request alone in an empty queue is always taken).",
     ),
     key(
+        "engine_workers",
+        Kind::Int { min: 1 },
+        "1",
+        "Forward passes the engine runs at once; backends split their threads among them (ONNX: one session per worker with cores / workers intra-op threads).",
+    ),
+    key(
         "shared",
         Kind::Bool,
         "true",
