@@ -117,19 +117,6 @@ impl World {
     }
 }
 
-/// `from`'s tree at `to`, files hard-linked.
-fn copy_linked(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_linked(&entry.path(), &target);
-        } else {
-            std::fs::hard_link(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 fn sha256_of(path: &Path) -> String {
     use sha2::Digest;
     let bytes = std::fs::read(path).unwrap();
@@ -327,7 +314,7 @@ fn offline_with_an_empty_cache_names_what_is_missing() {
 fn a_repository_pulls_by_name_without_settings_and_sends_the_token() {
     // The model's files, plus an empty one (nothing to fetch, but it must exist).
     let served = tempfile::tempdir().unwrap();
-    copy_linked(&model_dir(), served.path());
+    common::copy_model(&model_dir(), served.path());
     std::fs::write(served.path().join("added_tokens.txt"), "").unwrap();
     let world = World::serving(served.path());
     let out = assert_cmd::Command::cargo_bin("mm")

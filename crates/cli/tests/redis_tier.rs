@@ -92,22 +92,8 @@ fn count(stats: &Value, field: &str) -> u64 {
 /// A copy of the model folder elsewhere: small files copied, the weights hard-linked.
 fn model_copy(to: &Path) -> PathBuf {
     let dir = to.join("model-copy");
-    copy_tree(&model_dir(), &dir);
+    common::copy_model(&model_dir(), &dir);
     dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else if entry.metadata().unwrap().len() > 1 << 20 {
-            std::fs::hard_link(entry.path(), &target).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

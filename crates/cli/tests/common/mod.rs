@@ -17,6 +17,22 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
+/// `from`'s tree at `to`: small files copied (a test may edit them), large ones (weights)
+/// hard-linked.
+pub fn copy_model(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_model(&entry.path(), &target);
+        } else if entry.metadata().unwrap().len() > 1 << 20 {
+            std::fs::hard_link(entry.path(), &target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Parses `mm --json` output, showing it when it is not JSON.
 pub fn json_of(output: &[u8]) -> serde_json::Value {
     serde_json::from_slice(output)
