@@ -17,7 +17,10 @@ mod weights;
 
 pub use embedding::{BertEmbedder, BertEmbeddingLoader, BertEncoder};
 pub use packed::PackedBert;
-pub use t5::{Strategy, T5Generator, T5Loader};
+pub use t5::{
+    relative_position_bucket, DecoderState, EarlyStopping, Strategy, T5Config, T5Generator,
+    T5Loader, T5Model,
+};
 
 use model_manager_core::{inventory, LoaderRegistration};
 use std::sync::Arc;

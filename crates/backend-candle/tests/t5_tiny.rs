@@ -1,18 +1,14 @@
 //! T5 generation on a tiny T5 with seeded random weights, built at test time: a real
 //! config, safetensors written with candle and a tokenizer built with `tokenizers`.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::t5::{Config, T5ForConditionalGeneration};
-use model_manager_candle::{Strategy, T5Generator};
+use model_manager_candle::{Strategy, T5Config, T5Generator, T5Model};
 use model_manager_core::{ErrorCode, GenerationParams, ModelManager, Settings};
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
 use std::path::Path;
-use tokenizers::models::wordlevel::WordLevel;
-use tokenizers::pre_tokenizers::whitespace::Whitespace;
-use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::Tokenizer;
 
 const VOCAB: usize = 64;
 
@@ -26,10 +22,11 @@ fn write_tiny_t5(dir: &Path) {
         "decoder_start_token_id": 0
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let cfg: Config = serde_json::from_value(config).unwrap();
+    let cfg: T5Config = serde_json::from_value(config).unwrap();
+    // Loading through a VarMap creates every tensor the model reads, under its real name.
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    T5ForConditionalGeneration::load(vb, &cfg).unwrap();
+    T5Model::load(vb, &cfg).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut vars: Vec<_> = varmap
         .data()
@@ -46,30 +43,7 @@ fn write_tiny_t5(dir: &Path) {
             .unwrap();
     }
     varmap.save(dir.join("model.safetensors")).unwrap();
-
-    let mut vocab: HashMap<String, u32> = HashMap::new();
-    for (i, special) in ["<pad>", "</s>", "<unk>"].iter().enumerate() {
-        vocab.insert(special.to_string(), i as u32);
-    }
-    for i in 3..VOCAB {
-        vocab.insert(format!("w{i}"), i as u32);
-    }
-    let model = WordLevel::builder()
-        .vocab(vocab.into_iter().collect())
-        .unk_token("<unk>".into())
-        .build()
-        .unwrap();
-    let mut tokenizer = Tokenizer::new(model);
-    tokenizer.with_pre_tokenizer(Some(Whitespace {}));
-    tokenizer.with_post_processor(Some(
-        TemplateProcessing::builder()
-            .try_single("$A </s>")
-            .unwrap()
-            .special_tokens(vec![("</s>", 1)])
-            .build()
-            .unwrap(),
-    ));
-    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+    common::write_word_tokenizer(dir, VOCAB);
 }
 
 fn manager(dir: &Path, extra: &str) -> ModelManager {
@@ -109,7 +83,7 @@ async fn greedy_beam_and_sampling_are_deterministic_and_beam_one_is_greedy() {
     );
     let one_beam = Strategy::Beam {
         num_beams: 1,
-        early_stopping: false,
+        early_stopping: model_manager_candle::EarlyStopping::Heuristic,
         length_penalty: 1.0,
     };
     assert_eq!(

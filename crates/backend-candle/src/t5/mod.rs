@@ -1,6 +1,11 @@
 //! Type `text2text`: T5 and FLAN-T5 generation on candle.
 
+mod beam;
+mod buckets;
+mod config;
 mod decode;
+mod layers;
+mod model;
 
 use crate::device::{candle_device, core_device, dtype_option};
 use crate::weights::{
@@ -8,10 +13,13 @@ use crate::weights::{
     weight_files,
 };
 use crate::BACKEND_NAME;
-use candle_core::{Device, Tensor};
-use candle_transformers::models::t5::{Config, T5ForConditionalGeneration};
+pub use beam::EarlyStopping;
+pub use buckets::relative_position_bucket;
+use candle_core::Device;
+pub use config::T5Config;
 use decode::Decoder;
 pub use decode::Strategy;
+pub use model::{DecoderState, T5Model};
 use model_manager_core::locate_or_download;
 use model_manager_core::{
     DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelLoader,
@@ -71,9 +79,8 @@ impl ModelLoader for T5Loader {
 /// A loaded T5 model with its tokenizer and device (the seed's `model`, `tokenizer`,
 /// `device`), reachable through `ModelHandle::downcast_ref::<T5Generator>()`.
 pub struct T5Generator {
-    model: T5ForConditionalGeneration,
+    model: T5Model,
     tokenizer: TextTokenizer,
-    config: Config,
     device: Device,
     defaults: GenerationParams,
     bytes: Option<u64>,
@@ -100,18 +107,14 @@ impl T5Generator {
         let config_path = folder.file("config.json");
         let text =
             std::fs::read_to_string(&config_path).map_err(|e| file_error(CODE, &config_path, e))?;
-        let config: Config =
+        let config: T5Config =
             serde_json::from_str(&text).map_err(|e| file_error(CODE, &config_path, e))?;
-        if !config.is_encoder_decoder {
-            return Err(file_error(
-                CODE,
-                &config_path,
-                "is_encoder_decoder is false: not a T5 encoder-decoder",
-            ));
-        }
+        config
+            .validate()
+            .map_err(|e| file_error(CODE, &config_path, e))?;
         let files = weight_files(&folder, CODE)?;
         let vb = var_builder(&files, dtype, &device, CODE)?;
-        let model = T5ForConditionalGeneration::load(vb, &config).map_err(|e| {
+        let model = T5Model::load(vb, &config).map_err(|e| {
             ModelError::new(
                 CODE,
                 format!(
@@ -135,15 +138,14 @@ impl T5Generator {
         Ok(Self {
             model,
             tokenizer,
-            config,
             device,
             defaults: params_from_options(spec)?,
             bytes: estimate_bytes(&files, dtype),
         })
     }
 
-    /// The raw candle model (clone it to decode: each clone has its own KV cache).
-    pub fn model(&self) -> &T5ForConditionalGeneration {
+    /// The encoder-decoder (each generation keeps its KV cache in its own [`DecoderState`]).
+    pub fn model(&self) -> &T5Model {
         &self.model
     }
 
@@ -158,8 +160,8 @@ impl T5Generator {
     }
 
     /// The model's config.
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn config(&self) -> &T5Config {
+        self.model.config()
     }
 
     /// Generated token ids (without the start token and the end token).
@@ -176,26 +178,16 @@ impl T5Generator {
         max_length: Option<usize>,
     ) -> Result<Vec<u32>> {
         let ids = self.tokenizer.encode(&[prompt])?.remove(0).ids;
-        let input = Tensor::new(ids.as_slice(), &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(decode::generation_error)?;
-        // A clone per generation: the decoder's KV cache lives in the model, so concurrent
-        // generations on one shared model must not share it.
-        let mut model = self.model.clone();
-        model.clear_kv_cache();
-        let encoder_output = model.encode(&input).map_err(decode::generation_error)?;
+        let encoder_output = self.model.encode(&ids).map_err(decode::generation_error)?;
+        let config = self.model.config();
         let decoder = Decoder {
+            model: &self.model,
             encoder_output,
-            start: self
-                .config
-                .decoder_start_token_id
-                .unwrap_or(self.config.pad_token_id) as u32,
-            eos: self.config.eos_token_id as u32,
+            start: config.decoder_start(),
+            eos: config.eos_token_id,
             max_length: max_length.or(self.defaults.max_length).unwrap_or(128),
-            use_cache: self.config.use_cache,
-            device: self.device.clone(),
         };
-        decoder.run(model, strategy)
+        decoder.run(strategy)
     }
 
     fn merged(&self, params: &GenerationParams) -> GenerationParams {
