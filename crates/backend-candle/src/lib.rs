@@ -19,7 +19,7 @@ pub use embedding::{BertEmbedder, BertEmbeddingLoader, BertEncoder};
 pub use packed::PackedBert;
 pub use t5::{
     relative_position_bucket, DecoderState, EarlyStopping, Strategy, T5Config, T5Generator,
-    T5Loader, T5Model,
+    T5Loader, T5Model, MAX_BEAMS, MAX_NEW_TOKENS,
 };
 
 use model_manager_core::{inventory, LoaderRegistration};

@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use model_manager_candle::{Strategy, T5Config, T5Generator, T5Model};
+use model_manager_candle::{Strategy, T5Config, T5Generator, T5Model, MAX_BEAMS, MAX_NEW_TOKENS};
 use model_manager_core::{ErrorCode, GenerationParams, ModelManager, Settings};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -174,6 +174,24 @@ async fn length_limits_hold() {
         t5.generate_ids("w5 w9 w17 w33", &p).unwrap()
     );
     assert!(t5.generate_ids("", &p).is_ok(), "an empty prompt is fine");
+
+    // A request cannot make one generation take unbounded memory.
+    let beams = |n| GenerationParams {
+        num_beams: Some(n),
+        max_length: Some(3),
+        ..Default::default()
+    };
+    assert!(t5.generate_ids(PROMPT, &beams(MAX_BEAMS)).is_ok());
+    let err = t5.generate_ids(PROMPT, &beams(MAX_BEAMS + 1)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+    assert!(err.message.contains("num_beams"), "{}", err.message);
+    let long = GenerationParams {
+        max_length: Some(MAX_NEW_TOKENS + 1),
+        ..Default::default()
+    };
+    let err = t5.generate_ids(PROMPT, &long).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+    assert!(err.message.contains("max_length"), "{}", err.message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,29 @@ use super::config::{Activation, FeedForwardKind, T5Config};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
+/// Rows up to which [`project`] multiplies `W · xᵀ` instead of `x · Wᵀ`.
+const FEW_ROWS: usize = 32;
+
+/// `linear` over the last dimension of `x` as one matrix product. candle's `Linear` on a 3-D
+/// input multiplies each batch row by its own broadcast copy of the weight, and `x · Wᵀ`
+/// with a few rows runs ~3x slower than `(W · xᵀ)ᵀ` on the CPU (measured with 4 rows and a
+/// 32128x512 output layer: 18.9 against 6.3 ms), which would make a decoder step of 4
+/// beams cost 4 greedy steps.
+pub fn project(linear: &Linear, x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let width = dims[dims.len() - 1];
+    let flat = x.reshape((rows, width))?;
+    let out = if rows <= FEW_ROWS {
+        linear.weight().matmul(&flat.t()?)?.t()?
+    } else {
+        linear.forward(&flat)?
+    };
+    let mut shape = dims.to_vec();
+    *shape.last_mut().expect("a tensor with dimensions") = out.dim(1)?;
+    out.reshape(shape)
+}
+
 /// `T5LayerNorm`: scales by the root mean square, no mean subtracted, no bias.
 pub struct LayerNorm {
     weight: Tensor,
@@ -64,8 +87,7 @@ impl Attention {
     /// `[batch, positions, d_model]` projected to `[batch, heads, positions, d_kv]`.
     fn heads_of(&self, linear: &Linear, x: &Tensor) -> Result<Tensor> {
         let (batch, positions, _) = x.dims3()?;
-        linear
-            .forward(x)?
+        project(linear, x)?
             .reshape((batch, positions, self.heads, self.d_kv))?
             .transpose(1, 2)?
             .contiguous()
@@ -114,7 +136,7 @@ impl Attention {
         let merged = mixed
             .transpose(1, 2)?
             .reshape((batch, positions, self.heads * self.d_kv))?;
-        self.o.forward(&merged)
+        project(&self.o, &merged)
     }
 }
 
@@ -147,7 +169,7 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let hidden = self.wi.forward(x)?;
+        let hidden = project(&self.wi, x)?;
         let hidden = match self.activation {
             Activation::Relu => hidden.relu()?,
             Activation::GeluTanh => hidden.gelu()?,
@@ -155,9 +177,9 @@ impl FeedForward {
             Activation::Silu => hidden.silu()?,
         };
         let hidden = match &self.gate {
-            Some(gate) => (hidden * gate.forward(x)?)?,
+            Some(gate) => (hidden * project(gate, x)?)?,
             None => hidden,
         };
-        self.wo.forward(&hidden)
+        project(&self.wo, &hidden)
     }
 }

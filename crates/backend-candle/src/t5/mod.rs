@@ -38,6 +38,11 @@ const REQUIRED: &[&str] = &[
 /// Fetched too when downloading from the hub, where they exist.
 const OPTIONAL: &[&str] = &[];
 const CODE: ErrorCode = ErrorCode::T5ModelLoadError;
+/// Most beams a request may ask for: each beam is a row of every decoder step and keeps its
+/// own KV cache, so the bound keeps one request's memory within reason.
+pub const MAX_BEAMS: usize = 16;
+/// Most tokens a request may ask to generate.
+pub const MAX_NEW_TOKENS: usize = 4096;
 
 /// Option keys of `text2text` models: limits and default generation parameters.
 const OPTION_KEYS: &[&str] = &[
@@ -177,6 +182,8 @@ impl T5Generator {
         strategy: Strategy,
         max_length: Option<usize>,
     ) -> Result<Vec<u32>> {
+        let max_length = max_length.or(self.defaults.max_length).unwrap_or(128);
+        check_limits(strategy, max_length)?;
         let ids = self.tokenizer.encode(&[prompt])?.remove(0).ids;
         let encoder_output = self.model.encode(&ids).map_err(decode::generation_error)?;
         let config = self.model.config();
@@ -185,7 +192,7 @@ impl T5Generator {
             encoder_output,
             start: config.decoder_start(),
             eos: config.eos_token_id,
-            max_length: max_length.or(self.defaults.max_length).unwrap_or(128),
+            max_length,
         };
         decoder.run(strategy)
     }
@@ -201,6 +208,21 @@ impl T5Generator {
             early_stopping: params.early_stopping.or(d.early_stopping),
             length_penalty: params.length_penalty.or(d.length_penalty),
         }
+    }
+}
+
+/// `INVALID_INPUT` for beam counts and lengths past [`MAX_BEAMS`] and [`MAX_NEW_TOKENS`].
+fn check_limits(strategy: Strategy, max_length: usize) -> Result<()> {
+    if max_length > MAX_NEW_TOKENS {
+        return Err(ModelError::invalid_input(format!(
+            "max_length {max_length} is above the limit of {MAX_NEW_TOKENS} generated tokens"
+        )));
+    }
+    match strategy {
+        Strategy::Beam { num_beams, .. } if num_beams == 0 || num_beams > MAX_BEAMS => Err(
+            ModelError::invalid_input(format!("num_beams {num_beams} is outside 1..={MAX_BEAMS}")),
+        ),
+        _ => Ok(()),
     }
 }
 

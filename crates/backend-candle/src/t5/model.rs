@@ -3,7 +3,7 @@
 
 use super::buckets::bucket_grid;
 use super::config::T5Config;
-use super::layers::{Attention, FeedForward, LayerNorm};
+use super::layers::{project, Attention, FeedForward, LayerNorm};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
@@ -243,6 +243,8 @@ impl T5Model {
         if let Some(scale) = self.output_scale {
             out = (out * scale)?;
         }
-        self.lm_head.forward(&out)?.squeeze(1)?.to_dtype(DType::F32)
+        project(&self.lm_head, &out)?
+            .squeeze(1)?
+            .to_dtype(DType::F32)
     }
 }
