@@ -10,17 +10,24 @@ fn refused(path: &Path, why: String) -> ModelError {
     load_error(path, format!("refusing plugin {}: {why}", path.display()))
 }
 
-/// Refuses a file, or a folder holding it, that group or others may write: anyone who can
-/// write it can run code in this process.
+/// Refuses a file, or any folder on its path up to `/`, that group or others may write:
+/// anyone who can write it, or rename a folder on its path, can run code in this process.
+/// Folders with the sticky bit (like /tmp) are allowed: others cannot rename what they do
+/// not own in them.
 #[cfg(unix)]
 pub fn check_permissions(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let folder = path.parent().unwrap_or(Path::new("/"));
-    for (what, p) in [("the file", path), ("its folder", folder)] {
+    for (depth, p) in path.ancestors().enumerate() {
+        let what = match depth {
+            0 => "the file".to_owned(),
+            1 => "its folder".to_owned(),
+            _ => format!("the folder {}", p.display()),
+        };
         let meta =
             std::fs::metadata(p).map_err(|e| refused(path, format!("cannot stat {what}: {e}")))?;
         let mode = meta.permissions().mode();
-        if mode & 0o022 != 0 {
+        let sticky = depth > 0 && mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky {
             return Err(refused(
                 path,
                 format!(
@@ -42,29 +49,89 @@ pub fn check_permissions(_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// sha256 of the file, lowercase hex.
-pub fn sha256_of(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| refused(path, format!("cannot read it: {e}")).caused_by("IoError", e))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+/// The library file's bytes (checked and hashed before the dynamic loader sees the file).
+pub fn read_library(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| refused(path, format!("cannot read it: {e}")).caused_by("IoError", e))
 }
 
-/// Refuses the file if `plugins.sha256."<file name>"` pins another digest.
-pub fn check_pin(path: &Path, digest: &str, pins: &BTreeMap<String, String>) -> Result<()> {
-    let name = path
+/// sha256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The pin keys that may name `configured` (as written in the settings) and `canonical`
+/// (the file it resolves to): the full path as written, the canonical path, the file name.
+fn pin_keys(configured: &Path, canonical: &Path) -> [String; 3] {
+    let name = canonical
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    match pins.get(name) {
-        Some(expected) if expected != digest => Err(refused(
-            path,
-            format!("its sha256 is {digest}, but `plugins.sha256.\"{name}\"` pins {expected}"),
-        )
-        .with("expected_sha256", expected.as_str())
-        .with("found_sha256", digest)),
-        _ => Ok(()),
+    [
+        configured.display().to_string(),
+        canonical.display().to_string(),
+        name.to_owned(),
+    ]
+}
+
+/// Refuses the file if `plugins.sha256` pins another digest under its path or file name.
+pub fn check_pin(
+    configured: &Path,
+    canonical: &Path,
+    digest: &str,
+    pins: &BTreeMap<String, String>,
+) -> Result<()> {
+    for key in pin_keys(configured, canonical) {
+        match pins.get(&key) {
+            Some(expected) if expected != digest => {
+                return Err(refused(
+                    canonical,
+                    format!(
+                        "its sha256 is {digest}, but `plugins.sha256.\"{key}\"` pins {expected}"
+                    ),
+                )
+                .with("expected_sha256", expected.as_str())
+                .with("found_sha256", digest));
+            }
+            _ => {}
+        }
     }
+    Ok(())
+}
+
+/// `CONFIG_ERROR` for a pin that names none of `files` (a misspelt name would otherwise
+/// leave the library it meant unpinned).
+pub fn check_pins_match(
+    files: &[std::path::PathBuf],
+    pins: &BTreeMap<String, String>,
+) -> Result<()> {
+    let keys: Vec<String> = files
+        .iter()
+        .flat_map(|f| pin_keys(f, &f.canonicalize().unwrap_or_else(|_| f.clone())))
+        .collect();
+    for key in pins.keys() {
+        if !keys.contains(key) {
+            let names: Vec<String> = files
+                .iter()
+                .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            return Err(ModelError::new(
+                model_manager_core::ErrorCode::ConfigError,
+                format!(
+                    "`plugins.sha256.\"{key}\"` pins no configured plugin library (keys are a \
+                     library's file name or path; configured: {})",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            )
+            .with("key", format!("plugins.sha256.\"{key}\"")));
+        }
+    }
+    Ok(())
 }

@@ -2,13 +2,17 @@
 //!
 //! Linking this crate (the facade's `plugins` feature) lets a manager with
 //! `plugins.enabled = true` load the libraries in `plugins.dirs` and `plugins.paths` at
-//! initialize. Each library is checked before it is opened (not writable by group or
-//! others, sha256 pin if configured), opened once per process with abi_stable's
+//! initialize. Each library is checked before it is opened (neither it nor a folder above it
+//! writable by group or others, a complete ELF shared library for this machine, sha256 pin
+//! if configured: keyed by file name or path, a pin naming no configured library is a
+//! `CONFIG_ERROR`), opened once per process with abi_stable's
 //! `lib_header_from_path` + `init_root_module` (which verify the interface version and the
 //! layout of every type that crosses the boundary), and never unloaded. Its declared types
 //! then load, share, count references and unload like built-in ones.
 
 mod convert;
+#[cfg(target_os = "linux")]
+mod elf;
 mod guard;
 mod library;
 mod loader;
@@ -40,7 +44,9 @@ impl PluginHost for DylibPluginHost {
         // it was.
         let staging = Registry::new();
         let mut opened = Vec::new();
-        for path in plugin_files(settings)? {
+        let files = plugin_files(settings)?;
+        guard::check_pins_match(&files, &settings.sha256)?;
+        for path in files {
             let plugin = open_plugin(&path, &settings.sha256)?;
             check_types(&plugin, registry, &opened)?;
             register_types(&plugin, &staging, &opened)?;

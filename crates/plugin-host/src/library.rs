@@ -42,8 +42,12 @@ pub fn open_plugin(path: &Path, pins: &BTreeMap<String, String>) -> Result<Arc<L
         .caused_by("IoError", e)
     })?;
     guard::check_permissions(&canonical)?;
-    let sha256 = guard::sha256_of(&canonical)?;
-    guard::check_pin(&canonical, &sha256, pins)?;
+    let bytes = guard::read_library(&canonical)?;
+    #[cfg(target_os = "linux")]
+    crate::elf::check_shared_library(path, &bytes)?;
+    let sha256 = guard::sha256_hex(&bytes);
+    drop(bytes);
+    guard::check_pin(path, &canonical, &sha256, pins)?;
     let mut opened = opened().lock();
     if let Some(plugin) = opened.get(&canonical) {
         if plugin.record.sha256 == sha256 {

@@ -166,6 +166,86 @@ async fn writable_plugins_and_sha256_mismatches_are_refused_before_opening() {
     assert!(err.message.contains("sha256"), "{}", err.message);
 }
 
+#[tokio::test]
+async fn a_truncated_library_is_a_load_error_not_a_crash() {
+    let (dir, library) = install(&workspace_plugin("mm-plugin-echo"), "libmm_plugin_echo.so");
+    let whole = std::fs::read(&library).unwrap();
+    for keep in [whole.len() / 2, whole.len() - 4096, 100] {
+        std::fs::write(&library, &whole[..keep]).unwrap();
+        // Were the loader to map it, the process would die of SIGBUS here.
+        let err = init_error(echo_settings(&library, "")).await;
+        assert_eq!(err.code, ErrorCode::PluginLoadError, "{err}");
+        assert!(
+            err.message.contains("not a complete shared library"),
+            "{}",
+            err.message
+        );
+    }
+    std::fs::write(&library, &whole).unwrap();
+    ModelManager::new(echo_settings(&library, ""))
+        .initialize()
+        .await
+        .unwrap();
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_writable_folder_anywhere_above_the_library_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let nested = root.path().join("shared/plugins");
+    std::fs::create_dir_all(&nested).unwrap();
+    let library = nested.join("libmm_plugin_echo.so");
+    std::fs::copy(workspace_plugin("mm-plugin-echo"), &library).unwrap();
+    set_mode(&library, 0o644);
+    set_mode(&nested, 0o755);
+    set_mode(&root.path().join("shared"), 0o777);
+    let err = init_error(echo_settings(&library, "")).await;
+    assert_eq!(err.code, ErrorCode::PluginLoadError);
+    assert!(
+        err.message.contains("shared") && err.message.contains("writable by group or others"),
+        "{}",
+        err.message
+    );
+    // The sticky bit (as on /tmp) makes a shared folder safe to pass through.
+    set_mode(&root.path().join("shared"), 0o1777);
+    ModelManager::new(echo_settings(&library, ""))
+        .initialize()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn pins_are_keyed_by_file_name_or_path_and_a_pin_naming_nothing_is_a_config_error() {
+    let (_dir, library) = install(&workspace_plugin("mm-plugin-echo"), "libmm_plugin_echo.so");
+    let digest = {
+        use sha2::Digest;
+        let bytes = std::fs::read(&library).unwrap();
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let pin = |key: &str, value: &str| format!("[plugins.sha256]\n{key:?} = \"{value}\"\n");
+    let path = library.display().to_string();
+    let wrong = "0".repeat(64);
+    let err = init_error(echo_settings(&library, &pin(&path, &wrong))).await;
+    assert_eq!(err.code, ErrorCode::PluginLoadError, "a full-path pin is checked");
+    assert!(err.message.contains("sha256"), "{}", err.message);
+    for key in [path.as_str(), "libmm_plugin_echo.so"] {
+        ModelManager::new(echo_settings(&library, &pin(key, &digest)))
+            .initialize()
+            .await
+            .unwrap();
+    }
+    let err = init_error(echo_settings(&library, &pin("libmm_plugin_ecco.so", &digest))).await;
+    assert_eq!(err.code, ErrorCode::ConfigError);
+    assert!(
+        err.message.contains("libmm_plugin_ecco.so") && err.message.contains("pins no configured"),
+        "{}",
+        err.message
+    );
+}
+
 /// Two installed copies of the echo plugin (same types) and settings that load both; the
 /// folder guards, the first copy's path, the settings.
 fn two_echo_copies() -> ([tempfile::TempDir; 2], std::path::PathBuf, Settings) {
