@@ -104,7 +104,9 @@ impl Registry {
             return Err(ModelError::new(
                 ErrorCode::UnsupportedModelType,
                 format!(
-                    "Model type '{}' not supported; registered types: {listed}",
+                    "Model type '{}' not supported; registered types: {listed} (a type from a \
+                     plugin needs `plugins.enabled = true` and its library in `plugins.paths` \
+                     or `plugins.dirs`)",
                     spec.model_type
                 ),
             )

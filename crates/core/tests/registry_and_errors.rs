@@ -116,6 +116,11 @@ async fn unknown_type_lists_registered_types() {
         "{}",
         err.message
     );
+    assert!(
+        err.message.contains("plugins.enabled"),
+        "hints at plugins: {}",
+        err.message
+    );
     assert_eq!(
         err.details["registered_types"],
         serde_json::json!(["embedding"])
