@@ -229,7 +229,11 @@ async fn pins_are_keyed_by_file_name_or_path_and_a_pin_naming_nothing_is_a_confi
     let path = library.display().to_string();
     let wrong = "0".repeat(64);
     let err = init_error(echo_settings(&library, &pin(&path, &wrong))).await;
-    assert_eq!(err.code, ErrorCode::PluginLoadError, "a full-path pin is checked");
+    assert_eq!(
+        err.code,
+        ErrorCode::PluginLoadError,
+        "a full-path pin is checked"
+    );
     assert!(err.message.contains("sha256"), "{}", err.message);
     for key in [path.as_str(), "libmm_plugin_echo.so"] {
         ModelManager::new(echo_settings(&library, &pin(key, &digest)))
@@ -237,7 +241,11 @@ async fn pins_are_keyed_by_file_name_or_path_and_a_pin_naming_nothing_is_a_confi
             .await
             .unwrap();
     }
-    let err = init_error(echo_settings(&library, &pin("libmm_plugin_ecco.so", &digest))).await;
+    let err = init_error(echo_settings(
+        &library,
+        &pin("libmm_plugin_ecco.so", &digest),
+    ))
+    .await;
     assert_eq!(err.code, ErrorCode::ConfigError);
     assert!(
         err.message.contains("libmm_plugin_ecco.so") && err.message.contains("pins no configured"),
