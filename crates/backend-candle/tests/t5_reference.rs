@@ -20,8 +20,15 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The reference's interpreter, set up once per test binary (tests run in parallel and
+/// would race on creating the virtualenv).
 fn python() -> PathBuf {
-    python_venv::python_in(&repo().join("target/numpy-venv"), &["numpy==2.4.6"])
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            python_venv::python_in(&repo().join("target/numpy-venv"), &["numpy==2.4.6"])
+        })
+        .clone()
 }
 
 fn reference(args: &[&str], stdin: Option<&Value>) -> Value {
@@ -213,6 +220,32 @@ async fn flan_t5_buckets_over_long_outputs_match_the_reference() {
             "3",
         ],
         24,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn config_ids_and_unequal_shapes_match_the_reference() {
+    // eos and decoder start read from config.json (not 1 and 0), d_model unlike heads x d_kv,
+    // more decoder blocks than encoder blocks.
+    compare(
+        &[
+            "--seed",
+            "2",
+            "--eos",
+            "2",
+            "--start",
+            "3",
+            "--d-model",
+            "24",
+            "--heads",
+            "4",
+            "--d-kv",
+            "8",
+            "--decoder-layers",
+            "3",
+        ],
+        MAX_NEW,
     )
     .await;
 }

@@ -251,6 +251,29 @@ async fn corrupt_t5_files_are_t5_load_errors_naming_the_file() {
     assert_eq!(err.code, ErrorCode::T5ModelLoadError);
     assert!(err.message.contains("model.safetensors"), "{}", err.message);
 
+    // Settings the model cannot honour are configuration errors at load, not per request.
+    write_tiny_t5(dir.path());
+    for (extra, needle) in [
+        ("models.t5.dtype = \"f16\"", "f16"),
+        ("models.t5.num_beams = 99", "num_beams"),
+        (
+            "models.t5.num_beams = 2\nmodels.t5.length_penalty = nan",
+            "length_penalty",
+        ),
+    ] {
+        let err = manager(dir.path(), extra)
+            .get_model("t5")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::ConfigError, "{extra}: {err}");
+        assert!(err.message.contains(needle), "{}", err.message);
+    }
+    // A tokenizer with ids past the model's vocabulary would index out of its embeddings.
+    common::write_word_tokenizer(dir.path(), VOCAB + 5);
+    let err = manager(dir.path(), "").get_model("t5").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::T5ModelLoadError);
+    assert!(err.message.contains("vocab_size"), "{}", err.message);
+
     write_tiny_t5(dir.path());
     std::fs::write(dir.path().join("config.json"), "{\"vocab_size\": 1}").unwrap();
     let err = manager(dir.path(), "").get_model("t5").await.unwrap_err();

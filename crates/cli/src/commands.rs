@@ -165,9 +165,17 @@ pub async fn check(path: &Path, json_out: bool) -> Result<(), ModelError> {
     };
     let mut count = 0;
     if findings.problems.is_empty() {
-        let manager = ModelManager::new(Settings::from_file(path)?);
-        if let Err(e) = manager.load_plugins() {
-            findings.problems.push(e);
+        // Plugins are vetted in child processes: a library that crashes while loading
+        // cannot take the checker down, and every one of them is reported.
+        let mut settings = Settings::from_file(path)?;
+        settings.plugins.isolation = model_manager::PluginIsolation::Process;
+        settings.plugins.required = false;
+        let manager = ModelManager::new(settings);
+        match manager.load_plugins() {
+            Ok(_) => findings
+                .problems
+                .extend(manager.plugin_failures().into_iter().map(|f| f.error)),
+            Err(e) => findings.problems.push(e),
         }
         count = manager.settings().models.len();
         for spec in manager.settings().models.values() {

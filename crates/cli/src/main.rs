@@ -21,6 +21,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Started as a plugin child (`plugins.isolation = "process"`), serve and exit.
+    model_manager::plugin_host::serve_child_if_asked();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

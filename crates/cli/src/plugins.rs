@@ -29,26 +29,37 @@ fn print_record(record: &PluginRecord) {
 pub fn list(settings: &Settings, json_out: bool) -> Result<(), ModelError> {
     let config = &settings.plugins;
     // The host's own loading, whatever `plugins.enabled` says, against the built-in types.
-    let records = DylibPluginHost.load_plugins(config, &Registry::with_static_loaders())?;
+    let report = DylibPluginHost.load_plugins(config, &Registry::with_static_loaders())?;
+    let records = &report.loaded;
     if json_out {
-        print_json(&json!({"success": true, "enabled": config.enabled, "plugins": records}));
+        print_json(
+            &json!({"success": true, "enabled": config.enabled, "plugins": records, "failed": report.failed}),
+        );
         return Ok(());
     }
     if !config.enabled {
         println!("plugins are disabled (plugins.enabled = false); these would load:");
     }
-    if records.is_empty() {
+    if records.is_empty() && report.failed.is_empty() {
         println!("no plugins configured (plugins.dirs, plugins.paths)");
     }
     records.iter().for_each(print_record);
+    for failure in &report.failed {
+        println!(
+            "FAILED {}: {} ({})",
+            failure.path.display(),
+            failure.error.message,
+            failure.error.code
+        );
+    }
     Ok(())
 }
 
 /// Loads one library in this process and prints its record as JSON: the child side of
 /// `mm plugins check`.
 pub fn check_here(settings: &Settings, file: &Path) -> Result<(), ModelError> {
-    let plugin = open_plugin(file, &settings.plugins.sha256)?;
-    register_types(&plugin, &Registry::with_static_loaders(), &[])?;
+    let plugin = open_plugin(file, &settings.plugins.sha256, false)?;
+    register_types(&plugin, &Registry::with_static_loaders())?;
     print_json(&json!({"success": true, "plugin": plugin.record}));
     Ok(())
 }

@@ -39,10 +39,13 @@ pub use model::{
     BatchCost, Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo,
     NamedValues, TensorData, TensorValue, TextGenerator, TokenEmbedder, TokenizedText,
 };
-pub use plugins::{PluginHost, PluginHostRegistration, PluginRecord, PluginTypeRecord};
+pub use plugins::{
+    PluginFailure, PluginHost, PluginHostRegistration, PluginLoadReport, PluginRecord,
+    PluginTypeRecord,
+};
 pub use registry::Registry;
 pub use settings::Settings;
-pub use settings::{PluginSettings, RemoteCacheSettings};
+pub use settings::{PluginIsolation, PluginSettings, RemoteCacheSettings};
 pub use spec::ModelSpec;
 
 /// Re-exported so backends register loaders without naming the crate themselves.

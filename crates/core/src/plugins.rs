@@ -39,15 +39,36 @@ pub struct PluginRecord {
     pub types: Vec<PluginTypeRecord>,
 }
 
+/// A plugin library that could not be loaded; with `plugins.required = false` the rest of
+/// the manager starts without it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginFailure {
+    /// The library as configured.
+    pub path: PathBuf,
+    /// Why it could not be loaded.
+    pub error: ModelError,
+}
+
+/// What loading the configured plugins did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PluginLoadReport {
+    /// Libraries loaded, their types registered.
+    pub loaded: Vec<PluginRecord>,
+    /// Libraries that failed (always empty with `plugins.required = true`, where the first
+    /// failure is the error).
+    pub failed: Vec<PluginFailure>,
+}
+
 /// Loads plugin libraries into a registry.
 pub trait PluginHost: Send + Sync + 'static {
     /// Loads every library `settings` names (each once per process) and registers its types
-    /// in `registry`.
+    /// in `registry`. A library that fails is an error with `plugins.required = true`, else
+    /// a [`PluginFailure`] in the report.
     fn load_plugins(
         &self,
         settings: &PluginSettings,
         registry: &Registry,
-    ) -> Result<Vec<PluginRecord>>;
+    ) -> Result<PluginLoadReport>;
 }
 
 /// A statically registered plugin host.
@@ -68,10 +89,7 @@ pub fn plugin_host() -> Option<&'static dyn PluginHost> {
 
 /// Loads the plugins `settings` names through the linked host; `MISSING_DEPENDENCY` when
 /// the program was built without one.
-pub fn load_configured(
-    settings: &PluginSettings,
-    registry: &Registry,
-) -> Result<Vec<PluginRecord>> {
+pub fn load_configured(settings: &PluginSettings, registry: &Registry) -> Result<PluginLoadReport> {
     let host = plugin_host().ok_or_else(|| {
         ModelError::new(
             ErrorCode::MissingDependency,

@@ -78,7 +78,7 @@ impl Registry {
     }
 
     /// Loaders of `model_type`, highest priority first (registration order among equals).
-    fn for_type(&self, model_type: &str) -> Vec<Arc<dyn ModelLoader>> {
+    pub(crate) fn for_type(&self, model_type: &str) -> Vec<Arc<dyn ModelLoader>> {
         let mut loaders: Vec<Arc<dyn ModelLoader>> = self
             .loaders
             .read()

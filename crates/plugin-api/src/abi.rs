@@ -137,6 +137,10 @@ pub struct PluginModule {
     /// Loads a model of a declared type from a [`crate::LoadConfig`] in JSON.
     #[sabi(last_prefix_field)]
     pub load: extern "C" fn(RStr<'_>) -> RResult<AbiModelBox, AbiError>,
+    /// Whether the library was built with `panic = "abort"` (interface 1.1; absent from
+    /// older plugins): its panics cannot be caught, so a host runs it only in a child process.
+    #[sabi(missing_field(option))]
+    pub panic_abort: bool,
 }
 
 impl RootModule for PluginModuleRef {

@@ -105,13 +105,15 @@ extern "C" fn load<P: Exported>(config_json: RStr<'_>) -> RResult<AbiModelBox, A
     .into()
 }
 
-/// The root module of plugin `P`.
+/// The root module of plugin `P`; `panic_abort` is the plugin crate's own
+/// `cfg!(panic = "abort")`, evaluated by [`crate::export_plugin!`] where it expands.
 #[doc(hidden)]
-pub fn root_module<P: Exported>() -> PluginModuleRef {
+pub fn root_module<P: Exported>(panic_abort: bool) -> PluginModuleRef {
     install_panic_hook();
     PluginModule {
         manifest: manifest::<P>,
         load: load::<P>,
+        panic_abort,
     }
     .leak_into_prefix()
 }
@@ -139,9 +141,9 @@ macro_rules! export_plugin {
         #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
         pub static MODEL_MANAGER_PLUGIN_HEADER: $crate::abi_stable::library::LibHeader = {
             extern "C" fn erased_root_module() -> $crate::abi_stable::library::RootModuleResult {
-                $crate::abi_stable::library::__call_root_module_loader(
-                    $crate::__export::root_module::<$plugin>,
-                )
+                $crate::abi_stable::library::__call_root_module_loader(|| {
+                    $crate::__export::root_module::<$plugin>(cfg!(panic = "abort"))
+                })
             }
             // SAFETY: the constructor returns the root module of type `PluginModuleRef`,
             // the type named here, as `#[export_root_module]` does.

@@ -60,7 +60,7 @@ pub use abi_stable;
 /// Major version of this interface: a host refuses plugins with another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor version of this interface: a host accepts plugins with a minor up to its own.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 
 /// The symbol under which abi_stable looks up a library's root module. `export_plugin!`
 /// spells it as a literal (an attribute needs one); a test keeps the two equal.

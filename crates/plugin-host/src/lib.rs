@@ -16,13 +16,15 @@ mod elf;
 mod guard;
 mod library;
 mod loader;
+mod process;
 
 pub use library::{open_plugin, LoadedPlugin};
 pub use loader::{PluginLoader, PluginModel};
+pub use process::{serve_child_if_asked, ChildPlugin, ProcessLoader, ProcessModel};
 
 use model_manager_core::{
-    ErrorCode, ModelError, PluginHost, PluginHostRegistration, PluginRecord, PluginSettings,
-    Registry, Result,
+    ErrorCode, ModelError, ModelLoader, PluginFailure, PluginHost, PluginHostRegistration,
+    PluginIsolation, PluginLoadReport, PluginRecord, PluginSettings, Registry, Result,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,24 +41,110 @@ impl PluginHost for DylibPluginHost {
         &self,
         settings: &PluginSettings,
         registry: &Registry,
-    ) -> Result<Vec<PluginRecord>> {
-        // Check every library before registering any, so a failure leaves the registry as
-        // it was.
-        let staging = Registry::new();
-        let mut opened = Vec::new();
+    ) -> Result<PluginLoadReport> {
         let files = plugin_files(settings)?;
         guard::check_pins_match(&files, &settings.sha256)?;
+        // Check every library before registering any, so a failure leaves the registry as
+        // it was.
+        let mut opened: Vec<Opened> = Vec::new();
+        let mut failed = Vec::new();
         for path in files {
-            let plugin = open_plugin(&path, &settings.sha256)?;
-            check_types(&plugin, registry, &opened)?;
-            register_types(&plugin, &staging, &opened)?;
-            opened.push(plugin);
+            let attempt = open(&path, settings).and_then(|plugin| {
+                check_types(plugin.record(), &plugin.type_names(), registry, &opened)?;
+                Ok(plugin)
+            });
+            match attempt {
+                Ok(plugin) => opened.push(plugin),
+                Err(error) if settings.required => return Err(error),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), "plugin not loaded: {error}");
+                    failed.push(PluginFailure { path, error });
+                }
+            }
         }
         for plugin in &opened {
-            register_types(plugin, registry, &[])?;
+            for loader in plugin.loaders() {
+                registry.register(loader)?;
+            }
         }
-        Ok(opened.iter().map(|p| p.record.clone()).collect())
+        Ok(PluginLoadReport {
+            loaded: opened.iter().map(|p| p.record().clone()).collect(),
+            failed,
+        })
     }
+}
+
+/// A library opened in this process or in a child.
+enum Opened {
+    InProcess(Arc<LoadedPlugin>),
+    Child(Arc<ChildPlugin>),
+}
+
+impl Opened {
+    fn record(&self) -> &PluginRecord {
+        match self {
+            Opened::InProcess(p) => &p.record,
+            Opened::Child(c) => &c.record,
+        }
+    }
+
+    fn type_names(&self) -> Vec<String> {
+        match self {
+            Opened::InProcess(p) => p.types.iter().map(|t| t.model_type.clone()).collect(),
+            Opened::Child(c) => c.types.iter().map(|t| t.model_type.clone()).collect(),
+        }
+    }
+
+    fn loaders(&self) -> Vec<Arc<dyn ModelLoader>> {
+        match self {
+            Opened::InProcess(p) => p
+                .types
+                .iter()
+                .map(|decl| Arc::new(PluginLoader::new(p.clone(), decl)) as Arc<dyn ModelLoader>)
+                .collect(),
+            Opened::Child(c) => ProcessLoader::for_types(c),
+        }
+    }
+}
+
+/// Opens `path` as `plugins.isolation` says.
+fn open(path: &Path, settings: &PluginSettings) -> Result<Opened> {
+    match settings.isolation {
+        PluginIsolation::InProcess => Ok(Opened::InProcess(open_plugin(
+            path,
+            &settings.sha256,
+            false,
+        )?)),
+        PluginIsolation::Process => {
+            let (canonical, sha256) = library::vet_library(path, &settings.sha256)?;
+            let child = ChildPlugin::start(
+                &canonical,
+                sha256,
+                host_program(settings)?,
+                settings.timeout,
+            )?;
+            Ok(Opened::Child(Arc::new(child)))
+        }
+    }
+}
+
+/// The program (and arguments) that hosts plugin children: `plugins.host_program`, else
+/// this executable when it serves children.
+pub fn host_program(settings: &PluginSettings) -> Result<(PathBuf, Vec<String>)> {
+    if let Some(program) = &settings.host_program {
+        return Ok((program.clone(), Vec::new()));
+    }
+    if process::this_executable_serves_children() {
+        if let Ok(exe) = std::env::current_exe() {
+            return Ok((exe, Vec::new()));
+        }
+    }
+    Err(ModelError::config(
+        "plugins.host_program",
+        "`plugins.isolation = \"process\"` needs a program to host plugin children: set \
+         `plugins.host_program` (e.g. the `mm-plugin-host` binary), or call \
+         `model_manager::plugin_host::serve_child_if_asked()` first thing in `main`",
+    ))
 }
 
 /// The files `plugins.paths` names plus the libraries in `plugins.dirs`, in that order,
@@ -92,48 +180,45 @@ fn libraries_in(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Registers a loader for every type `plugin` declares; a type some other loader already
-/// serves is `PLUGIN_LOAD_ERROR` naming both providers (`loaded`: the plugins registered
-/// before, to name them).
-pub fn register_types(
-    plugin: &Arc<LoadedPlugin>,
-    registry: &Registry,
-    loaded: &[Arc<LoadedPlugin>],
-) -> Result<()> {
-    check_types(plugin, registry, loaded)?;
-    for decl in &plugin.types {
-        registry.register(Arc::new(PluginLoader::new(plugin.clone(), decl)))?;
+/// serves is `PLUGIN_LOAD_ERROR` naming both providers.
+pub fn register_types(plugin: &Arc<LoadedPlugin>, registry: &Registry) -> Result<()> {
+    let opened = Opened::InProcess(plugin.clone());
+    check_types(opened.record(), &opened.type_names(), registry, &[])?;
+    for loader in opened.loaders() {
+        registry.register(loader)?;
     }
     Ok(())
 }
 
-/// `PLUGIN_LOAD_ERROR` naming both providers if a type of `plugin` is served already.
+/// `PLUGIN_LOAD_ERROR` naming both providers if a type of `record` is served already
+/// (`loaded`: the plugins checked before, to name them).
 fn check_types(
-    plugin: &LoadedPlugin,
+    record: &PluginRecord,
+    types: &[String],
     registry: &Registry,
-    loaded: &[Arc<LoadedPlugin>],
+    loaded: &[Opened],
 ) -> Result<()> {
     let entries = registry.entries();
-    for decl in &plugin.types {
-        if let Some((_, backend)) = entries.iter().find(|(t, _)| *t == decl.model_type) {
-            let provider = loaded
-                .iter()
-                .map(|p| &p.record)
-                .find(|r| r.name == *backend)
-                .map(|r| format!("plugin `{}` ({})", r.name, r.path.display()))
-                .unwrap_or_else(|| format!("the built-in backend `{backend}`"));
-            return Err(ModelError::new(
-                ErrorCode::PluginLoadError,
-                format!(
-                    "plugin `{}` ({}) declares type `{}`, which {provider} already provides",
-                    plugin.record.name,
-                    plugin.record.path.display(),
-                    decl.model_type
-                ),
-            )
-            .with("path", plugin.record.path.display().to_string())
-            .with("model_type", decl.model_type.as_str())
-            .with("registered_by", backend.as_str()));
-        }
+    for model_type in types {
+        let earlier = loaded
+            .iter()
+            .map(Opened::record)
+            .find(|r| r.types.iter().any(|t| t.model_type == *model_type));
+        let provider = match (earlier, entries.iter().find(|(t, _)| t == model_type)) {
+            (Some(r), _) => format!("plugin `{}` ({})", r.name, r.path.display()),
+            (None, Some((_, backend))) => format!("the built-in backend `{backend}`"),
+            (None, None) => continue,
+        };
+        return Err(ModelError::new(
+            ErrorCode::PluginLoadError,
+            format!(
+                "plugin `{}` ({}) declares type `{model_type}`, which {provider} already provides",
+                record.name,
+                record.path.display(),
+            ),
+        )
+        .with("path", record.path.display().to_string())
+        .with("model_type", model_type.as_str()));
     }
     Ok(())
 }

@@ -32,8 +32,9 @@ pub(crate) fn load_error(path: &Path, message: String) -> ModelError {
     ModelError::new(ErrorCode::PluginLoadError, message).with("path", path.display().to_string())
 }
 
-/// Checks and opens the plugin at `path` (or returns it if this process opened it already).
-pub fn open_plugin(path: &Path, pins: &BTreeMap<String, String>) -> Result<Arc<LoadedPlugin>> {
+/// The checks made before a library's code may run (permissions of the file and every
+/// folder above it, ELF structure, sha256 pin): its canonical path and sha256.
+pub fn vet_library(path: &Path, pins: &BTreeMap<String, String>) -> Result<(PathBuf, String)> {
     let canonical = path.canonicalize().map_err(|e| {
         load_error(
             path,
@@ -48,9 +49,22 @@ pub fn open_plugin(path: &Path, pins: &BTreeMap<String, String>) -> Result<Arc<L
     let sha256 = guard::sha256_hex(&bytes);
     drop(bytes);
     guard::check_pin(path, &canonical, &sha256, pins)?;
+    Ok((canonical, sha256))
+}
+
+/// Checks and opens the plugin at `path` (or returns it if this process opened it already).
+/// A library built with `panic = "abort"` is refused unless `allow_panic_abort` (a child
+/// process of process isolation, whose death the host survives).
+pub fn open_plugin(
+    path: &Path,
+    pins: &BTreeMap<String, String>,
+    allow_panic_abort: bool,
+) -> Result<Arc<LoadedPlugin>> {
+    let (canonical, sha256) = vet_library(path, pins)?;
     let mut opened = opened().lock();
     if let Some(plugin) = opened.get(&canonical) {
         if plugin.record.sha256 == sha256 {
+            check_panic_strategy(path, &plugin.module, allow_panic_abort)?;
             return Ok(plugin.clone());
         }
         return Err(load_error(
@@ -65,6 +79,7 @@ pub fn open_plugin(path: &Path, pins: &BTreeMap<String, String>) -> Result<Arc<L
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| library_error(path, Some(header), e))?;
+    check_panic_strategy(path, &module, allow_panic_abort)?;
     let manifest = std::panic::catch_unwind(|| (module.manifest())()).map_err(|_| {
         load_error(
             path,
@@ -74,6 +89,23 @@ pub fn open_plugin(path: &Path, pins: &BTreeMap<String, String>) -> Result<Arc<L
     let plugin = Arc::new(describe(path, &canonical, sha256, module, manifest)?);
     opened.insert(canonical, plugin.clone());
     Ok(plugin)
+}
+
+/// `PLUGIN_LOAD_ERROR` for an abort-built library in this process, unless allowed.
+fn check_panic_strategy(path: &Path, module: &PluginModuleRef, allow: bool) -> Result<()> {
+    if allow || module.panic_abort() != Some(true) {
+        return Ok(());
+    }
+    Err(load_error(
+        path,
+        format!(
+            "plugin {} was built with `panic = \"abort\"`: a panic in it would end this whole \
+             process, which the host cannot catch; rebuild it with `panic = \"unwind\"` (the \
+             default) or run it in a child process with `plugins.isolation = \"process\"`",
+            path.display()
+        ),
+    )
+    .with("panic", "abort"))
 }
 
 fn describe(

@@ -22,32 +22,45 @@ pub struct PluginLoader {
 impl PluginLoader {
     /// The loader for `decl` of `plugin`.
     pub fn new(plugin: Arc<LoadedPlugin>, decl: &TypeDeclaration) -> Self {
-        // Leaked once per type per registry: plugins are never unloaded, and
-        // `ModelLoader::option_keys` hands out `&str`s.
-        let option_keys = decl
-            .option_keys
-            .iter()
-            .map(|k| &*Box::leak(k.clone().into_boxed_str()))
-            .collect();
         Self {
             plugin,
             model_type: decl.model_type.clone(),
-            option_keys,
+            option_keys: leak_keys(&decl.option_keys),
         }
     }
+}
 
-    fn config(&self, spec: &ModelSpec, device: &DeviceChoice) -> LoadConfig {
-        LoadConfig {
-            model_id: spec.id.clone(),
-            model_type: spec.model_type.clone(),
-            local_path: spec.local_path.clone(),
-            device: match device.device {
-                Device::Cpu => "cpu".into(),
-                Device::Cuda(n) => format!("cuda:{n}"),
-            },
-            options: spec.options.clone(),
-        }
+/// What the plugin is told about a model to load.
+pub fn load_config(spec: &ModelSpec, device: &DeviceChoice) -> LoadConfig {
+    LoadConfig {
+        model_id: spec.id.clone(),
+        model_type: spec.model_type.clone(),
+        local_path: spec.local_path.clone(),
+        device: match device.device {
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(n) => format!("cuda:{n}"),
+        },
+        options: spec.options.clone(),
     }
+}
+
+/// The probe of plugin types: the model's folder, when it names one, exists.
+pub fn probe_local_path(spec: &ModelSpec) -> Probe {
+    match &spec.local_path {
+        Some(path) if !path.exists() => Probe::reject(
+            ErrorCode::ModelNotFound,
+            format!("{} does not exist", path.display()),
+        ),
+        _ => Probe::Accept,
+    }
+}
+
+/// `option_keys` as `&'static str`s: leaked once per type per registry, since plugins are
+/// never unloaded and `ModelLoader::option_keys` hands out `&str`s.
+pub fn leak_keys(keys: &[String]) -> Vec<&'static str> {
+    keys.iter()
+        .map(|k| &*Box::leak(k.clone().into_boxed_str()))
+        .collect()
 }
 
 /// The plugin's error with our code: the plugin's code if it is one of ours, else
@@ -70,13 +83,7 @@ impl ModelLoader for PluginLoader {
     }
 
     fn probe(&self, spec: &ModelSpec) -> Probe {
-        match &spec.local_path {
-            Some(path) if !path.exists() => Probe::reject(
-                ErrorCode::ModelNotFound,
-                format!("{} does not exist", path.display()),
-            ),
-            _ => Probe::Accept,
-        }
+        probe_local_path(spec)
     }
 
     fn option_keys(&self) -> &[&str] {
@@ -84,22 +91,12 @@ impl ModelLoader for PluginLoader {
     }
 
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
-        let config = serde_json::to_string(&self.config(spec, device)).map_err(|e| {
-            ModelError::new(
-                ErrorCode::ModelLoadError,
-                format!("cannot encode the load request: {e}"),
-            )
-        })?;
-        let name = &self.plugin.record.name;
-        let model = (self.plugin.module.load())(RStr::from(config.as_str()))
-            .into_result()
-            .map_err(|e| plugin_error(name, e, ErrorCode::ModelLoadError).for_model(&spec.id))?;
-        Ok(Arc::new(PluginModel {
-            model,
-            plugin: self.plugin.clone(),
-            model_type: self.model_type.clone(),
-            device: device.device,
-        }))
+        let config = load_config(spec, device);
+        Ok(Arc::new(PluginModel::load(
+            self.plugin.clone(),
+            &config,
+            device.device,
+        )?))
     }
 }
 
@@ -109,6 +106,30 @@ pub struct PluginModel {
     plugin: Arc<LoadedPlugin>,
     model_type: String,
     device: Device,
+}
+
+impl PluginModel {
+    /// Loads a model of `plugin` in this process.
+    pub fn load(plugin: Arc<LoadedPlugin>, config: &LoadConfig, device: Device) -> Result<Self> {
+        let text = serde_json::to_string(config).map_err(|e| {
+            ModelError::new(
+                ErrorCode::ModelLoadError,
+                format!("cannot encode the load request: {e}"),
+            )
+        })?;
+        let model = (plugin.module.load())(RStr::from(text.as_str()))
+            .into_result()
+            .map_err(|e| {
+                plugin_error(&plugin.record.name, e, ErrorCode::ModelLoadError)
+                    .for_model(&config.model_id)
+            })?;
+        Ok(Self {
+            model,
+            plugin,
+            model_type: config.model_type.clone(),
+            device,
+        })
+    }
 }
 
 impl Model for PluginModel {

@@ -9,7 +9,8 @@ use support::{fixture_plugins, install, set_mode, workspace_plugin};
 
 fn echo_settings(library: &Path, extra: &str) -> Settings {
     let text = format!(
-        "plugins.enabled = true\nplugins.paths = [{:?}]\nsharing.unload_after_seconds = 1\n\
+        "plugins.enabled = true\nplugins.required = true\nplugins.paths = [{:?}]\n\
+         sharing.unload_after_seconds = 1\n\
          models.echo.type = \"echo\"\nmodels.echo.prefix = \"> \"\n{extra}",
         library.display().to_string()
     );
@@ -261,7 +262,7 @@ fn two_echo_copies() -> ([tempfile::TempDir; 2], std::path::PathBuf, Settings) {
     let (a, first) = install(&echo, "libecho_a.so");
     let (b, second) = install(&echo, "libecho_b.so");
     let text = format!(
-        "plugins.enabled = true\nplugins.paths = [{:?}, {:?}]\n",
+        "plugins.enabled = true\nplugins.required = true\nplugins.paths = [{:?}, {:?}]\n",
         first.display().to_string(),
         second.display().to_string()
     );

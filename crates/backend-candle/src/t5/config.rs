@@ -5,6 +5,9 @@ use serde::Deserialize;
 /// The parts of a Hugging Face `T5Config` the model reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct T5Config {
+    /// `t5` or `mt5` (others, such as `umt5` with a position bias in every block, differ).
+    #[serde(default)]
+    pub model_type: Option<String>,
     /// Rows of the shared embedding (and of the output layer).
     pub vocab_size: usize,
     /// Width of the hidden states.
@@ -37,6 +40,12 @@ pub struct T5Config {
     /// `relu` (T5), `gated-gelu` (T5 v1.1, FLAN-T5), `gated-silu`, …
     #[serde(default = "default_feed_forward")]
     pub feed_forward_proj: String,
+    /// The activation as saved by recent transformers; overrides `feed_forward_proj`'s.
+    #[serde(default)]
+    pub dense_act_fn: Option<String>,
+    /// Whether the feed-forward is gated, as saved by recent transformers.
+    #[serde(default)]
+    pub is_gated_act: Option<bool>,
     /// Whether the output layer is the shared embedding (then the decoder output is scaled
     /// by `d_model ** -0.5` first, as Hugging Face does).
     #[serde(default = "default_true")]
@@ -45,10 +54,10 @@ pub struct T5Config {
     #[serde(default = "default_true")]
     pub is_encoder_decoder: bool,
     /// Padding id (also the decoder start when `decoder_start_token_id` is absent).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "id_or_null")]
     pub pad_token_id: u32,
-    /// End-of-sequence id.
-    #[serde(default = "default_eos")]
+    /// End-of-sequence id (the first, when config.json lists several).
+    #[serde(default = "default_eos", deserialize_with = "first_id")]
     pub eos_token_id: u32,
     /// First decoder input.
     #[serde(default)]
@@ -93,27 +102,27 @@ impl T5Config {
         self.num_heads * self.d_kv
     }
 
-    /// `feed_forward_proj` parsed the way Hugging Face's `T5Config` does.
+    /// `feed_forward_proj` parsed the way Hugging Face's `T5Config` does; `dense_act_fn` and
+    /// `is_gated_act`, when the file has them, win (they are set after it in transformers).
     pub fn feed_forward(&self) -> Result<FeedForwardKind, String> {
         let proj = self.feed_forward_proj.as_str();
         let (gated, name) = match proj.strip_prefix("gated-") {
             Some(name) => (true, name),
             None => (false, proj),
         };
-        let activation = match name {
-            "relu" => Activation::Relu,
+        let gated = self.is_gated_act.unwrap_or(gated);
+        let activation = match self.dense_act_fn.as_deref() {
+            Some(explicit) => activation(explicit, false),
             // Hugging Face maps `gated-gelu` to `gelu_new` for backwards compatibility.
-            "gelu" if gated => Activation::GeluTanh,
-            "gelu" => Activation::GeluErf,
-            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-            "silu" | "swish" => Activation::Silu,
-            _ => {
-                return Err(format!(
-                    "feed_forward_proj {proj:?} is not supported (relu, gelu, gelu_new, silu, \
-                     optionally gated-)"
-                ))
-            }
-        };
+            None => activation(name, proj == "gated-gelu"),
+        }
+        .ok_or_else(|| {
+            format!(
+                "feed_forward_proj {proj:?} / dense_act_fn {:?} is not supported (relu, gelu, \
+                 gelu_new, silu, optionally gated-)",
+                self.dense_act_fn
+            )
+        })?;
         Ok(FeedForwardKind { gated, activation })
     }
 
@@ -137,6 +146,22 @@ impl T5Config {
         if !self.is_encoder_decoder {
             return Err("is_encoder_decoder is false: not a T5 encoder-decoder".into());
         }
+        if let Some(kind) = self
+            .model_type
+            .as_deref()
+            .filter(|k| !["t5", "mt5"].contains(k))
+        {
+            return Err(format!("model_type {kind:?} is not T5 (t5 or mt5)"));
+        }
+        if self.num_layers == 0 || self.decoder_layers() == 0 {
+            return Err("num_layers and num_decoder_layers must be at least 1".into());
+        }
+        if self.relative_attention_max_distance <= self.relative_attention_num_buckets / 2 {
+            return Err(
+                "relative_attention_max_distance must exceed half of relative_attention_num_buckets"
+                    .into(),
+            );
+        }
         if self.relative_attention_num_buckets < 4 {
             return Err("relative_attention_num_buckets must be at least 4".into());
         }
@@ -149,6 +174,40 @@ impl T5Config {
             }
         }
         Ok(())
+    }
+}
+
+/// The activation named `name`; `legacy_gated_gelu`: `gelu` means the tanh approximation.
+fn activation(name: &str, legacy_gated_gelu: bool) -> Option<Activation> {
+    Some(match name {
+        "relu" => Activation::Relu,
+        "gelu" if legacy_gated_gelu => Activation::GeluTanh,
+        "gelu" => Activation::GeluErf,
+        "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+        "silu" | "swish" => Activation::Silu,
+        _ => return None,
+    })
+}
+
+/// A token id that may be `null` (then 0).
+fn id_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    Ok(Option::<u32>::deserialize(d)?.unwrap_or(0))
+}
+
+/// A token id, or the first of a list of them.
+fn first_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ids {
+        One(u32),
+        Many(Vec<u32>),
+    }
+    match Ids::deserialize(d)? {
+        Ids::One(id) => Ok(id),
+        Ids::Many(ids) => ids
+            .first()
+            .copied()
+            .ok_or_else(|| serde::de::Error::custom("eos_token_id is an empty list")),
     }
 }
 
@@ -229,5 +288,32 @@ mod tests {
         assert!(err.contains("d_kv"), "{err}");
         let err = config(r#"{"vocab_size": 1}"#).validate().unwrap_err();
         assert!(err.contains("eos_token_id"), "{err}");
+        for (json, needle) in [
+            (r#"{"vocab_size": 8, "num_layers": 0}"#, "num_layers"),
+            (r#"{"vocab_size": 8, "model_type": "umt5"}"#, "umt5"),
+            (
+                r#"{"vocab_size": 8, "relative_attention_max_distance": 8}"#,
+                "max_distance",
+            ),
+        ] {
+            let err = config(json).validate().unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn recent_transformers_fields_are_read() {
+        let c = config(
+            r#"{"vocab_size": 8, "eos_token_id": [1, 2], "pad_token_id": null,
+                "feed_forward_proj": "relu", "dense_act_fn": "silu", "is_gated_act": true}"#,
+        );
+        assert_eq!((c.eos_token_id, c.pad_token_id), (1, 0));
+        assert_eq!(
+            c.feed_forward().unwrap(),
+            FeedForwardKind {
+                gated: true,
+                activation: Activation::Silu
+            }
+        );
     }
 }

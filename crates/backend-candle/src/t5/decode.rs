@@ -105,10 +105,18 @@ impl Decoder<'_> {
 
     /// Next-token logits of every row after feeding `tokens`, row-major `[rows * vocab]`.
     pub fn step(&self, state: &mut DecoderState, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.model
+        let logits = self
+            .model
             .step(state, tokens)
             .and_then(|logits| logits.flatten_all()?.to_vec1::<f32>())
-            .map_err(generation_error)
+            .map_err(generation_error)?;
+        if logits.iter().any(|x| x.is_nan()) {
+            return Err(ModelError::new(
+                ErrorCode::GenerationError,
+                "the model produced NaN logits (overflow in its weights' precision?)",
+            ));
+        }
+        Ok(logits)
     }
 
     /// Greedy or sampled decoding: `pick` chooses each next token from the logits.

@@ -125,19 +125,44 @@ impl Attention {
         values: &Tensor,
         bias: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (batch, _, positions, _) = queries.dims4()?;
-        let dtype = queries.dtype();
-        let mut scores = queries.matmul(&keys.t()?)?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let weights = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?;
-        let mixed = weights.to_dtype(dtype)?.matmul(values)?;
+        let mixed = mix(queries, keys, values, bias)?;
+        self.merge(&mixed)
+    }
+
+    /// Attention of one query per row (`[rows, heads, 1, d_kv]`) over keys and values that
+    /// every row shares (`[1, heads, keys, d_kv]`, the encoder output in cross-attention):
+    /// the rows are treated as the queries of one batch, so the shared keys are neither
+    /// copied per row nor broadcast.
+    pub fn attend_shared(
+        &self,
+        queries: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+    ) -> Result<Tensor> {
+        let as_positions = queries.transpose(0, 2)?.contiguous()?;
+        let mixed = mix(&as_positions, keys, values, None)?.transpose(0, 2)?;
+        self.merge(&mixed)
+    }
+
+    /// `[batch, heads, positions, d_kv]` back to `[batch, positions, d_model]`.
+    fn merge(&self, mixed: &Tensor) -> Result<Tensor> {
+        let (batch, _, positions, _) = mixed.dims4()?;
         let merged = mixed
             .transpose(1, 2)?
             .reshape((batch, positions, self.heads * self.d_kv))?;
         project(&self.o, &merged)
     }
+}
+
+/// Softmax-weighted values: `softmax(q · kᵀ + bias) · v`, the softmax in f32.
+fn mix(queries: &Tensor, keys: &Tensor, values: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let dtype = queries.dtype();
+    let mut scores = queries.matmul(&keys.t()?)?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    let weights = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?;
+    weights.to_dtype(dtype)?.matmul(values)
 }
 
 /// `DenseReluDense` / `DenseGatedActDense`.

@@ -43,6 +43,9 @@ const CODE: ErrorCode = ErrorCode::T5ModelLoadError;
 pub const MAX_BEAMS: usize = 16;
 /// Most tokens a request may ask to generate.
 pub const MAX_NEW_TOKENS: usize = 4096;
+/// Most bytes one generation's KV cache may reach (beams x tokens x the model's per-token
+/// cache): a large model gets fewer beams or tokens than a small one.
+pub const MAX_KV_CACHE_BYTES: u64 = 1 << 30;
 
 /// Option keys of `text2text` models: limits and default generation parameters.
 const OPTION_KEYS: &[&str] = &[
@@ -108,6 +111,13 @@ impl T5Generator {
     pub fn load(spec: &ModelSpec, choice: &DeviceChoice) -> Result<Self> {
         let folder = locate_or_download(spec, REQUIRED, OPTIONAL)?;
         let dtype = dtype_option(spec)?;
+        if dtype == candle_core::DType::F16 {
+            return Err(ModelError::config(
+                &format!("models.{}.dtype", spec.id),
+                "T5 overflows in f16 (activations exceed its range; Hugging Face clamps them and \
+                 keeps `wo` in f32): use f32 or bf16",
+            ));
+        }
         let device = candle_device(choice)?;
         let config_path = folder.file("config.json");
         let text =
@@ -140,11 +150,28 @@ impl T5Generator {
                 },
                 ..e
             })?;
+        if tokenizer.inner().get_vocab_size(true) > config.vocab_size {
+            return Err(file_error(
+                CODE,
+                &folder.file("tokenizer.json"),
+                format!(
+                    "the tokenizer has {} tokens, more than the model's vocab_size {}",
+                    tokenizer.inner().get_vocab_size(true),
+                    config.vocab_size
+                ),
+            ));
+        }
+        let defaults = params_from_options(spec)?;
+        check_limits(
+            Strategy::from_params(&defaults),
+            defaults.max_length.unwrap_or(0),
+        )
+        .map_err(|e| ModelError::config(&format!("models.{}", spec.id), e.message))?;
         Ok(Self {
             model,
             tokenizer,
             device,
-            defaults: params_from_options(spec)?,
+            defaults,
             bytes: estimate_bytes(&files, dtype),
         })
     }
@@ -184,6 +211,19 @@ impl T5Generator {
     ) -> Result<Vec<u32>> {
         let max_length = max_length.or(self.defaults.max_length).unwrap_or(128);
         check_limits(strategy, max_length)?;
+        let rows = match strategy {
+            Strategy::Beam { num_beams, .. } => num_beams,
+            _ => 1,
+        } as u64;
+        let cache = rows * max_length as u64 * self.model.kv_bytes_per_row_token();
+        if cache > MAX_KV_CACHE_BYTES {
+            return Err(ModelError::invalid_input(format!(
+                "{rows} beam(s) x {max_length} tokens would hold {} MiB of decoder cache for this \
+                 model, above the {} MiB limit; ask for fewer beams or tokens",
+                cache >> 20,
+                MAX_KV_CACHE_BYTES >> 20
+            )));
+        }
         let ids = self.tokenizer.encode(&[prompt])?.remove(0).ids;
         let encoder_output = self.model.encode(&ids).map_err(decode::generation_error)?;
         let config = self.model.config();

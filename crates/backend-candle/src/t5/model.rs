@@ -41,7 +41,8 @@ pub struct T5Model {
 pub struct DecoderState {
     /// Per decoder block: self-attention keys and values so far, `[rows, heads, steps, d_kv]`.
     self_kv: Vec<Option<(Tensor, Tensor)>>,
-    /// Per decoder block: keys and values of the encoder output, `[rows, heads, input, d_kv]`.
+    /// Per decoder block: keys and values of the encoder output, `[1, heads, input, d_kv]`,
+    /// shared by every row.
     cross_kv: Vec<(Tensor, Tensor)>,
     /// Position of the next decoder input.
     position: usize,
@@ -130,6 +131,12 @@ impl T5Model {
         })
     }
 
+    /// Bytes the decoder's KV cache holds per row and generated token.
+    pub fn kv_bytes_per_row_token(&self) -> u64 {
+        let element = self.shared.embeddings().dtype().size_in_bytes() as u64;
+        (self.config.decoder_layers() * 2 * self.config.inner_dim()) as u64 * element
+    }
+
     /// The configuration the model was built from.
     pub fn config(&self) -> &T5Config {
         &self.config
@@ -171,13 +178,13 @@ impl T5Model {
 
     /// A decoder state of `rows` rows over one prompt's encoder output.
     pub fn start(&self, encoder_output: &Tensor, rows: usize) -> Result<DecoderState> {
+        if rows == 0 {
+            candle_core::bail!("a decoder state needs at least one row");
+        }
         let cross_kv = self
             .decoder
             .iter()
-            .map(|block| {
-                let (k, v) = block.cross_attention.keys_values(encoder_output)?;
-                Ok((k.repeat((rows, 1, 1, 1))?, v.repeat((rows, 1, 1, 1))?))
-            })
+            .map(|block| block.cross_attention.keys_values(encoder_output))
             .collect::<Result<_>>()?;
         Ok(DecoderState {
             self_kv: self.decoder.iter().map(|_| None).collect(),
@@ -232,7 +239,7 @@ impl T5Model {
             x = (&x
                 + block
                     .cross_attention
-                    .attend(&queries, &cross.0, &cross.1, None)?)?;
+                    .attend_shared(&queries, &cross.0, &cross.1)?)?;
             x = (&x
                 + block
                     .feed_forward

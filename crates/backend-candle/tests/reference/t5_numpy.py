@@ -116,13 +116,13 @@ def param_shapes(cfg):
 def make_model(a):
     cfg = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
            "vocab_size": a.vocab, "d_model": a.d_model, "d_kv": a.d_kv, "d_ff": a.d_ff,
-           "num_layers": a.layers, "num_decoder_layers": a.layers, "num_heads": a.heads,
+           "num_layers": a.layers, "num_decoder_layers": a.decoder_layers or a.layers, "num_heads": a.heads,
            "relative_attention_num_buckets": a.buckets, "relative_attention_max_distance": a.max_distance,
            "dropout_rate": 0.0, "layer_norm_epsilon": 1e-6, "initializer_factor": 1.0,
            "feed_forward_proj": a.ff, "dense_act_fn": "gelu_new" if a.ff == "gated-gelu" else "relu",
            "is_gated_act": a.ff == "gated-gelu", "tie_word_embeddings": a.tied,
-           "is_encoder_decoder": True, "use_cache": True, "pad_token_id": PAD, "eos_token_id": EOS,
-           "decoder_start_token_id": DECODER_START}
+           "is_encoder_decoder": True, "use_cache": True, "pad_token_id": PAD, "eos_token_id": a.eos,
+           "decoder_start_token_id": a.start}
     rng = np.random.default_rng(a.seed)
     tensors = {}
     for name, shape in param_shapes(cfg).items():  # insertion order = draw order (deterministic)
@@ -133,7 +133,7 @@ def make_model(a):
         else:
             tensors[name] = rng.uniform(-0.5, 0.5, shape)
     head = tensors["shared.weight" if a.tied else "lm_head.weight"]
-    head[EOS] *= EOS_BOOST
+    head[a.eos] *= EOS_BOOST
     head[PAD] *= PAD_DAMP
     os.makedirs(a.dir, exist_ok=True)
     with open(os.path.join(a.dir, "config.json"), "w") as f:
@@ -186,6 +186,10 @@ class T5:
         self.p = load_safetensors(os.path.join(model_dir, "model.safetensors"))
         self.h, self.dkv, self.eps = c["num_heads"], c["d_kv"], c["layer_norm_epsilon"]
         self.n_dec = c.get("num_decoder_layers") or c["num_layers"]
+        # Generation ids from the config, as Hugging Face reads them.
+        self.eos = c.get("eos_token_id", EOS)
+        start = c.get("decoder_start_token_id")
+        self.start = c.get("pad_token_id", PAD) if start is None else start
         self.tied = c.get("tie_word_embeddings", True)  # HF's default is tied
         if c.get("feed_forward_proj", "relu") not in ("relu", "gated-gelu"):
             raise ValueError("only feed_forward_proj relu and gated-gelu are implemented")
@@ -254,10 +258,10 @@ class T5:
 # ----------------------------------------------------------------------------- generation
 def greedy(model, enc, max_new_tokens):
     """_sample with do_sample=False: argmax (first maximum) until eos or max_length."""
-    seq = [DECODER_START]
+    seq = [model.start]
     for _ in range(max_new_tokens):
         tok = int(np.argmax(model.next_logits(enc, seq)))
-        if tok == EOS:
+        if tok == model.eos:
             return {"tokens": seq[1:], "eos": True, "score": None}
         seq.append(tok)
     return {"tokens": seq[1:], "eos": False, "score": None}
@@ -299,7 +303,7 @@ def beam_search(model, enc, max_new_tokens, num_beams, early_stopping, length_pe
     """_beam_search + BeamSearchScorer for batch 1, num_return_sequences 1, no logits processors."""
     prompt_len, max_length = 1, max_new_tokens + 1  # decoder prompt = [decoder_start_token_id]
     hyps = BeamHypotheses(num_beams, length_penalty, early_stopping, max_length)
-    seqs = [[DECODER_START] for _ in range(num_beams)]
+    seqs = [[model.start] for _ in range(num_beams)]
     beam_scores = np.array([0.0] + [-1e9] * (num_beams - 1))  # identical beams: only #0 may expand
     done = False
     while True:
@@ -310,7 +314,7 @@ def beam_search(model, enc, max_new_tokens, num_beams, early_stopping, length_pe
         new_seqs, new_scores = [], []
         for rank, idx in enumerate(top):
             beam, tok = divmod(int(idx), vocab)
-            if tok == EOS:
+            if tok == model.eos:
                 if rank >= num_beams:  # eos outside the top num_beams is not a hypothesis
                     continue
                 hyps.add(seqs[beam][1:], float(flat[idx]), cur_len - prompt_len, eos=True)
@@ -352,7 +356,8 @@ def main(argv=None):
     mk.add_argument("--tied", action="store_true")
     mk.add_argument("--ff", choices=["relu", "gated-gelu"], default="gated-gelu")
     for flag, default in (("--buckets", 8), ("--max-distance", 16), ("--d-model", 32), ("--layers", 2),
-                          ("--heads", 4), ("--d-kv", 8), ("--d-ff", 64), ("--vocab", 64)):
+                          ("--heads", 4), ("--d-kv", 8), ("--d-ff", 64), ("--vocab", 64),
+                          ("--decoder-layers", 0), ("--eos", EOS), ("--start", DECODER_START)):
         mk.add_argument(flag, type=int, default=default)
     sub.add_parser("generate").add_argument("dir")
     bk = sub.add_parser("buckets")

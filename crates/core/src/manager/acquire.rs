@@ -67,6 +67,9 @@ enum Step {
 /// A handle on `model_id`, loading it if needed.
 pub(crate) async fn acquire(inner: &Arc<Inner>, model_id: &str) -> Result<ModelHandle> {
     let spec = inner.spec(model_id)?;
+    if let Some(fault) = inner.model_faults.lock().get(model_id) {
+        return Err(fault.clone());
+    }
     if !spec.shared || !inner.settings.sharing.enabled {
         return acquire_exclusive(inner, spec).await;
     }

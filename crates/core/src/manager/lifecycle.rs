@@ -38,6 +38,58 @@ pub struct ShutdownReport {
     pub cache_entries_saved: u64,
 }
 
+/// Checks every model's options against its loaders. With `plugins.required = false`, a
+/// model of a plugin's type with a bad option, or of an unknown type while some plugin
+/// failed to load, is set aside with its error (status shows it, using it returns it) and
+/// the rest start.
+fn check_models(inner: &Inner) -> Result<()> {
+    let plugins = inner.plugins.lock().clone().unwrap_or_default();
+    let tolerant = !inner.settings.plugins.required;
+    let from_plugin = |model_type: &str| {
+        inner
+            .registry
+            .for_type(model_type)
+            .iter()
+            .any(|l| plugins.loaded.iter().any(|p| p.name == l.backend()))
+    };
+    let mut faults = inner.model_faults.lock();
+    for spec in inner.settings.models.values() {
+        match inner.registry.validate_spec(spec) {
+            Err(e) if tolerant && from_plugin(&spec.model_type) => {
+                tracing::warn!(model_id = %spec.id, "model set aside: {e}");
+                faults.insert(spec.id.clone(), e);
+            }
+            Err(e) => return Err(e),
+            Ok(()) if tolerant && !plugins.failed.is_empty() => {
+                if inner.registry.for_type(&spec.model_type).is_empty() {
+                    faults.insert(spec.id.clone(), unserved(spec, &plugins.failed));
+                }
+            }
+            Ok(()) => {}
+        }
+    }
+    Ok(())
+}
+
+/// `PLUGIN_LOAD_ERROR` for a model whose type no loader serves while plugins failed: one of
+/// them may have been its provider.
+fn unserved(spec: &crate::ModelSpec, failed: &[crate::PluginFailure]) -> ModelError {
+    let failures: Vec<String> = failed
+        .iter()
+        .map(|f| format!("{}: {}", f.path.display(), f.error.message))
+        .collect();
+    ModelError::new(
+        ErrorCode::PluginLoadError,
+        format!(
+            "no loader serves type '{}', and plugin libraries failed to load: {}",
+            spec.model_type,
+            failures.join("; ")
+        ),
+    )
+    .for_model(&spec.id)
+    .with("model_type", spec.model_type.as_str())
+}
+
 impl ModelManager {
     /// Checks models against the registry, starts idle unloading and cache snapshots,
     /// restores the persisted cache and preloads `preload = true` models. Idempotent. A
@@ -58,9 +110,7 @@ impl ModelManager {
                 ModelError::new(ErrorCode::PluginLoadError, "loading the plugins panicked")
                     .caused_by("Panic", e)
             })??;
-        for spec in inner.settings.models.values() {
-            inner.registry.validate_spec(spec)?;
-        }
+        check_models(inner)?;
         open_remote_tier(inner)?;
         let mut report = InitReport::default();
         restore_cache(inner, &mut report).await;
@@ -96,11 +146,24 @@ impl ModelManager {
         // nothing and may be retried.
         let mut plugins = inner.plugins.lock();
         if plugins.is_none() && inner.settings.plugins.enabled {
-            let records =
-                crate::plugins::load_configured(&inner.settings.plugins, &inner.registry)?;
-            *plugins = Some(records);
+            let report = crate::plugins::load_configured(&inner.settings.plugins, &inner.registry)?;
+            *plugins = Some(report);
         }
-        Ok(plugins.clone().unwrap_or_default())
+        Ok(plugins
+            .as_ref()
+            .map(|r| r.loaded.clone())
+            .unwrap_or_default())
+    }
+
+    /// Plugin libraries that failed to load (`plugins.required = false`), after
+    /// [`ModelManager::load_plugins`] or initialize.
+    pub fn plugin_failures(&self) -> Vec<crate::PluginFailure> {
+        self.inner
+            .plugins
+            .lock()
+            .as_ref()
+            .map(|r| r.failed.clone())
+            .unwrap_or_default()
     }
 
     /// Opens the shared cache tier without initializing, and waits for its first answer, so

@@ -184,6 +184,11 @@ impl LoadGuard {
         };
         match &outcome {
             Ok(instance) => {
+                // What the loaded model says it holds (a plugin's `memory_bytes`) replaces
+                // the loader's guess in the memory budget.
+                if let Some(bytes) = instance.model.info().bytes {
+                    slot.estimated_bytes = Some(bytes);
+                }
                 slot.phase = Phase::Loaded(instance.clone());
                 slot.load_count += 1;
                 slot.loaded_at = Some(SystemTime::now());

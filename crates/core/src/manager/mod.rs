@@ -55,7 +55,9 @@ pub(crate) struct Inner {
     /// Callers waiting for room to load a model.
     pub capacity_waiters: AtomicUsize,
     /// `None` until the plugins are loaded.
-    pub plugins: Mutex<Option<Vec<crate::PluginRecord>>>,
+    pub plugins: Mutex<Option<crate::PluginLoadReport>>,
+    /// Models set aside at initialize with the error every use of them returns.
+    pub model_faults: Mutex<std::collections::BTreeMap<String, ModelError>>,
     /// The shared cache tier, opened at initialize when `embedding_cache.redis_url` is set.
     pub remote: std::sync::OnceLock<Arc<crate::cache::remote::RemoteTier>>,
 }
@@ -86,6 +88,7 @@ impl ModelManager {
             cache_restored: Mutex::new(None),
             capacity_waiters: AtomicUsize::new(0),
             plugins: Mutex::new(None),
+            model_faults: Mutex::new(Default::default()),
             remote: std::sync::OnceLock::new(),
         };
         Self {
@@ -171,7 +174,12 @@ impl ModelManager {
 
     /// The plugins loaded at initialize.
     pub fn plugins(&self) -> Vec<crate::PluginRecord> {
-        self.inner.plugins.lock().clone().unwrap_or_default()
+        self.inner
+            .plugins
+            .lock()
+            .as_ref()
+            .map(|r| r.loaded.clone())
+            .unwrap_or_default()
     }
 
     /// Returns one reference taken with [`ModelHandle::detach`] (the seed's explicit form).

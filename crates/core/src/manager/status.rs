@@ -105,6 +105,8 @@ pub struct ServiceStatus {
     pub registered_types: Vec<String>,
     /// Plugins loaded at initialize.
     pub plugins: Vec<crate::PluginRecord>,
+    /// Plugin libraries that failed to load (their models fail with the error).
+    pub plugin_failures: Vec<crate::PluginFailure>,
     /// Resident memory of this process, with `memory_monitoring = true` on Linux.
     pub process_resident_bytes: Option<u64>,
     /// Every configured model.
@@ -151,6 +153,7 @@ fn model_status(spec: &ModelSpec, slot: &Slot, now: Instant) -> ModelStatus {
 impl ModelManager {
     fn models_status(&self) -> BTreeMap<String, ModelStatus> {
         let now = Instant::now();
+        let faults = self.inner.model_faults.lock().clone();
         let state = self.inner.state.lock();
         self.inner
             .settings
@@ -158,7 +161,11 @@ impl ModelManager {
             .iter()
             .filter_map(|(id, spec)| {
                 let slot = state.slots.get(id)?;
-                Some((id.clone(), model_status(spec, slot, now)))
+                let mut status = model_status(spec, slot, now);
+                if status.last_error.is_none() {
+                    status.last_error = faults.get(id).cloned();
+                }
+                Some((id.clone(), status))
             })
             .collect()
     }
@@ -177,6 +184,7 @@ impl ModelManager {
     pub async fn get_status(&self) -> Result<ServiceStatus> {
         let inner = &self.inner;
         let models = self.models_status();
+        let plugins = inner.plugins.lock().clone().unwrap_or_default();
         let loaded = models.values().filter(|m| m.state == "loaded");
         let mut cache = inner.cache.stats();
         cache.remote = inner.remote.get().map(|tier| tier.stats());
@@ -200,7 +208,8 @@ impl ModelManager {
             cache_restored: inner.cache_restored.lock().clone(),
             cache_restore_error: inner.cache_load_error.lock().clone(),
             registered_types: inner.registry.types(),
-            plugins: inner.plugins.lock().clone().unwrap_or_default(),
+            plugins: plugins.loaded,
+            plugin_failures: plugins.failed,
             process_resident_bytes: inner
                 .settings
                 .memory_monitoring

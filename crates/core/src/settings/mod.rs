@@ -68,9 +68,27 @@ pub struct PluginSettings {
     pub dirs: Vec<PathBuf>,
     /// Library files to load.
     pub paths: Vec<PathBuf>,
-    /// Expected sha256 (lowercase hex) by file name; a library that does not match is refused
-    /// before it is opened.
+    /// Expected sha256 (lowercase hex) by file name or path; a library that does not match is
+    /// refused before it is opened.
     pub sha256: BTreeMap<String, String>,
+    /// Where plugin code runs.
+    pub isolation: PluginIsolation,
+    /// The program hosting plugin children; `None`: this executable, when it serves them.
+    pub host_program: Option<PathBuf>,
+    /// With process isolation, the longest wait for one plugin call.
+    pub timeout: Duration,
+    /// A plugin that fails to load fails initialize (else only its models fail).
+    pub required: bool,
+}
+
+/// `plugins.isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PluginIsolation {
+    /// Plugin code runs in this process: no overhead, but a crash in it ends the process.
+    #[default]
+    InProcess,
+    /// Each plugin library runs in a child process the host restarts when it dies or hangs.
+    Process,
 }
 
 /// The validated settings of one manager.
@@ -248,6 +266,13 @@ impl Settings {
                 dirs: r.paths("plugins.dirs"),
                 paths: r.paths("plugins.paths"),
                 sha256: plugin_pins(&flat),
+                isolation: match r.string("plugins.isolation").as_deref() {
+                    Some("process") => PluginIsolation::Process,
+                    _ => PluginIsolation::InProcess,
+                },
+                host_program: r.path("plugins.host_program"),
+                timeout: Duration::from_secs_f64(r.f64("plugins.timeout_seconds")),
+                required: r.bool("plugins.required"),
             },
             models,
             source,

@@ -16,6 +16,16 @@ pub fn workspace_root() -> PathBuf {
 
 /// Runs `cargo build` on `manifest` for `package` and returns the cdylib it produced.
 fn cargo_build_cdylib(manifest: &Path, package: &str, target_dir: Option<&Path>) -> PathBuf {
+    cargo_build_cdylib_with(manifest, package, target_dir, &[])
+}
+
+/// [`cargo_build_cdylib`] with more cargo arguments (e.g. a profile).
+fn cargo_build_cdylib_with(
+    manifest: &Path,
+    package: &str,
+    target_dir: Option<&Path>,
+    extra: &[&str],
+) -> PathBuf {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args([
         "build",
@@ -23,6 +33,7 @@ fn cargo_build_cdylib(manifest: &Path, package: &str, target_dir: Option<&Path>)
         "-p",
         package,
     ]);
+    cmd.args(extra);
     cmd.arg("--manifest-path").arg(manifest);
     if let Some(dir) = target_dir {
         cmd.env("CARGO_TARGET_DIR", dir);
@@ -132,6 +143,93 @@ fn build_fixtures() -> (PathBuf, PathBuf) {
     let mismatched = cargo_build_cdylib(&manifest, "mismatched", Some(&target));
     let plain = cargo_build_cdylib(&manifest, "plain", Some(&target));
     (mismatched, plain)
+}
+
+/// The `faulty` test plugin (type `faulty`; inputs `panic`, `segfault`, `abort`, `hang`
+/// and `print` misbehave on purpose; option `memory_bytes` is what it reports holding),
+/// built twice: as usual (unwind) and with `panic = "abort"`. Returns (unwind, abort).
+pub fn faulty_plugins() -> (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(build_faulty).clone()
+}
+
+const FAULTY_SOURCE: &str = r#"//! A plugin that misbehaves on request, for the host's isolation tests.
+
+use model_manager_plugin::{
+    export_plugin, Error, LoadConfig, Plugin, PluginInfo, PluginModel, TypeDeclaration, Values,
+};
+
+#[derive(Default)]
+pub struct Faulty;
+
+impl Plugin for Faulty {
+    fn info(&self) -> PluginInfo {
+        PluginInfo::new("faulty", "0.1.0").with_type(
+            TypeDeclaration::new("faulty", "Misbehaves on request").with_options(&["memory_bytes"]),
+        )
+    }
+
+    fn load(&self, config: &LoadConfig) -> Result<Box<dyn PluginModel>, Error> {
+        let memory = config.option("memory_bytes").and_then(|v| v.as_u64());
+        Ok(Box::new(Model { memory }))
+    }
+}
+
+struct Model {
+    memory: Option<u64>,
+}
+
+impl PluginModel for Model {
+    fn infer(&self, inputs: Values) -> Result<Values, Error> {
+        if inputs.contains_key("segfault") {
+            // SAFETY: none; the point is to crash like a buggy plugin would.
+            unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+        }
+        if inputs.contains_key("abort") {
+            std::process::abort();
+        }
+        if inputs.contains_key("hang") {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        if inputs.contains_key("panic") {
+            panic!("asked to panic");
+        }
+        if inputs.contains_key("print") {
+            println!("a plugin printing to stdout");
+        }
+        Ok(inputs)
+    }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        self.memory
+    }
+}
+
+export_plugin!(Faulty);
+"#;
+
+fn build_faulty() -> (PathBuf, PathBuf) {
+    let root = workspace_root();
+    let fixtures = root.join("target/plugin-fixtures-faulty");
+    write(
+        &fixtures.join("Cargo.toml"),
+        &format!(
+            "[package]\nname = \"faulty\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nmodel-manager-plugin = {{ path = {:?} }}\n\n[workspace]\n\n[profile.dev]\nopt-level = 1\n\n[profile.abort]\ninherits = \"dev\"\npanic = \"abort\"\n",
+            root.join("crates/plugin-api").display().to_string()
+        ),
+    );
+    write(&fixtures.join("src/lib.rs"), FAULTY_SOURCE);
+    if !fixtures.join("Cargo.lock").exists() {
+        std::fs::copy(root.join("Cargo.lock"), fixtures.join("Cargo.lock")).unwrap();
+    }
+    let manifest = fixtures.join("Cargo.toml");
+    let target = fixtures.join("target");
+    let unwind = cargo_build_cdylib_with(&manifest, "faulty", Some(&target), &[]);
+    let abort =
+        cargo_build_cdylib_with(&manifest, "faulty", Some(&target), &["--profile", "abort"]);
+    (unwind, abort)
 }
 
 fn write(path: &Path, text: &str) {

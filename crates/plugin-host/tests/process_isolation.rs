@@ -1,0 +1,141 @@
+//! Plugins in child processes (`plugins.isolation = "process"`): real plugin libraries that
+//! abort, segfault, hang or are truncated are coded errors, the host answers the next call
+//! and the child is back; in this process the same libraries are refused where they can be.
+
+mod support;
+
+use model_manager_core::{ErrorCode, InferValue, ModelError, ModelManager, NamedValues, Settings};
+use model_manager_plugin_host as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::{faulty_plugins, install, workspace_plugin};
+
+const HOST: &str = env!("CARGO_BIN_EXE_mm-plugin-host");
+
+fn settings(libraries: &[&Path], extra: &str) -> Settings {
+    settings_in(libraries, "process", extra)
+}
+
+fn settings_in(libraries: &[&Path], isolation: &str, extra: &str) -> Settings {
+    let paths: Vec<String> = libraries
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    let text = format!(
+        "plugins.enabled = true\nplugins.paths = [{}]\nplugins.isolation = {isolation:?}\n\
+         plugins.host_program = {HOST:?}\nplugins.timeout_seconds = 2\n\
+         models.f.type = \"faulty\"\nmodels.f.memory_bytes = 1000\n{extra}",
+        paths.join(", ")
+    );
+    Settings::from_toml_str(&text, ".").unwrap()
+}
+
+fn input(name: &str) -> NamedValues {
+    NamedValues::from([(name.to_owned(), InferValue::Text("x".to_owned()))])
+}
+
+async fn infer(manager: &ModelManager, name: &str) -> Result<NamedValues, ModelError> {
+    manager.infer("f", input(name)).await
+}
+
+/// The misbehaviour is a coded error naming the plugin; the next call is answered by a new
+/// child, and the model stayed loaded once.
+async fn survives(manager: &ModelManager, misbehaviour: &str, expected: &str) {
+    let err = infer(manager, misbehaviour).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InferenceError, "{err}");
+    assert!(err.message.contains("faulty"), "{}", err.message);
+    assert!(
+        err.message.contains(expected),
+        "{misbehaviour}: {}",
+        err.message
+    );
+    let out = infer(manager, "ok").await.unwrap();
+    assert_eq!(out["ok"], InferValue::Text("x".into()), "the child is back");
+    assert_eq!(
+        manager.get_model_status().await.unwrap().models["f"].load_count,
+        1,
+        "the host's model survived; only the child reloaded it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_built_plugin_is_refused_in_process_and_survived_in_a_child() {
+    let (_dir, library) = install(&faulty_plugins().1, "libfaulty.so");
+    let in_process = settings_in(&[&library], "in-process", "plugins.required = true\n");
+    let err = ModelManager::new(in_process)
+        .initialize()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::PluginLoadError);
+    assert!(err.message.contains("panic = \"abort\""), "{}", err.message);
+
+    let manager = ModelManager::new(settings(&[&library], ""));
+    manager.initialize().await.unwrap();
+    survives(&manager, "panic", "signal 6 (SIGABRT)").await;
+    survives(&manager, "abort", "SIGABRT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segfault_and_a_hang_are_errors_and_the_child_comes_back() {
+    let (_dir, library) = install(&faulty_plugins().0, "libfaulty.so");
+    let manager = ModelManager::new(settings(&[&library], ""));
+    manager.initialize().await.unwrap();
+    survives(&manager, "segfault", "signal 11 (SIGSEGV)").await;
+    let started = Instant::now();
+    survives(&manager, "hang", "did not answer within 2.0 s").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // A panic (unwind build) stays a plugin error inside the child, which lives on.
+    let err = infer(&manager, "panic").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InferenceError);
+    assert!(err.message.contains("panic"), "{}", err.message);
+    // What the plugin prints cannot corrupt the protocol.
+    assert!(infer(&manager, "print").await.is_ok());
+    // The host counts what the plugin reports holding.
+    let status = manager.get_status().await.unwrap();
+    assert_eq!(status.models["f"].estimated_bytes, Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_library_fails_only_its_models_unless_plugins_are_required() {
+    let (_dir, faulty) = install(&faulty_plugins().0, "libfaulty.so");
+    let whole = std::fs::read(&faulty).unwrap();
+    std::fs::write(&faulty, &whole[..whole.len() / 3]).unwrap();
+    let (_echo_dir, echo) = install(&workspace_plugin("mm-plugin-echo"), "libmm_plugin_echo.so");
+    let extra = "models.echo.type = \"echo\"\n";
+    let manager = ModelManager::new(settings(&[&faulty, &echo], extra));
+    manager.initialize().await.unwrap();
+    let err = manager.get_model("f").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PluginLoadError, "{err}");
+    assert!(err.message.contains("libfaulty.so"), "{}", err.message);
+    let out = manager.infer("echo", input("text")).await.unwrap();
+    assert_eq!(out["text"], InferValue::Text("x".into()));
+    let status = manager.get_status().await.unwrap();
+    assert_eq!(status.plugin_failures.len(), 1);
+    assert_eq!(
+        status.models["f"].last_error.as_ref().unwrap().code,
+        ErrorCode::PluginLoadError
+    );
+
+    let strict = settings(
+        &[&faulty, &echo],
+        &format!("{extra}plugins.required = true\n"),
+    );
+    let err = ModelManager::new(strict).initialize().await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PluginLoadError);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_option_typo_sets_aside_only_that_model() {
+    let (_dir, library) = install(&faulty_plugins().0, "libfaulty.so");
+    let extra = "models.g.type = \"faulty\"\nmodels.g.memory_bytez = 5\n";
+    let manager = ModelManager::new(settings(&[&library], extra));
+    manager.initialize().await.unwrap();
+    let err = manager.get_model("g").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ConfigError, "{err}");
+    assert!(err.message.contains("memory_bytez"), "{}", err.message);
+    assert!(infer(&manager, "ok").await.is_ok());
+}
