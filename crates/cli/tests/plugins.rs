@@ -176,3 +176,38 @@ fn http_infer_serves_plugin_models() {
     let (_, status_body) = server.get("/v1/status");
     assert_eq!(status_body["plugins"][0]["name"], "echo");
 }
+
+/// `mm check` vets plugins in child processes: a plugin option typo and a pin that names no
+/// library are problems, a crashing library is reported, and the checker survives.
+#[test]
+fn mm_check_catches_plugin_option_typos_dangling_pins_and_crashing_libraries() {
+    let s = setup();
+    let base = std::fs::read_to_string(&s.settings).unwrap();
+    let check = |extra: &str| {
+        std::fs::write(&s.settings, format!("{base}{extra}")).unwrap();
+        let out = mm(&s.settings).args(["--json", "check"]).assert().failure();
+        json_of(&out.get_output().stdout)
+    };
+    let value = check("models.echo.prefx = \"> \"\n");
+    let text = value.to_string();
+    assert!(text.contains("prefx"), "{text}");
+    let pin = format!(
+        "[plugins.sha256]\n\"libmm_plugin_ecco.so\" = \"{}\"\n",
+        "0".repeat(64)
+    );
+    let value = check(&pin);
+    let text = value.to_string();
+    assert!(
+        text.contains("CONFIG_ERROR") && text.contains("libmm_plugin_ecco.so"),
+        "{text}"
+    );
+    std::fs::write(&s.settings, &base).unwrap();
+    let whole = std::fs::read(&s.library).unwrap();
+    std::fs::write(&s.library, &whole[..whole.len() / 2]).unwrap();
+    let out = mm(&s.settings).args(["--json", "check"]).assert().failure();
+    let text = json_of(&out.get_output().stdout).to_string();
+    assert!(text.contains("PLUGIN_LOAD_ERROR"), "{text}");
+    let out = mm(&s.settings).args(["check"]).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("libmm_plugin_echo.so"), "{stderr}");
+}
