@@ -1,7 +1,9 @@
 //! `mm infer`: generic inference on custom model types (plugins, ONNX graphs).
 
 use crate::output::print_json;
-use model_manager::{ImageValue, InferValue, ModelError, ModelManager, NamedValues, Settings};
+use model_manager::{
+    ImageValue, InferValue, ModelError, ModelManager, NamedValues, Settings, TensorData,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -41,15 +43,42 @@ pub fn read_image(path: &Path) -> Result<ImageValue, ModelError> {
     })
 }
 
+/// Values shown of a summarized tensor.
+const PREVIEW_VALUES: usize = 8;
+
+/// The first values of a tensor, e.g. `[1, 2, 3]` or `[0.1, 0.2, … (1000 values)]`.
+fn preview(data: &TensorData) -> String {
+    fn show<T: std::fmt::Display>(values: &[T]) -> String {
+        let shown: Vec<String> = values
+            .iter()
+            .take(PREVIEW_VALUES)
+            .map(|v| v.to_string())
+            .collect();
+        if values.len() > PREVIEW_VALUES {
+            format!("[{}, … ({} values)]", shown.join(", "), values.len())
+        } else {
+            format!("[{}]", shown.join(", "))
+        }
+    }
+    match data {
+        TensorData::F32(v) => show(v),
+        TensorData::I64(v) => show(v),
+        TensorData::I32(v) => show(v),
+    }
+}
+
 /// Outputs as JSON, with tensors summarized unless `full`.
 fn outputs_json(outputs: &NamedValues, full: bool) -> Value {
     outputs
         .iter()
         .map(|(name, value)| {
             let shown = match value {
-                InferValue::Tensor(t) if !full => {
-                    json!(format!("tensor {} {:?}", t.data.dtype(), t.shape))
-                }
+                InferValue::Tensor(t) if !full => json!(format!(
+                    "tensor {} {:?} {}",
+                    t.data.dtype(),
+                    t.shape,
+                    preview(&t.data)
+                )),
                 other => serde_json::to_value(other).unwrap_or_default(),
             };
             (name.clone(), shown)

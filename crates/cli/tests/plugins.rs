@@ -211,3 +211,25 @@ fn mm_check_catches_plugin_option_typos_dangling_pins_and_crashing_libraries() {
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(stderr.contains("libmm_plugin_echo.so"), "{stderr}");
 }
+
+#[test]
+fn text_mode_infer_shows_the_first_values_of_tensors() {
+    let s = setup();
+    let out = mm(&s.settings)
+        .args([
+            "infer",
+            "--model",
+            "echo",
+            "--values",
+            r#"{"ids": {"shape": [4], "dtype": "i64", "data": [1, 2, 3, 4]},
+                "big": {"shape": [10], "dtype": "f32", "data": [0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}"#,
+        ])
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(stdout.contains("tensor i64 [4] [1, 2, 3, 4]"), "{stdout}");
+    assert!(
+        stdout.contains("[0.5, 1, 2, 3, 4, 5, 6, 7, … (10 values)]"),
+        "{stdout}"
+    );
+}

@@ -1,4 +1,4 @@
-//! Lifecycle rules of DESIGN.md, proven with a real loader on blocking threads.
+//! Lifecycle rules (README, "Lifecycle"), proven with a real loader on blocking threads.
 
 mod support;
 

@@ -91,7 +91,7 @@ pub struct Error {
 }
 
 impl Error {
-    /// An error with any code of model-manager's DESIGN.md.
+    /// An error with any model-manager error code (the README's exit-code table lists them).
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.to_owned(),

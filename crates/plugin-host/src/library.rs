@@ -226,6 +226,9 @@ fn first_mismatch(report: &str) -> String {
     let Some(at) = lines.iter().position(|l| l.starts_with("Error:")) else {
         return "the layouts differ".to_owned();
     };
+    if let Some(summary) = function_mismatch(&lines[..at]) {
+        return summary;
+    }
     let what = lines[at].trim_start_matches("Error:").trim();
     let type_name = lines[..at]
         .iter()
@@ -249,6 +252,43 @@ fn first_mismatch(report: &str) -> String {
         summary.push_str(&format!(" (expected `{expected}`, found `{found}`)"));
     }
     summary
+}
+
+/// For a changed function signature: "function `load` of PluginModule: expected
+/// `fn(RStr<'a>)->RResult`, found `fn(RStr<'a>, u32)->RResult`". abi_stable's report walks
+/// to the mismatch through `field_name:`/`type:` pairs after "error(s)inside:", then shows
+/// both layouts, which for a function pointer are its signatures.
+fn function_mismatch(lines: &[&str]) -> Option<String> {
+    let expected_at = lines
+        .iter()
+        .rposition(|l| *l == "Layout of expected type:")?;
+    let found_at = lines.iter().rposition(|l| *l == "Layout of found type:")?;
+    let expected = lines
+        .get(expected_at + 1)
+        .filter(|l| l.starts_with("fn("))?;
+    let found = lines.get(found_at + 1).filter(|l| l.starts_with("fn("))?;
+    let path_start = lines[..expected_at]
+        .iter()
+        .rposition(|l| l.ends_with("error(s)inside:"))?;
+    let path = &lines[path_start..expected_at];
+    let names: Vec<&str> = path
+        .iter()
+        .filter_map(|l| l.strip_prefix("field_name:"))
+        .collect();
+    let types: Vec<&str> = path
+        .iter()
+        .filter_map(|l| l.strip_prefix("type:"))
+        .collect();
+    let function = names.last()?;
+    let owner = types.len().checked_sub(2).map(|i| types[i]);
+    // abi_stable prints unnamed parameters as `,: T`.
+    let tidy = |sig: &str| sig.replace("(,: ", "(").replace(", ,: ", ", ");
+    Some(format!(
+        "function `{function}`{}: expected `{}`, found `{}`",
+        owner.map(|o| format!(" of {o}")).unwrap_or_default(),
+        tidy(expected),
+        tidy(found)
+    ))
 }
 
 #[cfg(test)]

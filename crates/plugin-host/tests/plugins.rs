@@ -142,6 +142,20 @@ async fn a_plugin_built_against_a_changed_interface_is_an_abi_mismatch_with_a_sh
 }
 
 #[tokio::test]
+async fn a_changed_function_signature_is_an_abi_mismatch_naming_the_function() {
+    let (_dir, library) = install(&support::signature_mismatched_plugin(), "libmismatched.so");
+    let err = init_error(echo_settings(&library, "")).await;
+    assert_eq!(err.code, ErrorCode::PluginAbiMismatch, "{err}");
+    assert!(
+        err.message.contains(
+            "function `manifest` of PluginModule: expected `fn()->AbiManifest`, found `fn(u32)->AbiManifest`"
+        ),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
 async fn writable_plugins_and_sha256_mismatches_are_refused_before_opening() {
     let (dir, library) = install(&workspace_plugin("mm-plugin-echo"), "libmm_plugin_echo.so");
     set_mode(&library, 0o664);

@@ -94,6 +94,71 @@ pub fn fixture_plugins() -> (PathBuf, PathBuf) {
     BUILT.get_or_init(build_fixtures).clone()
 }
 
+/// The echo plugin built against a copy of the interface whose `manifest` function takes an
+/// argument: a changed function signature rather than a changed field.
+pub fn signature_mismatched_plugin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let fixtures = root.join("target/plugin-fixtures-signature");
+            let interface = fixtures.join("interface");
+            copy_interface(&root, &interface);
+            edit(
+                &interface.join("src/abi.rs"),
+                "pub manifest: extern \"C\" fn() -> AbiManifest,",
+                "pub manifest: extern \"C\" fn(u32) -> AbiManifest,",
+            );
+            edit(
+                &interface.join("src/export.rs"),
+                "extern \"C\" fn manifest<P: Exported>() -> AbiManifest {",
+                "extern \"C\" fn manifest<P: Exported>(_: u32) -> AbiManifest {",
+            );
+            write_echo_against_interface(&root, &fixtures, "mismatched");
+            write(
+                &fixtures.join("Cargo.toml"),
+                "[workspace]\nmembers = [\"interface\", \"mismatched\"]\nresolver = \"2\"\n\n[profile.dev]\nopt-level = 1\n",
+            );
+            std::fs::copy(root.join("Cargo.lock"), fixtures.join("Cargo.lock")).unwrap();
+            cargo_build_cdylib(
+                &fixtures.join("Cargo.toml"),
+                "mismatched",
+                Some(&fixtures.join("target")),
+            )
+        })
+        .clone()
+}
+
+/// Replaces `from` (which must be there) by `to` in `file`.
+fn edit(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} lacks {from}", file.display());
+    write(file, &text.replace(from, to));
+}
+
+/// A copy of the interface crate at `to` that builds outside the workspace.
+fn copy_interface(root: &Path, to: &Path) {
+    copy_dir(&root.join("crates/plugin-api"), to);
+    let manifest = std::fs::read_to_string(to.join("Cargo.toml")).unwrap();
+    let manifest = manifest.replace("{ workspace = true }", "\"1\"").replace(
+        "serde = \"1\"",
+        "serde = { version = \"1\", features = [\"derive\"] }",
+    );
+    write(&to.join("Cargo.toml"), &manifest);
+}
+
+/// The echo plugin's source as package `name` in `fixtures`, against `../interface`.
+fn write_echo_against_interface(root: &Path, fixtures: &Path, name: &str) {
+    let echo_src = root.join("plugins/echo/src/lib.rs");
+    write(
+        &fixtures.join(format!("{name}/Cargo.toml")),
+        &format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\npath = {:?}\n\n[dependencies]\nmodel-manager-plugin = {{ path = \"../interface\" }}\nserde_json = \"1\"\n",
+            echo_src.display().to_string()
+        ),
+    );
+}
+
 fn build_fixtures() -> (PathBuf, PathBuf) {
     let root = workspace_root();
     let fixtures = root.join("target/plugin-fixtures");
