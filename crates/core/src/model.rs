@@ -4,7 +4,6 @@ use crate::device::Device;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
-use std::collections::BTreeMap;
 
 /// Facts about a loaded model, shown in status.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -137,129 +136,7 @@ pub trait TextGenerator {
     fn generate(&self, prompt: &str, params: &GenerationParams) -> Result<String>;
 }
 
-/// The values of a tensor, by element type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "dtype", content = "data", rename_all = "lowercase")]
-pub enum TensorData {
-    /// 32-bit floats.
-    F32(Vec<f32>),
-    /// 64-bit integers.
-    I64(Vec<i64>),
-    /// 32-bit integers.
-    I32(Vec<i32>),
-}
-
-impl TensorData {
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            TensorData::F32(v) => v.len(),
-            TensorData::I64(v) => v.len(),
-            TensorData::I32(v) => v.len(),
-        }
-    }
-
-    /// Whether there are no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The element type as written in JSON (`f32`, `i64`, `i32`).
-    pub fn dtype(&self) -> &'static str {
-        match self {
-            TensorData::F32(_) => "f32",
-            TensorData::I64(_) => "i64",
-            TensorData::I32(_) => "i32",
-        }
-    }
-}
-
-/// A tensor crossing a generic inference call: a shape and row-major data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TensorValue {
-    /// Dimensions.
-    pub shape: Vec<usize>,
-    /// Values, row-major; their count is the product of `shape`.
-    #[serde(flatten)]
-    pub data: TensorData,
-}
-
-/// An image for generic inference: encoded file bytes (`format` png, jpeg…) or raw pixels
-/// (`format` raw, with width, height and channels). In JSON the bytes are base64.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageValue {
-    /// The bytes, base64 in JSON.
-    #[serde(rename = "base64", with = "base64_bytes")]
-    pub bytes: Vec<u8>,
-    /// Pixels per row; 0 when the decoder finds out.
-    #[serde(default)]
-    pub width: u32,
-    /// Rows; 0 when the decoder finds out.
-    #[serde(default)]
-    pub height: u32,
-    /// Channels per pixel; 0 when the decoder finds out.
-    #[serde(default)]
-    pub channels: u32,
-    /// `png`, `jpeg`, `raw`, or empty to let the model guess.
-    #[serde(default)]
-    pub format: String,
-}
-
-mod base64_bytes {
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// One named input or output of generic inference. In JSON: a tensor is
-/// `{"shape", "dtype", "data"}`, an image `{"base64", "format", …}`, text a string, and
-/// anything else free-form JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum InferValue {
-    /// A tensor.
-    Tensor(TensorValue),
-    /// An image.
-    Image(ImageValue),
-    /// Text.
-    Text(String),
-    /// Free-form JSON (labels, scores, options…).
-    Json(serde_json::Value),
-}
-
-impl InferValue {
-    /// The tensor, if this is one.
-    pub fn as_tensor(&self) -> Option<&TensorValue> {
-        match self {
-            InferValue::Tensor(t) => Some(t),
-            _ => None,
-        }
-    }
-
-    /// What kind of value this is, for error messages.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            InferValue::Tensor(_) => "a tensor",
-            InferValue::Image(_) => "an image",
-            InferValue::Text(_) => "text",
-            InferValue::Json(_) => "JSON",
-        }
-    }
-}
-
-/// Values by name: the inputs or outputs of generic inference.
-pub type NamedValues = BTreeMap<String, InferValue>;
+pub use model_manager_values::{ImageValue, InferValue, NamedValues, TensorData, TensorValue};
 
 /// A model used as a function from named values to named values (tensors for ONNX graphs;
 /// images, text and JSON too for plugin types).

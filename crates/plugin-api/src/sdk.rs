@@ -1,85 +1,16 @@
 //! What a plugin author implements, in plain Rust types.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// An image: encoded bytes (`format` png, jpeg…) or raw pixels (`format` raw).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Image {
-    /// Encoded file bytes or raw row-major pixels.
-    pub bytes: Vec<u8>,
-    /// Pixels per row; 0 when unknown (encoded images).
-    pub width: u32,
-    /// Rows; 0 when unknown.
-    pub height: u32,
-    /// Channels per pixel; 0 when unknown.
-    pub channels: u32,
-    /// `png`, `jpeg`, `raw`, or empty to guess from the bytes.
-    pub format: String,
-}
-
-/// Tensor elements by type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TensorData {
-    /// 32-bit floats.
-    F32(Vec<f32>),
-    /// 64-bit integers.
-    I64(Vec<i64>),
-    /// 32-bit integers.
-    I32(Vec<i32>),
-}
-
-/// A row-major tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
-    /// Dimensions.
-    pub shape: Vec<usize>,
-    /// Elements; their count is the product of `shape`.
-    pub data: TensorData,
-}
-
-/// One input or output value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// Text.
-    Text(String),
-    /// An image.
-    Image(Image),
-    /// A tensor.
-    Tensor(Tensor),
-    /// Free-form JSON.
-    Json(serde_json::Value),
-}
-
-impl Value {
-    /// The text, if this is text.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            Value::Text(t) => Some(t),
-            _ => None,
-        }
-    }
-
-    /// The image, if this is one.
-    pub fn as_image(&self) -> Option<&Image> {
-        match self {
-            Value::Image(i) => Some(i),
-            _ => None,
-        }
-    }
-
-    /// The tensor, if this is one.
-    pub fn as_tensor(&self) -> Option<&Tensor> {
-        match self {
-            Value::Tensor(t) => Some(t),
-            _ => None,
-        }
-    }
-}
-
-/// Values by name: a model's inputs or outputs.
-pub type Values = BTreeMap<String, Value>;
+/// The values a model takes and returns, shared with the host (no conversion between the
+/// two): `Value::Text`, `Value::Image` (an [`Image`]: encoded bytes, or raw pixels with
+/// width, height and channels), `Value::Tensor` (a [`Tensor`]: shape and row-major
+/// [`TensorData`]) and `Value::Json`.
+pub use model_manager_values::{
+    ImageValue as Image, InferValue as Value, NamedValues as Values, TensorData,
+    TensorValue as Tensor,
+};
 
 /// An error a plugin returns: a model-manager error code and a message.
 #[derive(Debug, Clone, PartialEq)]

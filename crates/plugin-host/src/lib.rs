@@ -10,7 +10,6 @@
 //! layout of every type that crosses the boundary), and never unloaded. Its declared types
 //! then load, share, count references and unload like built-in ones.
 
-mod convert;
 #[cfg(target_os = "linux")]
 mod elf;
 mod guard;

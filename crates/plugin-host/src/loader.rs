@@ -1,6 +1,5 @@
 //! A plugin's declared type as a [`ModelLoader`], and its loaded models as [`Model`]s.
 
-use crate::convert;
 use crate::library::LoadedPlugin;
 use abi_stable::std_types::RStr;
 use model_manager_core::{
@@ -157,7 +156,7 @@ impl Infer for PluginModel {
         let name = &self.plugin.record.name;
         let outputs = self
             .model
-            .infer(values_to_abi(convert::to_sdk(inputs)))
+            .infer(values_to_abi(inputs.clone()))
             .into_result()
             .map_err(|e| plugin_error(name, e, ErrorCode::InferenceError))?;
         let outputs = values_from_abi(outputs).map_err(|e| {
@@ -169,6 +168,6 @@ impl Infer for PluginModel {
                 ),
             )
         })?;
-        Ok(convert::from_sdk(outputs))
+        Ok(outputs)
     }
 }

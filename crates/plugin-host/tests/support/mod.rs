@@ -136,15 +136,32 @@ fn edit(file: &Path, from: &str, to: &str) {
     write(file, &text.replace(from, to));
 }
 
+/// The interface crate's manifest for a copy outside the workspace: versions instead of
+/// workspace inheritance, the values crate by absolute path.
+fn standalone_manifest(root: &Path, manifest: &str) -> String {
+    manifest
+        .replace("{ workspace = true }", "\"1\"")
+        .replace(
+            "serde = \"1\"",
+            "serde = { version = \"1\", features = [\"derive\"] }",
+        )
+        .replace(
+            "path = \"../values\"",
+            &format!(
+                "path = {:?}",
+                root.join("crates/values").display().to_string()
+            ),
+        )
+}
+
 /// A copy of the interface crate at `to` that builds outside the workspace.
 fn copy_interface(root: &Path, to: &Path) {
     copy_dir(&root.join("crates/plugin-api"), to);
     let manifest = std::fs::read_to_string(to.join("Cargo.toml")).unwrap();
-    let manifest = manifest.replace("{ workspace = true }", "\"1\"").replace(
-        "serde = \"1\"",
-        "serde = { version = \"1\", features = [\"derive\"] }",
+    write(
+        &to.join("Cargo.toml"),
+        &standalone_manifest(root, &manifest),
     );
-    write(&to.join("Cargo.toml"), &manifest);
 }
 
 /// The echo plugin's source as package `name` in `fixtures`, against `../interface`.
@@ -176,11 +193,11 @@ fn build_fixtures() -> (PathBuf, PathBuf) {
         .replace("@WIDTH@", height);
     std::fs::write(&abi, swapped).unwrap();
     let manifest = std::fs::read_to_string(interface.join("Cargo.toml")).unwrap();
-    let manifest = manifest.replace("{ workspace = true }", "\"1\"").replace(
-        "serde = \"1\"",
-        "serde = { version = \"1\", features = [\"derive\"] }",
-    );
-    std::fs::write(interface.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(
+        interface.join("Cargo.toml"),
+        standalone_manifest(&root, &manifest),
+    )
+    .unwrap();
     let echo_src = root.join("plugins/echo/src/lib.rs");
     write(
         &fixtures.join("mismatched/Cargo.toml"),
