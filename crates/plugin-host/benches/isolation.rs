@@ -4,7 +4,6 @@
 //!
 //! Run: `cargo bench -p model-manager-plugin-host --bench isolation` (MM_BENCH_CALLS, default 200).
 
-#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
