@@ -149,6 +149,21 @@ fn print_remote_cache(remote: &RemoteCacheStats) {
     }
 }
 
+/// The problem of an abort-built plugin configured to run in this process (it would be
+/// refused there).
+fn abort_built_in_process(plugin: &model_manager::PluginRecord) -> ModelError {
+    ModelError::new(
+        model_manager::ErrorCode::PluginLoadError,
+        format!(
+            "plugin `{}` ({}) was built with `panic = \"abort\"` and is refused in-process; \
+             set `plugins.isolation = \"process\"` or rebuild it with `panic = \"unwind\"`",
+            plugin.name,
+            plugin.path.display()
+        ),
+    )
+    .with("path", plugin.path.display().to_string())
+}
+
 /// What `mm check` found: problems make the file unusable, warnings do not.
 #[derive(Default)]
 struct Findings {
@@ -168,13 +183,23 @@ pub async fn check(path: &Path, json_out: bool) -> Result<(), ModelError> {
         // Plugins are vetted in child processes: a library that crashes while loading
         // cannot take the checker down, and every one of them is reported.
         let mut settings = Settings::from_file(path)?;
+        let configured = settings.plugins.isolation;
         settings.plugins.isolation = model_manager::PluginIsolation::Process;
         settings.plugins.required = false;
         let manager = ModelManager::new(settings);
         match manager.load_plugins() {
-            Ok(_) => findings
-                .problems
-                .extend(manager.plugin_failures().into_iter().map(|f| f.error)),
+            Ok(loaded) => {
+                findings
+                    .problems
+                    .extend(manager.plugin_failures().into_iter().map(|f| f.error));
+                let in_process = configured == model_manager::PluginIsolation::InProcess;
+                findings.problems.extend(
+                    loaded
+                        .iter()
+                        .filter(|p| p.panic_abort && in_process)
+                        .map(abort_built_in_process),
+                );
+            }
             Err(e) => findings.problems.push(e),
         }
         count = manager.settings().models.len();

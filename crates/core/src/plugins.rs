@@ -37,6 +37,9 @@ pub struct PluginRecord {
     pub sha256: String,
     /// The types it provides.
     pub types: Vec<PluginTypeRecord>,
+    /// Built with `panic = "abort"` (then it runs only with process isolation).
+    #[serde(default)]
+    pub panic_abort: bool,
 }
 
 /// A plugin library that could not be loaded; with `plugins.required = false` the rest of

@@ -63,7 +63,8 @@ pub fn check_shared_library(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| damaged(path, format!("program header table: {e}")))?;
     for (i, segment) in segments.iter().enumerate() {
         let kind = segment.p_type(endian);
-        if kind != PT_LOAD && kind != PT_DYNAMIC {
+        // A segment of zero-filled memory only takes no bytes from the file.
+        if (kind != PT_LOAD && kind != PT_DYNAMIC) || segment.p_filesz(endian) == 0 {
             continue;
         }
         let end = segment

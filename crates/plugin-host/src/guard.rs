@@ -10,13 +10,15 @@ fn refused(path: &Path, why: String) -> ModelError {
     load_error(path, format!("refusing plugin {}: {why}", path.display()))
 }
 
-/// Refuses a file, or any folder on its path up to `/`, that group or others may write:
-/// anyone who can write it, or rename a folder on its path, can run code in this process.
-/// Folders with the sticky bit (like /tmp) are allowed: others cannot rename what they do
-/// not own in them.
+/// Refuses a file, or any folder on its path up to `/`, that group or others may write or
+/// that another user owns (root excepted): anyone who can write it, or rename a folder on
+/// its path, can run code in this process. Folders with the sticky bit (like /tmp) are
+/// allowed: others cannot rename what they do not own in them.
 #[cfg(unix)]
 pub fn check_permissions(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
     for (depth, p) in path.ancestors().enumerate() {
         let what = match depth {
             0 => "the file".to_owned(),
@@ -27,6 +29,16 @@ pub fn check_permissions(path: &Path) -> Result<()> {
             std::fs::metadata(p).map_err(|e| refused(path, format!("cannot stat {what}: {e}")))?;
         let mode = meta.permissions().mode();
         let sticky = depth > 0 && mode & 0o1000 != 0;
+        if meta.uid() != me && meta.uid() != 0 && !sticky {
+            return Err(refused(
+                path,
+                format!(
+                    "{what} ({}) belongs to another user (uid {}), who could replace it",
+                    p.display(),
+                    meta.uid()
+                ),
+            ));
+        }
         if mode & 0o022 != 0 && !sticky {
             return Err(refused(
                 path,
@@ -64,17 +76,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The pin keys that may name `configured` (as written in the settings) and `canonical`
-/// (the file it resolves to): the full path as written, the canonical path, the file name.
-fn pin_keys(configured: &Path, canonical: &Path) -> [String; 3] {
-    let name = canonical
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    [
+/// (the file it resolves to): either path, or either file name (a symlink's own name too).
+fn pin_keys(configured: &Path, canonical: &Path) -> Vec<String> {
+    let name = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut keys = vec![
         configured.display().to_string(),
         canonical.display().to_string(),
-        name.to_owned(),
-    ]
+        name(canonical),
+        name(configured),
+    ];
+    keys.dedup();
+    keys
 }
 
 /// Refuses the file if `plugins.sha256` pins another digest under its path or file name.

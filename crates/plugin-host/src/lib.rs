@@ -130,11 +130,14 @@ fn open(path: &Path, settings: &PluginSettings) -> Result<Opened> {
 /// The program (and arguments) that hosts plugin children: `plugins.host_program`, else
 /// this executable when it serves children.
 pub fn host_program(settings: &PluginSettings) -> Result<(PathBuf, Vec<String>)> {
+    // The program runs plugin code with this process's rights: vetted like a library.
     if let Some(program) = &settings.host_program {
+        guard::check_permissions(&program.canonicalize().unwrap_or_else(|_| program.clone()))?;
         return Ok((program.clone(), Vec::new()));
     }
     if process::this_executable_serves_children() {
         if let Ok(exe) = std::env::current_exe() {
+            guard::check_permissions(&exe)?;
             return Ok((exe, Vec::new()));
         }
     }

@@ -149,6 +149,7 @@ fn describe(
         abi: format!("{}.{}", manifest.abi_major, manifest.abi_minor),
         path: canonical.to_path_buf(),
         sha256,
+        panic_abort: module.panic_abort() == Some(true),
         types: manifest
             .types
             .iter()

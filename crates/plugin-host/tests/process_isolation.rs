@@ -100,6 +100,72 @@ async fn a_segfault_and_a_hang_are_errors_and_the_child_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_models_keep_their_own_state_across_a_crash_and_odd_floats_cross_exactly() {
+    let (_dir, library) = install(&faulty_plugins().0, "libfaulty.so");
+    let extra = "models.f.tag = \"f\"\nmodels.g.type = \"faulty\"\nmodels.g.tag = \"g\"\n";
+    let manager = ModelManager::new(settings(&[&library], extra));
+    manager.initialize().await.unwrap();
+    let tag = |out: &NamedValues| out["tag"].clone();
+    assert_eq!(
+        tag(&manager.infer("g", input("ok")).await.unwrap()),
+        InferValue::Text("g".into())
+    );
+    assert!(infer(&manager, "segfault").await.is_err());
+    for _ in 0..2 {
+        let g = manager.infer("g", input("ok")).await.unwrap();
+        assert_eq!(
+            tag(&g),
+            InferValue::Text("g".into()),
+            "g reloaded in the new child"
+        );
+        let f = infer(&manager, "ok").await.unwrap();
+        assert_eq!(tag(&f), InferValue::Text("f".into()));
+    }
+    // NaN and infinities are not JSON numbers; they cross bit for bit, and the child lives.
+    let out = infer(&manager, "nan").await.unwrap();
+    let InferValue::Tensor(t) = &out["nan"] else {
+        panic!("a tensor: {out:?}")
+    };
+    let model_manager_core::TensorData::F32(v) = &t.data else {
+        panic!("f32")
+    };
+    assert!(v[0].is_nan() && v[1] == f32::INFINITY && v[2].to_bits() == (-0.0f32).to_bits());
+}
+
+/// Started from a thread that then ends (as the runtime's blocking threads do when idle),
+/// the child stays: its lifetime follows the host process, not the thread.
+#[test]
+fn a_child_outlives_the_thread_that_started_it() {
+    use sha2::Digest;
+    let (_dir, library) = install(&faulty_plugins().0, "libfaulty.so");
+    let sha256: String = sha2::Sha256::digest(std::fs::read(&library).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let library = library.canonicalize().unwrap();
+    let child = std::thread::spawn(move || {
+        model_manager_plugin_host::ChildPlugin::start(
+            &library,
+            sha256,
+            (HOST.into(), Vec::new()),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let config = model_manager_plugin::LoadConfig {
+        model_id: "f".into(),
+        model_type: "faulty".into(),
+        ..Default::default()
+    };
+    child.load(1, &config).unwrap();
+    let out = child.infer(1, &config, &input("ok")).unwrap();
+    assert_eq!(out["ok"], InferValue::Text("x".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_library_fails_only_its_models_unless_plugins_are_required() {
     let (_dir, faulty) = install(&faulty_plugins().0, "libfaulty.so");
     let whole = std::fs::read(&faulty).unwrap();

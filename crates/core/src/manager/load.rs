@@ -168,6 +168,13 @@ impl LoadGuard {
         plan: &LoadPlan,
     ) -> Option<Arc<Instance>> {
         let id = self.model_id.as_str();
+        // What the loaded model says it holds (a plugin's `memory_bytes`) replaces the
+        // loader's guess in the memory budget; asked before the manager's lock is taken,
+        // since it runs model (plugin) code.
+        let reported_bytes = outcome
+            .as_ref()
+            .ok()
+            .and_then(|instance| instance.model.info().bytes);
         let mut state = self.inner.state.lock();
         let slot = state.slots.get_mut(id).expect("slot exists");
         if slot.load_id != self.load_id {
@@ -184,9 +191,7 @@ impl LoadGuard {
         };
         match &outcome {
             Ok(instance) => {
-                // What the loaded model says it holds (a plugin's `memory_bytes`) replaces
-                // the loader's guess in the memory budget.
-                if let Some(bytes) = instance.model.info().bytes {
+                if let Some(bytes) = reported_bytes {
                     slot.estimated_bytes = Some(bytes);
                 }
                 slot.phase = Phase::Loaded(instance.clone());

@@ -1,10 +1,12 @@
 //! The child side of process isolation: opens one plugin library and answers the host's
 //! requests, one at a time, until the host closes its end.
 
-use super::protocol::{from_wire, read_frame, to_wire, write_frame, Reply, Request, WireType};
+use super::protocol::{
+    from_wire, read_frame_bytes, to_wire, write_frame, Reply, Request, WireType,
+};
 use crate::library::{open_plugin, LoadedPlugin};
 use crate::loader::PluginModel;
-use model_manager_core::{Device, Infer, Model, ModelError, Result};
+use model_manager_core::{Device, ErrorCode, Infer, Model, ModelError, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -37,13 +39,14 @@ pub(crate) fn this_executable_serves_children() -> bool {
     SERVES_CHILDREN.load(Ordering::Acquire)
 }
 
-/// The protocol's streams: stdin, and a private copy of stdout, with descriptor 1 pointed
-/// at stderr so that what the plugin prints cannot corrupt the frames.
+/// The protocol's streams: stdin, and a private copy of stdout (close-on-exec, so processes
+/// the plugin starts do not hold the host's reply pipe open), with descriptor 1 pointed at
+/// stderr so that what the plugin prints cannot corrupt the frames.
 fn protocol_streams() -> std::io::Result<(File, File)> {
     // SAFETY: plain descriptor calls on descriptors this process owns; the copy is owned by
     // the returned File alone.
     unsafe {
-        let out = libc::dup(1);
+        let out = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
         if out < 0 || libc::dup2(2, 1) < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -51,14 +54,28 @@ fn protocol_streams() -> std::io::Result<(File, File)> {
     }
 }
 
+/// Ends this process when its host goes away, even while the plugin is stuck in a call (a
+/// closed request stream ends it otherwise). Polls the parent id: the kernel's parent-death
+/// signal follows the host *thread* that started the child, and the host's blocking threads
+/// come and go.
+fn exit_with_host() {
+    // SAFETY: getppid has no preconditions.
+    let host = unsafe { libc::getppid() };
+    let _ = std::thread::Builder::new()
+        .name("mm-plugin-watchdog".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            // SAFETY: getppid has no preconditions; _exit skips the plugin's atexit work,
+            // which may be what is stuck.
+            if unsafe { libc::getppid() } != host {
+                unsafe { libc::_exit(0) };
+            }
+        });
+}
+
 /// Serves the host; the exit status says why it stopped (0: the host closed the stream).
 fn run_child(library: &Path) -> i32 {
-    // A child must not outlive its host (a killed host leaves no plugin processes behind).
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl with these arguments only sets this process's death signal.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-    }
+    exit_with_host();
     let Ok((input, output)) = protocol_streams() else {
         return 70;
     };
@@ -82,6 +99,7 @@ fn run_child(library: &Path) -> i32 {
     let hello = Reply::Hello {
         protocol: super::protocol::PROTOCOL_VERSION,
         record: plugin.record.clone(),
+        panic_abort: plugin.module.panic_abort() == Some(true),
         types: plugin
             .types
             .iter()
@@ -97,16 +115,22 @@ fn run_child(library: &Path) -> i32 {
     let mut models = Models {
         plugin,
         loaded: HashMap::new(),
-        next: 1,
     };
     loop {
-        let request: Request = match read_frame(&mut input) {
-            Ok(Some(request)) => request,
+        let bytes = match read_frame_bytes(&mut input) {
+            Ok(Some(bytes)) => bytes,
             Ok(None) => return 0,
             Err(_) => return 5,
         };
-        let reply = models
-            .answer(request)
+        // A request that does not decode is answered, not a reason to stop.
+        let reply = serde_json::from_slice::<Request>(&bytes)
+            .map_err(|e| {
+                ModelError::new(
+                    ErrorCode::InferenceError,
+                    format!("the plugin child cannot read the request: {e}"),
+                )
+            })
+            .and_then(|request| models.answer(request))
             .unwrap_or_else(|error| Reply::Failed {
                 error: error.into(),
             });
@@ -116,39 +140,36 @@ fn run_child(library: &Path) -> i32 {
     }
 }
 
-/// The models this child loaded, by handle.
+/// The models this child loaded, by the host's ids.
 struct Models {
     plugin: Arc<LoadedPlugin>,
     loaded: HashMap<u64, PluginModel>,
-    next: u64,
 }
 
 impl Models {
     fn answer(&mut self, request: Request) -> Result<Reply> {
         match request {
-            Request::Load { config } => {
+            Request::Load { model, config } => {
                 let device = match config.device.strip_prefix("cuda:") {
                     Some(n) => Device::Cuda(n.parse().unwrap_or(0)),
                     None => Device::Cpu,
                 };
-                let model = PluginModel::load(self.plugin.clone(), &config, device)?;
-                let memory_bytes = model.info().bytes.unwrap_or(0);
-                let handle = self.next;
-                self.next += 1;
-                self.loaded.insert(handle, model);
-                Ok(Reply::Loaded {
-                    model: handle,
-                    memory_bytes,
-                })
+                let loaded = PluginModel::load(self.plugin.clone(), &config, device)?;
+                let memory_bytes = loaded.info().bytes.unwrap_or(0);
+                self.loaded.insert(model, loaded);
+                Ok(Reply::Loaded { memory_bytes })
             }
             Request::Infer { model, inputs } => {
                 let loaded = self.loaded.get(&model).ok_or_else(|| {
                     ModelError::new(
-                        model_manager_core::ErrorCode::InferenceError,
+                        ErrorCode::InferenceError,
                         format!("the plugin child has no model {model}"),
                     )
                 })?;
-                let outputs = loaded.infer(&from_wire(inputs))?;
+                let inputs = from_wire(inputs).map_err(|e| {
+                    ModelError::new(ErrorCode::InvalidInput, format!("unreadable input {e}"))
+                })?;
+                let outputs = loaded.infer(&inputs)?;
                 Ok(Reply::Outputs {
                     outputs: to_wire(&outputs),
                 })

@@ -1,17 +1,19 @@
 //! A child-hosted plugin's types as [`ModelLoader`]s and its models as [`Model`]s: the same
 //! behaviour as in-process plugin models, with each call sent to the child.
 
-use super::protocol::{from_wire, to_wire, Reply, Request};
 use super::supervisor::ChildPlugin;
 use crate::loader::{leak_keys, load_config, probe_local_path};
 use model_manager_core::{
-    Device, DeviceChoice, ErrorCode, Infer, Model, ModelError, ModelInfo, ModelLoader, ModelSpec,
-    NamedValues, Probe, Result,
+    Device, DeviceChoice, Infer, Model, ModelInfo, ModelLoader, ModelSpec, NamedValues, Probe,
+    Result,
 };
 use model_manager_plugin::LoadConfig;
-use parking_lot::Mutex;
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// Ids of child-hosted models, unique for this process's lifetime.
+static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Loads models of one type of a child-hosted plugin.
 pub struct ProcessLoader {
@@ -37,31 +39,6 @@ impl ProcessLoader {
     }
 }
 
-/// `code` unless the reply carries the child's own error.
-fn unexpected(reply: Reply, code: ErrorCode) -> ModelError {
-    match reply {
-        Reply::Failed { error } => error.into(),
-        other => ModelError::new(code, format!("the plugin child answered {other:?}")),
-    }
-}
-
-/// Loads `config` in the current child: its handle, generation and reported memory.
-fn load_in_child(child: &ChildPlugin, config: &LoadConfig) -> Result<(u64, u64, u64)> {
-    let request = Request::Load {
-        config: config.clone(),
-    };
-    match child.call(&request, ErrorCode::ModelLoadError)? {
-        (
-            Reply::Loaded {
-                model,
-                memory_bytes,
-            },
-            generation,
-        ) => Ok((model, generation, memory_bytes)),
-        (reply, _) => Err(unexpected(reply, ErrorCode::ModelLoadError).for_model(&config.model_id)),
-    }
-}
-
 impl ModelLoader for ProcessLoader {
     fn model_type(&self) -> &str {
         &self.model_type
@@ -81,11 +58,12 @@ impl ModelLoader for ProcessLoader {
 
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
         let config = load_config(spec, device);
-        let (handle, generation, memory_bytes) = load_in_child(&self.child, &config)?;
+        let id = NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed);
+        let memory_bytes = self.child.load(id, &config)?;
         Ok(Arc::new(ProcessModel {
             child: self.child.clone(),
+            id,
             config,
-            handle: Mutex::new((handle, generation)),
             memory_bytes,
             device: device.device,
         }))
@@ -95,28 +73,10 @@ impl ModelLoader for ProcessLoader {
 /// A model loaded in a plugin child; loaded again in a new child after a restart.
 pub struct ProcessModel {
     child: Arc<ChildPlugin>,
+    id: u64,
     config: LoadConfig,
-    /// The child's handle and the generation of the child that holds it.
-    handle: Mutex<(u64, u64)>,
     memory_bytes: u64,
     device: Device,
-}
-
-impl ProcessModel {
-    /// The handle in the current child, loading the model there first when the child that
-    /// held it is gone.
-    fn current_handle(&self) -> Result<u64> {
-        let mut handle = self.handle.lock();
-        if handle.1 != self.child.generation() {
-            let (model, generation, _) =
-                load_in_child(&self.child, &self.config).map_err(|e| ModelError {
-                    code: ErrorCode::InferenceError,
-                    ..e
-                })?;
-            *handle = (model, generation);
-        }
-        Ok(handle.0)
-    }
 }
 
 impl Model for ProcessModel {
@@ -141,26 +101,12 @@ impl Model for ProcessModel {
 
 impl Infer for ProcessModel {
     fn infer(&self, inputs: &NamedValues) -> Result<NamedValues> {
-        let model = self.current_handle()?;
-        let request = Request::Infer {
-            model,
-            inputs: to_wire(inputs),
-        };
-        match self.child.call(&request, ErrorCode::InferenceError)? {
-            (Reply::Outputs { outputs }, _) => Ok(from_wire(outputs)),
-            (reply, _) => Err(unexpected(reply, ErrorCode::InferenceError)),
-        }
+        self.child.infer(self.id, &self.config, inputs)
     }
 }
 
 impl Drop for ProcessModel {
     fn drop(&mut self) {
-        let (model, generation) = *self.handle.get_mut();
-        if generation == self.child.generation() {
-            // Best effort: a child that is gone holds nothing any more.
-            let _ = self
-                .child
-                .call(&Request::Unload { model }, ErrorCode::InferenceError);
-        }
+        self.child.release(self.id);
     }
 }

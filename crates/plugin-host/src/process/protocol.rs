@@ -2,8 +2,11 @@
 //! then that many bytes of JSON), versioned (the child's first message says its version),
 //! one request and one reply at a time.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use model_manager_core::{
-    ErrorCode, ImageValue, InferValue, ModelError, NamedValues, PluginRecord, TensorValue,
+    ErrorCode, ImageValue, InferValue, ModelError, NamedValues, PluginRecord, TensorData,
+    TensorValue,
 };
 use model_manager_plugin::LoadConfig;
 use serde::{Deserialize, Serialize};
@@ -22,19 +25,22 @@ const MAX_FRAME_BYTES: u32 = 1 << 30;
 pub enum Request {
     /// Load a model of one of the plugin's types.
     Load {
+        /// The host's id for it (unique for the host's lifetime, never reused by another
+        /// model, so a request can never reach the wrong model after a restart).
+        model: u64,
         /// What the plugin needs to load it.
         config: LoadConfig,
     },
     /// Run a loaded model.
     Infer {
-        /// The child's handle of the model.
+        /// The host's id of the model.
         model: u64,
         /// Named inputs.
         inputs: Vec<(String, WireValue)>,
     },
     /// Drop a loaded model.
     Unload {
-        /// The child's handle of the model.
+        /// The host's id of the model.
         model: u64,
     },
 }
@@ -58,13 +64,13 @@ pub enum Reply {
         protocol: u32,
         /// The library, as the in-process host would record it.
         record: PluginRecord,
+        /// Whether the library was built with `panic = "abort"`.
+        panic_abort: bool,
         /// Its types with their option keys.
         types: Vec<WireType>,
     },
     /// A model was loaded.
     Loaded {
-        /// Its handle in the child.
-        model: u64,
         /// What the plugin reports the model holds (0: unknown).
         memory_bytes: u64,
     },
@@ -91,10 +97,67 @@ pub enum WireValue {
     Text(String),
     /// An image (bytes base64).
     Image(ImageValue),
-    /// A tensor.
-    Tensor(TensorValue),
+    /// A tensor, its elements as little-endian bytes.
+    Tensor(WireTensor),
     /// Free-form JSON.
     Json(serde_json::Value),
+}
+
+/// A tensor with its elements as base64 little-endian bytes: exact for every value (JSON has
+/// no NaN or infinity) and a third of the size of decimal text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireTensor {
+    shape: Vec<usize>,
+    dtype: String,
+    bytes: String,
+}
+
+impl From<&TensorValue> for WireTensor {
+    fn from(t: &TensorValue) -> Self {
+        let bytes: Vec<u8> = match &t.data {
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        Self {
+            shape: t.shape.clone(),
+            dtype: t.data.dtype().to_owned(),
+            bytes: BASE64.encode(bytes),
+        }
+    }
+}
+
+impl TryFrom<WireTensor> for TensorValue {
+    type Error = String;
+
+    fn try_from(t: WireTensor) -> Result<Self, String> {
+        let bytes = BASE64.decode(&t.bytes).map_err(|e| e.to_string())?;
+        fn elements<const N: usize, T>(
+            bytes: &[u8],
+            from: fn([u8; N]) -> T,
+        ) -> Result<Vec<T>, String> {
+            if bytes.len() % N != 0 {
+                return Err(format!(
+                    "{} bytes are not whole {N}-byte elements",
+                    bytes.len()
+                ));
+            }
+            Ok(bytes
+                .chunks_exact(N)
+                .map(|c| from(c.try_into().expect("chunks of N bytes")))
+                .collect())
+        }
+        let data = match t.dtype.as_str() {
+            "f32" => TensorData::F32(elements(&bytes, f32::from_le_bytes)?),
+            "i64" => TensorData::I64(elements(&bytes, i64::from_le_bytes)?),
+            "i32" => TensorData::I32(elements(&bytes, i32::from_le_bytes)?),
+            other => return Err(format!("unknown tensor dtype {other:?}")),
+        };
+        Ok(TensorValue {
+            shape: t.shape,
+            data,
+        })
+    }
 }
 
 /// Named core values for the wire.
@@ -105,7 +168,7 @@ pub fn to_wire(values: &NamedValues) -> Vec<(String, WireValue)> {
             let wire = match value {
                 InferValue::Text(t) => WireValue::Text(t.clone()),
                 InferValue::Image(i) => WireValue::Image(i.clone()),
-                InferValue::Tensor(t) => WireValue::Tensor(t.clone()),
+                InferValue::Tensor(t) => WireValue::Tensor(t.into()),
                 InferValue::Json(j) => WireValue::Json(j.clone()),
             };
             (name.clone(), wire)
@@ -113,18 +176,20 @@ pub fn to_wire(values: &NamedValues) -> Vec<(String, WireValue)> {
         .collect()
 }
 
-/// Wire values back to the core's.
-pub fn from_wire(values: Vec<(String, WireValue)>) -> NamedValues {
+/// Wire values back to the core's; an error names the value that cannot be read.
+pub fn from_wire(values: Vec<(String, WireValue)>) -> Result<NamedValues, String> {
     values
         .into_iter()
         .map(|(name, value)| {
             let value = match value {
                 WireValue::Text(t) => InferValue::Text(t),
                 WireValue::Image(i) => InferValue::Image(i),
-                WireValue::Tensor(t) => InferValue::Tensor(t),
+                WireValue::Tensor(t) => {
+                    InferValue::Tensor(t.try_into().map_err(|e| format!("value `{name}`: {e}"))?)
+                }
                 WireValue::Json(j) => InferValue::Json(j),
             };
-            (name, value)
+            Ok((name, value))
         })
         .collect()
 }
@@ -160,22 +225,28 @@ impl From<WireError> for ModelError {
     }
 }
 
-/// Writes one frame.
-pub fn write_frame(out: &mut impl Write, message: &impl Serialize) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(message).map_err(std::io::Error::other)?;
-    let len = u32::try_from(bytes.len())
+/// Encodes one message as a frame: its length, then its JSON.
+pub fn encode_frame(message: &impl Serialize) -> std::io::Result<Vec<u8>> {
+    let json = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    let len = u32::try_from(json.len())
         .ok()
         .filter(|n| *n <= MAX_FRAME_BYTES)
         .ok_or_else(|| std::io::Error::other("message larger than a frame"))?;
-    out.write_all(&len.to_le_bytes())?;
-    out.write_all(&bytes)?;
+    let mut frame = Vec::with_capacity(4 + json.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&json);
+    Ok(frame)
+}
+
+/// Writes one frame.
+pub fn write_frame(out: &mut impl Write, message: &impl Serialize) -> std::io::Result<()> {
+    out.write_all(&encode_frame(message)?)?;
     out.flush()
 }
 
-/// Reads one frame; `Ok(None)` at a clean end of stream.
-pub fn read_frame<T: for<'de> Deserialize<'de>>(
-    input: &mut impl Read,
-) -> std::io::Result<Option<T>> {
+/// Reads one frame's JSON bytes; `Ok(None)` at a clean end of stream. The buffer grows with
+/// the bytes that arrive, not with the length the peer announced.
+pub fn read_frame_bytes(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match input.read_exact(&mut len) {
         Ok(()) => {}
@@ -186,11 +257,25 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
     if len > MAX_FRAME_BYTES {
         return Err(std::io::Error::other(format!("frame of {len} bytes")));
     }
-    let mut bytes = vec![0u8; len as usize];
-    input.read_exact(&mut bytes)?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(std::io::Error::other)
+    let mut bytes = Vec::new();
+    input.take(u64::from(len)).read_to_end(&mut bytes)?;
+    if bytes.len() != len as usize {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Some(bytes))
+}
+
+/// Reads and decodes one frame; `Ok(None)` at a clean end of stream.
+#[cfg(test)]
+pub fn read_frame<T: for<'de> Deserialize<'de>>(
+    input: &mut impl Read,
+) -> std::io::Result<Option<T>> {
+    match read_frame_bytes(input)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(std::io::Error::other),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -213,9 +298,41 @@ mod tests {
         let mut buffer = Vec::new();
         write_frame(&mut buffer, &to_wire(&values)).unwrap();
         let back: Vec<(String, WireValue)> = read_frame(&mut buffer.as_slice()).unwrap().unwrap();
-        assert_eq!(from_wire(back), values);
+        assert_eq!(from_wire(back).unwrap(), values);
+        // JSON has no NaN or infinity: tensors cross as bytes, bit for bit.
+        let odd = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            f32::MIN_POSITIVE,
+        ];
+        let tensor = NamedValues::from([(
+            "t".to_owned(),
+            InferValue::Tensor(TensorValue {
+                shape: vec![5],
+                data: TensorData::F32(odd.to_vec()),
+            }),
+        )]);
+        let mut buffer = Vec::new();
+        write_frame(&mut buffer, &to_wire(&tensor)).unwrap();
+        let back: Vec<(String, WireValue)> = read_frame(&mut buffer.as_slice()).unwrap().unwrap();
+        let InferValue::Tensor(t) = &from_wire(back).unwrap()["t"] else {
+            panic!("a tensor")
+        };
+        let TensorData::F32(v) = &t.data else {
+            panic!("f32")
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(v), bits(&odd));
+        // A length larger than what follows is a cut stream, read without allocating it.
+        let cut = [0xff, 0xff, 0xff, 0x0f, b'{'];
+        assert!(read_frame_bytes(&mut cut.as_slice()).is_err());
         assert!(read_frame::<Reply>(&mut [].as_slice()).unwrap().is_none());
         let huge = (MAX_FRAME_BYTES + 1).to_le_bytes();
         assert!(read_frame::<Reply>(&mut huge.as_slice()).is_err());
+        // A length larger than what follows is a cut stream, without allocating the length.
+        let cut = [0xff, 0xff, 0xff, 0x0f, b'{'];
+        assert!(read_frame_bytes(&mut cut.as_slice()).is_err());
     }
 }

@@ -1,38 +1,105 @@
 //! The host side of process isolation: one child process per plugin library, started on
-//! demand, restarted with backoff after it dies or hangs. Calls are serialized per child.
+//! demand, restarted with backoff after it dies, hangs or breaks the protocol. Calls to one
+//! library are serialized; every exchange is bounded by a deadline, writing included.
 
 use super::child::{CHILD_LIBRARY_ENV, CHILD_SHA256_ENV};
-use super::protocol::{read_frame, write_frame, Reply, Request, WireType, PROTOCOL_VERSION};
+use super::protocol::{
+    encode_frame, from_wire, read_frame_bytes, to_wire, Reply, Request, WireError, WireType,
+    PROTOCOL_VERSION,
+};
 use crate::library::load_error;
-use model_manager_core::{ErrorCode, ModelError, PluginRecord, Result};
+use model_manager_core::{ErrorCode, ModelError, NamedValues, PluginRecord, Result};
+use model_manager_plugin::LoadConfig;
 use parking_lot::Mutex;
-use std::io::{BufReader, BufWriter};
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// First restart delay after a crash; doubles per crash in a row, up to [`MAX_BACKOFF`].
+/// First restart delay after a failure; doubles per failure in a row, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A child that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Starting a child and loading a model may take longer than a call.
+const MIN_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a child may take to exit after its request stream closes.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
-/// A running child: its process, its request stream, and a reader thread's replies.
+type Received = std::io::Result<Option<Reply>>;
+
+/// When an exchange must be over, and the limit that set it (for the error message).
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn after(limit: Duration) -> Self {
+        Self {
+            at: Instant::now() + limit,
+            limit,
+        }
+    }
+
+    fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+}
+
+/// A running child: its process (leading its own process group), its request stream, and a
+/// reader thread's replies (at most one waiting).
 struct Running {
     process: Child,
-    requests: BufWriter<ChildStdin>,
-    replies: Receiver<std::io::Result<Option<Reply>>>,
+    requests: Option<ChildStdin>,
+    replies: Receiver<Received>,
     started: Instant,
+}
+
+impl Running {
+    /// Kills the child and whatever it started, and reaps it.
+    fn kill(&mut self) {
+        let pid = self.process.id() as libc::pid_t;
+        // SAFETY: signals the process group this child leads (it was spawned with
+        // process_group(0)); a group that is gone makes kill fail harmlessly.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
+    /// Closes the request stream, lets the child exit on its own, then makes sure.
+    fn stop(&mut self) {
+        self.requests = None;
+        let deadline = Instant::now() + EXIT_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.process.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 #[derive(Default)]
 struct State {
     running: Option<Running>,
-    /// Bumped when a child dies; a model loaded in another generation must load again.
+    /// Bumped when a child dies; models loaded in another generation load again.
     generation: u64,
-    crashes_in_a_row: u32,
-    last_crash: Option<Instant>,
+    /// The generation each host model id was loaded in.
+    loaded: HashMap<u64, u64>,
+    failures_in_a_row: u32,
+    last_failure: Option<Instant>,
 }
 
 /// One plugin library hosted in child processes.
@@ -46,7 +113,18 @@ pub struct ChildPlugin {
     pub record: PluginRecord,
     /// Its types and option keys.
     pub types: Vec<WireType>,
+    /// Whether it was built with `panic = "abort"`.
+    pub panic_abort: bool,
     state: Mutex<State>,
+    /// Models dropped while a call was running, unloaded before the next request.
+    pending_unloads: Mutex<Vec<u64>>,
+}
+
+/// What a child said hello with.
+struct Hello {
+    record: PluginRecord,
+    types: Vec<WireType>,
+    panic_abort: bool,
 }
 
 impl ChildPlugin {
@@ -71,25 +149,32 @@ impl ChildPlugin {
                 path: library.to_path_buf(),
                 sha256: String::new(),
                 types: Vec::new(),
+                panic_abort: false,
             },
             types: Vec::new(),
+            panic_abort: false,
             state: Mutex::new(State::default()),
+            pending_unloads: Mutex::new(Vec::new()),
         };
-        let (running, record, types) = plugin.spawn()?;
-        plugin.record = record;
-        plugin.types = types;
-        let state = plugin.state.get_mut();
-        state.running = Some(running);
-        state.generation = 1;
+        let (running, hello) = plugin.spawn()?;
+        plugin.record = hello.record;
+        plugin.types = hello.types;
+        plugin.panic_abort = hello.panic_abort;
+        plugin.state.get_mut().running = Some(running);
         Ok(plugin)
     }
 
+    fn load_timeout(&self) -> Duration {
+        self.timeout.max(MIN_LOAD_TIMEOUT)
+    }
+
     /// Starts a child and waits for its hello.
-    fn spawn(&self) -> Result<(Running, PluginRecord, Vec<WireType>)> {
+    fn spawn(&self) -> Result<(Running, Hello)> {
         let mut process = Command::new(&self.program)
             .args(&self.program_args)
             .env(CHILD_LIBRARY_ENV, &self.library)
             .env(CHILD_SHA256_ENV, &self.sha256)
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -105,48 +190,58 @@ impl ChildPlugin {
                 )
                 .with("key", "plugins.host_program")
             })?;
-        let requests = BufWriter::new(process.stdin.take().expect("piped stdin"));
+        let requests = process.stdin.take();
         let stdout = process.stdout.take().expect("piped stdout");
-        let (sender, replies) = mpsc::channel();
-        std::thread::Builder::new()
+        // Room for one reply: a child that writes more than it is asked for blocks instead
+        // of filling the host's memory.
+        let (sender, replies) = mpsc::sync_channel(1);
+        let reader = std::thread::Builder::new()
             .name("mm-plugin-replies".into())
             .spawn(move || {
                 let mut stdout = BufReader::new(stdout);
                 loop {
-                    let reply = read_frame::<Reply>(&mut stdout);
-                    let last = !matches!(reply, Ok(Some(_)));
-                    if sender.send(reply).is_err() || last {
+                    let received = read_frame_bytes(&mut stdout).map(|frame| frame.map(decode));
+                    let last = !matches!(received, Ok(Some(_)));
+                    if sender.send(received).is_err() || last {
                         return;
                     }
                 }
-            })
-            .map_err(|e| load_error(&self.library, format!("cannot start a reader: {e}")))?;
+            });
         let mut running = Running {
             process,
             requests,
             replies,
             started: Instant::now(),
         };
-        match self.receive(&mut running, ErrorCode::PluginLoadError, "starting")? {
+        if let Err(e) = reader {
+            return Err(load_error(
+                &self.library,
+                format!("cannot start a reader: {e}"),
+            ));
+        }
+        let deadline = Deadline::after(self.load_timeout());
+        match self.receive(&mut running, deadline, ErrorCode::PluginLoadError, "starting")? {
             Reply::Hello {
                 protocol: PROTOCOL_VERSION,
                 record,
                 types,
-            } => Ok((running, record, types)),
-            Reply::Hello { protocol, .. } => {
-                let _ = running.process.kill();
-                Err(load_error(
-                    &self.library,
-                    format!(
-                        "the plugin host program {} speaks protocol {protocol}, this host {PROTOCOL_VERSION}; use the same build for both",
-                        self.program.display()
-                    ),
-                ))
-            }
-            Reply::Failed { error } => {
-                let _ = running.process.wait();
-                Err(error.into())
-            }
+                panic_abort,
+            } => Ok((
+                running,
+                Hello {
+                    record,
+                    types,
+                    panic_abort,
+                },
+            )),
+            Reply::Hello { protocol, .. } => Err(load_error(
+                &self.library,
+                format!(
+                    "the plugin host program {} speaks protocol {protocol}, this host {PROTOCOL_VERSION}; use the same build for both",
+                    self.program.display()
+                ),
+            )),
+            Reply::Failed { error } => Err(error.into()),
             other => Err(load_error(
                 &self.library,
                 format!("the plugin child greeted with {other:?}"),
@@ -154,102 +249,248 @@ impl ChildPlugin {
         }
     }
 
-    /// The current child generation (changes when a child dies).
-    pub fn generation(&self) -> u64 {
-        self.state.lock().generation
+    /// Loads model `id` (host-unique) in the current child; the memory it reports.
+    pub fn load(&self, id: u64, config: &LoadConfig) -> Result<u64> {
+        let mut state = self.state.lock();
+        self.load_locked(&mut state, id, config, ErrorCode::ModelLoadError)
     }
 
-    /// Sends `request` and returns the reply with the generation of the child that gave it.
-    /// A child that dies, hangs past the timeout or answers garbage is killed and the call
-    /// fails with `code`; the next call starts a new child (after a backoff when it keeps
-    /// crashing).
-    pub fn call(&self, request: &Request, code: ErrorCode) -> Result<(Reply, u64)> {
-        let mut state = self.state.lock();
-        if state.running.is_none() {
-            self.restart(&mut state)?;
+    fn load_locked(
+        &self,
+        state: &mut State,
+        id: u64,
+        config: &LoadConfig,
+        code: ErrorCode,
+    ) -> Result<u64> {
+        let request = Request::Load {
+            model: id,
+            config: config.clone(),
+        };
+        match self.exchange(
+            state,
+            &request,
+            code,
+            self.load_timeout(),
+            "loading a model",
+        )? {
+            Reply::Loaded { memory_bytes } => {
+                state.loaded.insert(id, state.generation);
+                Ok(memory_bytes)
+            }
+            reply => Err(unexpected(reply, code).for_model(&config.model_id)),
         }
-        let generation = state.generation;
+    }
+
+    /// Runs model `id` on `inputs`, loading it first in a child that does not have it (a
+    /// restarted one).
+    pub fn infer(&self, id: u64, config: &LoadConfig, inputs: &NamedValues) -> Result<NamedValues> {
+        let code = ErrorCode::InferenceError;
+        let mut state = self.state.lock();
+        if state.loaded.get(&id) != Some(&state.generation) || state.running.is_none() {
+            self.load_locked(&mut state, id, config, code)?;
+        }
+        let request = Request::Infer {
+            model: id,
+            inputs: to_wire(inputs),
+        };
+        match self.exchange(&mut state, &request, code, self.timeout, "answering")? {
+            Reply::Outputs { outputs } => from_wire(outputs).map_err(|e| {
+                ModelError::new(
+                    code,
+                    format!(
+                        "plugin `{}` returned an unreadable output: {e}",
+                        self.name()
+                    ),
+                )
+            }),
+            reply => Err(unexpected(reply, code)),
+        }
+    }
+
+    /// Forgets model `id`; unloaded in the child now, or before the next request when a call
+    /// is running (a drop never waits behind another model's call).
+    pub fn release(&self, id: u64) {
+        match self.state.try_lock() {
+            Some(mut state) => self.unload_locked(&mut state, id),
+            None => self.pending_unloads.lock().push(id),
+        }
+    }
+
+    fn unload_locked(&self, state: &mut State, id: u64) {
+        let current = state.loaded.remove(&id) == Some(state.generation);
+        if current && state.running.is_some() {
+            let request = Request::Unload { model: id };
+            let _ = self.exchange(
+                state,
+                &request,
+                ErrorCode::InferenceError,
+                self.timeout,
+                "unloading",
+            );
+        }
+    }
+
+    /// Sends `request` and returns the reply. A child that dies, overruns `timeout`, or
+    /// breaks the protocol is killed and the exchange fails with `code`; the next exchange
+    /// starts a new child (after a backoff when failures repeat).
+    fn exchange(
+        &self,
+        state: &mut State,
+        request: &Request,
+        code: ErrorCode,
+        timeout: Duration,
+        doing: &str,
+    ) -> Result<Reply> {
+        // A request that cannot be encoded is the caller's problem, not the child's.
+        let frame = encode_frame(request).map_err(|e| {
+            ModelError::new(
+                code,
+                format!("cannot encode the request for the plugin: {e}"),
+            )
+        })?;
+        for id in std::mem::take(&mut *self.pending_unloads.lock()) {
+            self.unload_locked(state, id);
+        }
+        if state.running.is_none() {
+            self.restart(state)?;
+        }
         let running = state.running.as_mut().expect("a running child");
-        let sent = write_frame(&mut running.requests, request);
-        let reply = match sent {
-            Ok(()) => self.receive(running, code, "answering"),
-            Err(_) => Err(self.died(running, code, "taking a request")),
+        let deadline = Deadline::after(timeout);
+        let reply = match running.replies.try_recv() {
+            Ok(_) => Err(self.failed(running, code, "sent a reply nobody asked for", "protocol")),
+            Err(_) => self
+                .send(running, &frame, deadline, code)
+                .and_then(|()| self.receive(running, deadline, code, doing)),
         };
         if reply.is_err() {
-            // The dead child's models are gone: the next generation loads them again.
-            state.generation += 1;
-            let running = state.running.take().expect("a running child");
-            if running.started.elapsed() >= STABLE_AFTER {
-                state.crashes_in_a_row = 0;
-            }
-            state.crashes_in_a_row += 1;
-            state.last_crash = Some(Instant::now());
+            self.record_failure(state);
         }
-        reply.map(|r| (r, generation))
+        reply
     }
 
-    /// Starts a new child once the backoff since the last crash has passed.
+    /// Writes `frame`, killing the child when it stops reading past `deadline`.
+    fn send(
+        &self,
+        running: &mut Running,
+        frame: &[u8],
+        deadline: Deadline,
+        code: ErrorCode,
+    ) -> Result<()> {
+        let Running {
+            process, requests, ..
+        } = running;
+        let Some(requests) = requests.as_mut() else {
+            return Err(self.died(process, code, "taking a request"));
+        };
+        let written = std::thread::scope(|scope| {
+            let (done, finished) = mpsc::channel();
+            scope.spawn(move || {
+                let result = requests.write_all(frame).and_then(|()| requests.flush());
+                let _ = done.send(result);
+            });
+            match finished.recv_timeout(deadline.left()) {
+                Ok(result) => Some(result),
+                Err(_) => {
+                    // Unblocks the writer (broken pipe) so the scope can end.
+                    let _ = process.kill();
+                    None
+                }
+            }
+        });
+        match written {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(self.died(process, code, "taking a request")),
+            None => Err(self.overran(process, code, deadline, "taking a request")),
+        }
+    }
+
+    /// The reply, or a coded error when the child dies or overruns `deadline`.
+    fn receive(
+        &self,
+        running: &mut Running,
+        deadline: Deadline,
+        code: ErrorCode,
+        doing: &str,
+    ) -> Result<Reply> {
+        let wait = deadline.left();
+        match running.replies.recv_timeout(wait) {
+            Ok(Ok(Some(reply))) => Ok(reply),
+            Ok(Err(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => Err(self.failed(
+                running,
+                code,
+                &format!("sent a broken frame ({e})"),
+                "protocol",
+            )),
+            Ok(_) | Err(RecvTimeoutError::Disconnected) => {
+                Err(self.died(&mut running.process, code, doing))
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                Err(self.overran(&mut running.process, code, deadline, doing))
+            }
+        }
+    }
+
+    /// Counts a failure (the child is gone or killed): its models must load again, and the
+    /// next start waits out the backoff.
+    fn record_failure(&self, state: &mut State) {
+        state.generation += 1;
+        if let Some(running) = state.running.take() {
+            if running.started.elapsed() >= STABLE_AFTER {
+                state.failures_in_a_row = 0;
+            }
+        }
+        state.failures_in_a_row += 1;
+        state.last_failure = Some(Instant::now());
+    }
+
+    /// Starts a new child once the backoff since the last failure has passed.
     fn restart(&self, state: &mut State) -> Result<()> {
-        if let Some(last) = state.last_crash {
-            let exponent = state.crashes_in_a_row.saturating_sub(1).min(16);
+        if let Some(last) = state.last_failure {
+            let exponent = state.failures_in_a_row.saturating_sub(1).min(16);
             let backoff = (FIRST_BACKOFF * 2u32.pow(exponent)).min(MAX_BACKOFF);
             if let Some(wait) = backoff.checked_sub(last.elapsed()) {
                 std::thread::sleep(wait);
             }
         }
-        let (running, record, _) = self.spawn()?;
-        if record.sha256 != self.record.sha256 {
-            return Err(load_error(
-                &self.library,
-                format!(
-                    "{} changed on disk; restart to load the new build",
-                    self.library.display()
-                ),
-            ));
-        }
-        tracing::info!(plugin = %self.record.name, "plugin child restarted");
-        state.running = Some(running);
-        Ok(())
-    }
-
-    /// The next reply, or a coded error when the child dies or exceeds the timeout.
-    fn receive(&self, running: &mut Running, code: ErrorCode, doing: &str) -> Result<Reply> {
-        match running.replies.recv_timeout(self.timeout) {
-            Ok(Ok(Some(reply))) => Ok(reply),
-            Ok(Ok(None) | Err(_)) | Err(RecvTimeoutError::Disconnected) => {
-                Err(self.died(running, code, doing))
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = running.process.kill();
-                let _ = running.process.wait();
-                Err(ModelError::new(
-                    code,
+        let started = self.spawn().and_then(|(running, hello)| {
+            if hello.record.sha256 == self.record.sha256 {
+                Ok(running)
+            } else {
+                Err(load_error(
+                    &self.library,
                     format!(
-                        "plugin `{}` did not answer within {:.1} s while {doing}; its process was killed and restarts on the next call",
-                        self.name(),
-                        self.timeout.as_secs_f64()
+                        "{} changed on disk; restart to load the new build",
+                        self.library.display()
                     ),
-                )
-                .with("plugin", self.name())
-                .with("path", self.library.display().to_string())
-                .with("reason", "timeout"))
+                ))
+            }
+        });
+        match started {
+            Ok(running) => {
+                tracing::info!(plugin = %self.record.name, "plugin child restarted");
+                state.running = Some(running);
+                Ok(())
+            }
+            Err(e) => {
+                self.record_failure(state);
+                Err(e)
             }
         }
     }
 
     /// The error for a child that went away; reaps it to say how.
-    fn died(&self, running: &mut Running, code: ErrorCode, doing: &str) -> ModelError {
+    fn died(&self, process: &mut Child, code: ErrorCode, doing: &str) -> ModelError {
         use std::os::unix::process::ExitStatusExt;
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + EXIT_GRACE;
         let status = loop {
-            match running.process.try_wait() {
+            match process.try_wait() {
                 Ok(Some(status)) => break Some(status),
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5))
                 }
                 _ => {
-                    let _ = running.process.kill();
-                    break running.process.wait().ok();
+                    let _ = process.kill();
+                    break process.wait().ok();
                 }
             }
         };
@@ -260,16 +501,59 @@ impl ChildPlugin {
             Some((Some(status), _)) => format!("exited with status {status}"),
             _ => "ended".to_owned(),
         };
-        ModelError::new(
+        self.error(
             code,
             format!(
                 "the process of plugin `{}` {how} while {doing}; the host lives on and restarts it on the next call",
                 self.name()
             ),
+            "crash",
         )
-        .with("plugin", self.name())
-        .with("path", self.library.display().to_string())
-        .with("reason", "crash")
+    }
+
+    fn overran(
+        &self,
+        process: &mut Child,
+        code: ErrorCode,
+        deadline: Deadline,
+        doing: &str,
+    ) -> ModelError {
+        let _ = process.kill();
+        let _ = process.wait();
+        self.error(
+            code,
+            format!(
+                "plugin `{}` did not answer within {:.1} s while {doing}; its process was killed and restarts on the next call",
+                self.name(),
+                deadline.limit.as_secs_f64()
+            ),
+            "timeout",
+        )
+    }
+
+    fn failed(
+        &self,
+        running: &mut Running,
+        code: ErrorCode,
+        what: &str,
+        reason: &str,
+    ) -> ModelError {
+        running.kill();
+        self.error(
+            code,
+            format!(
+                "the process of plugin `{}` {what}; it was killed and restarts on the next call",
+                self.name()
+            ),
+            reason,
+        )
+    }
+
+    fn error(&self, code: ErrorCode, message: String, reason: &str) -> ModelError {
+        ModelError::new(code, message)
+            .with("plugin", self.name())
+            .with("path", self.library.display().to_string())
+            .with("reason", reason)
     }
 
     fn name(&self) -> &str {
@@ -284,11 +568,27 @@ impl ChildPlugin {
 impl Drop for ChildPlugin {
     fn drop(&mut self) {
         if let Some(mut running) = self.state.get_mut().running.take() {
-            drop(running.requests);
-            // The child exits when its request stream closes; make sure it does.
-            let _ = running.process.kill();
-            let _ = running.process.wait();
+            running.stop();
         }
+    }
+}
+
+/// A reply frame decoded; one that does not decode is reported as the child's error (the
+/// stream is still in step, so the child lives on).
+fn decode(bytes: Vec<u8>) -> Reply {
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| Reply::Failed {
+        error: WireError::from(ModelError::new(
+            ErrorCode::InferenceError,
+            format!("the plugin child sent a reply the host cannot read: {e}"),
+        )),
+    })
+}
+
+/// `code` unless the reply carries the child's own error.
+fn unexpected(reply: Reply, code: ErrorCode) -> ModelError {
+    match reply {
+        Reply::Failed { error } => error.into(),
+        other => ModelError::new(code, format!("the plugin child answered {other:?}")),
     }
 }
 

@@ -119,7 +119,7 @@ pub fn signature_mismatched_plugin() -> PathBuf {
                 &fixtures.join("Cargo.toml"),
                 "[workspace]\nmembers = [\"interface\", \"mismatched\"]\nresolver = \"2\"\n\n[profile.dev]\nopt-level = 1\n",
             );
-            std::fs::copy(root.join("Cargo.lock"), fixtures.join("Cargo.lock")).unwrap();
+            copy_lock(&root, &fixtures);
             cargo_build_cdylib(
                 &fixtures.join("Cargo.toml"),
                 "mismatched",
@@ -127,6 +127,14 @@ pub fn signature_mismatched_plugin() -> PathBuf {
             )
         })
         .clone()
+}
+
+/// The workspace's Cargo.lock in a fixture workspace: the same dependency versions.
+fn copy_lock(root: &Path, fixtures: &Path) {
+    write(
+        &fixtures.join("Cargo.lock"),
+        &std::fs::read_to_string(root.join("Cargo.lock")).unwrap(),
+    );
 }
 
 /// Replaces `from` (which must be there) by `to` in `file`.
@@ -219,7 +227,7 @@ fn build_fixtures() -> (PathBuf, PathBuf) {
         "[workspace]\nmembers = [\"interface\", \"mismatched\", \"plain\"]\nresolver = \"2\"\n\n[profile.dev]\nopt-level = 1\n",
     );
     // Same dependency versions as the host, so only the changed field differs.
-    std::fs::copy(root.join("Cargo.lock"), fixtures.join("Cargo.lock")).unwrap();
+    copy_lock(&root, &fixtures);
     let manifest = fixtures.join("Cargo.toml");
     let target = fixtures.join("target");
     let mismatched = cargo_build_cdylib(&manifest, "mismatched", Some(&target));
@@ -238,7 +246,8 @@ pub fn faulty_plugins() -> (PathBuf, PathBuf) {
 const FAULTY_SOURCE: &str = r#"//! A plugin that misbehaves on request, for the host's isolation tests.
 
 use model_manager_plugin::{
-    export_plugin, Error, LoadConfig, Plugin, PluginInfo, PluginModel, TypeDeclaration, Values,
+    export_plugin, Error, LoadConfig, Plugin, PluginInfo, PluginModel, Tensor, TensorData,
+    TypeDeclaration, Value, Values,
 };
 
 #[derive(Default)]
@@ -247,18 +256,21 @@ pub struct Faulty;
 impl Plugin for Faulty {
     fn info(&self) -> PluginInfo {
         PluginInfo::new("faulty", "0.1.0").with_type(
-            TypeDeclaration::new("faulty", "Misbehaves on request").with_options(&["memory_bytes"]),
+            TypeDeclaration::new("faulty", "Misbehaves on request")
+                .with_options(&["memory_bytes", "tag"]),
         )
     }
 
     fn load(&self, config: &LoadConfig) -> Result<Box<dyn PluginModel>, Error> {
         let memory = config.option("memory_bytes").and_then(|v| v.as_u64());
-        Ok(Box::new(Model { memory }))
+        let tag = config.option("tag").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        Ok(Box::new(Model { memory, tag }))
     }
 }
 
 struct Model {
     memory: Option<u64>,
+    tag: String,
 }
 
 impl PluginModel for Model {
@@ -281,7 +293,14 @@ impl PluginModel for Model {
         if inputs.contains_key("print") {
             println!("a plugin printing to stdout");
         }
-        Ok(inputs)
+        let mut outputs = inputs;
+        if outputs.contains_key("nan") {
+            let odd = vec![f32::NAN, f32::INFINITY, -0.0];
+            let tensor = Tensor { shape: vec![3], data: TensorData::F32(odd) };
+            outputs.insert("nan".to_owned(), Value::Tensor(tensor));
+        }
+        outputs.insert("tag".to_owned(), Value::Text(self.tag.clone()));
+        Ok(outputs)
     }
 
     fn memory_bytes(&self) -> Option<u64> {
@@ -304,7 +323,10 @@ fn build_faulty() -> (PathBuf, PathBuf) {
     );
     write(&fixtures.join("src/lib.rs"), FAULTY_SOURCE);
     if !fixtures.join("Cargo.lock").exists() {
-        std::fs::copy(root.join("Cargo.lock"), fixtures.join("Cargo.lock")).unwrap();
+        write(
+            &fixtures.join("Cargo.lock"),
+            &std::fs::read_to_string(root.join("Cargo.lock")).unwrap(),
+        );
     }
     let manifest = fixtures.join("Cargo.toml");
     let target = fixtures.join("target");
@@ -314,10 +336,14 @@ fn build_faulty() -> (PathBuf, PathBuf) {
     (unwind, abort)
 }
 
+/// Writes `text` to `path` unless it is there already; through a temporary file and a
+/// rename, so another test binary building the same fixture never reads half a file.
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
-        std::fs::write(path, text).unwrap();
+        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&temporary, text).unwrap();
+        std::fs::rename(&temporary, path).unwrap();
     }
 }
 
