@@ -136,7 +136,7 @@ impl TryFrom<WireTensor> for TensorValue {
             bytes: &[u8],
             from: fn([u8; N]) -> T,
         ) -> Result<Vec<T>, String> {
-            if bytes.len() % N != 0 {
+            if !bytes.len().is_multiple_of(N) {
                 return Err(format!(
                     "{} bytes are not whole {N}-byte elements",
                     bytes.len()
