@@ -26,6 +26,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Starting a child and loading a model may take longer than a call.
 const MIN_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Requests up to this size are written without a watchdog thread (see `send`).
+const INLINE_WRITE_BYTES: usize = 4096;
 /// How long a child may take to exit after its request stream closes.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
 
@@ -382,6 +384,14 @@ impl ChildPlugin {
         let Some(requests) = requests.as_mut() else {
             return Err(self.died(process, code, "taking a request"));
         };
+        // The child reads each request whole before answering it, so the pipe is empty
+        // now, and a frame within one page (the least a pipe holds) cannot block.
+        if frame.len() <= INLINE_WRITE_BYTES {
+            return match requests.write_all(frame).and_then(|()| requests.flush()) {
+                Ok(()) => Ok(()),
+                Err(_) => Err(self.died(process, code, "taking a request")),
+            };
+        }
         let written = std::thread::scope(|scope| {
             let (done, finished) = mpsc::channel();
             scope.spawn(move || {
