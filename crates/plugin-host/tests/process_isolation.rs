@@ -5,8 +5,9 @@
 mod support;
 
 use model_manager_core::{ErrorCode, InferValue, ModelError, ModelManager, NamedValues, Settings};
-use model_manager_plugin_host as _;
+use model_manager_plugin_host::ChildPlugin;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{faulty_plugins, install, workspace_plugin};
 
@@ -132,37 +133,68 @@ async fn two_models_keep_their_own_state_across_a_crash_and_odd_floats_cross_exa
     assert!(v[0].is_nan() && v[1] == f32::INFINITY && v[2].to_bits() == (-0.0f32).to_bits());
 }
 
-/// Started from a thread that then ends (as the runtime's blocking threads do when idle),
-/// the child stays: its lifetime follows the host process, not the thread.
-#[test]
-fn a_child_outlives_the_thread_that_started_it() {
+/// A child for the unwind-built `faulty` plugin, started directly (2 s call timeout).
+fn faulty_child() -> (tempfile::TempDir, Arc<ChildPlugin>) {
     use sha2::Digest;
-    let (_dir, library) = install(&faulty_plugins().0, "libfaulty.so");
+    let (dir, library) = install(&faulty_plugins().0, "libfaulty.so");
     let sha256: String = sha2::Sha256::digest(std::fs::read(&library).unwrap())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     let library = library.canonicalize().unwrap();
-    let child = std::thread::spawn(move || {
-        model_manager_plugin_host::ChildPlugin::start(
-            &library,
-            sha256,
-            (HOST.into(), Vec::new()),
-            Duration::from_secs(5),
-        )
-        .unwrap()
-    })
-    .join()
+    let child = ChildPlugin::start(
+        &library,
+        sha256,
+        (HOST.into(), Vec::new()),
+        Duration::from_secs(2),
+    )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let config = model_manager_plugin::LoadConfig {
-        model_id: "f".into(),
+    (dir, Arc::new(child))
+}
+
+fn config(id: &str) -> model_manager_plugin::LoadConfig {
+    model_manager_plugin::LoadConfig {
+        model_id: id.into(),
         model_type: "faulty".into(),
         ..Default::default()
-    };
-    child.load(1, &config).unwrap();
-    let out = child.infer(1, &config, &input("ok")).unwrap();
+    }
+}
+
+/// Started from a thread that then ends (as the runtime's blocking threads do when idle),
+/// the child stays: its lifetime follows the host process, not the thread.
+#[test]
+fn a_child_outlives_the_thread_that_started_it() {
+    let (_dir, child) = std::thread::spawn(faulty_child).join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    child.load(1, &config("f")).unwrap();
+    let out = child.infer(1, &config("f"), &input("ok")).unwrap();
     assert_eq!(out["ok"], InferValue::Text("x".into()));
+}
+
+/// Dropping a model while another model of the same plugin is in a call neither waits for
+/// that call nor wedges the plugin afterwards.
+#[test]
+fn a_model_dropped_during_another_call_is_unloaded_later_without_blocking() {
+    let (_dir, child) = faulty_child();
+    child.load(1, &config("f")).unwrap();
+    child.load(2, &config("g")).unwrap();
+    let busy = {
+        let child = child.clone();
+        std::thread::spawn(move || child.infer(1, &config("f"), &input("hang")))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    child.release(2);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "release waited"
+    );
+    assert!(busy.join().unwrap().is_err(), "the hang timed out");
+    // The plugin still answers, model 1 reloaded in the new child, model 2 gone.
+    let out = child.infer(1, &config("f"), &input("ok")).unwrap();
+    assert_eq!(out["ok"], InferValue::Text("x".into()));
+    let err = child.infer(2, &config("g"), &input("ok"));
+    assert!(err.is_ok(), "a released id loads again if asked: {err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,8 @@ use std::sync::Arc;
 pub const CHILD_LIBRARY_ENV: &str = "MM_PLUGIN_CHILD_LIBRARY";
 /// The sha256 the host vetted, so the child opens the same bytes.
 pub const CHILD_SHA256_ENV: &str = "MM_PLUGIN_CHILD_SHA256";
+/// The host's process id, which the child outlives by at most a moment.
+pub const CHILD_HOST_PID_ENV: &str = "MM_PLUGIN_CHILD_HOST_PID";
 
 static SERVES_CHILDREN: AtomicBool = AtomicBool::new(false);
 
@@ -39,18 +41,25 @@ pub(crate) fn this_executable_serves_children() -> bool {
     SERVES_CHILDREN.load(Ordering::Acquire)
 }
 
-/// The protocol's streams: stdin, and a private copy of stdout (close-on-exec, so processes
-/// the plugin starts do not hold the host's reply pipe open), with descriptor 1 pointed at
-/// stderr so that what the plugin prints cannot corrupt the frames.
+/// The protocol's streams: private close-on-exec copies of stdin and stdout (processes the
+/// plugin starts neither hold the host's pipes open nor read its requests), with descriptor
+/// 0 pointed at /dev/null and 1 at stderr, so what the plugin reads or prints cannot touch
+/// the frames.
 fn protocol_streams() -> std::io::Result<(File, File)> {
-    // SAFETY: plain descriptor calls on descriptors this process owns; the copy is owned by
-    // the returned File alone.
+    let null = File::open("/dev/null")?;
+    // SAFETY: plain descriptor calls on descriptors this process owns; each copy is owned
+    // by the returned File alone.
     unsafe {
-        let out = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
-        if out < 0 || libc::dup2(2, 1) < 0 {
+        let input = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
+        let output = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        if input < 0
+            || output < 0
+            || libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) < 0
+            || libc::dup2(2, 1) < 0
+        {
             return Err(std::io::Error::last_os_error());
         }
-        Ok((File::from_raw_fd(0), File::from_raw_fd(out)))
+        Ok((File::from_raw_fd(input), File::from_raw_fd(output)))
     }
 }
 
@@ -59,8 +68,12 @@ fn protocol_streams() -> std::io::Result<(File, File)> {
 /// signal follows the host *thread* that started the child, and the host's blocking threads
 /// come and go.
 fn exit_with_host() {
+    // The host's pid as the host said it, so a host that died before this line is noticed.
     // SAFETY: getppid has no preconditions.
-    let host = unsafe { libc::getppid() };
+    let host = std::env::var(CHILD_HOST_PID_ENV)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| unsafe { libc::getppid() });
     let _ = std::thread::Builder::new()
         .name("mm-plugin-watchdog".into())
         .spawn(move || loop {

@@ -2,7 +2,7 @@
 //! demand, restarted with backoff after it dies, hangs or breaks the protocol. Calls to one
 //! library are serialized; every exchange is bounded by a deadline, writing included.
 
-use super::child::{CHILD_LIBRARY_ENV, CHILD_SHA256_ENV};
+use super::child::{CHILD_HOST_PID_ENV, CHILD_LIBRARY_ENV, CHILD_SHA256_ENV};
 use super::protocol::{
     encode_frame, from_wire, read_frame_bytes, to_wire, Reply, Request, WireError, WireType,
     PROTOCOL_VERSION,
@@ -63,12 +63,11 @@ struct Running {
 }
 
 impl Running {
-    /// Kills the child and whatever it started, and reaps it.
+    /// Kills the child and, while it is alive, whatever it started; reaps it.
     fn kill(&mut self) {
-        let pid = self.process.id() as libc::pid_t;
-        // SAFETY: signals the process group this child leads (it was spawned with
-        // process_group(0)); a group that is gone makes kill fail harmlessly.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        if let Ok(None) = self.process.try_wait() {
+            kill_group(&self.process);
+        }
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
@@ -85,6 +84,14 @@ impl Running {
         }
         self.kill();
     }
+}
+
+/// SIGKILL to the process group `process` leads (spawned with `process_group(0)`). Only for
+/// a leader not yet reaped: its pid, and so the group id, cannot have been reused.
+fn kill_group(process: &Child) {
+    let pid = process.id() as libc::pid_t;
+    // SAFETY: kill has no memory-safety preconditions; see above for why the id is ours.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
 }
 
 impl Drop for Running {
@@ -176,6 +183,7 @@ impl ChildPlugin {
             .args(&self.program_args)
             .env(CHILD_LIBRARY_ENV, &self.library)
             .env(CHILD_SHA256_ENV, &self.sha256)
+            .env(CHILD_HOST_PID_ENV, std::process::id().to_string())
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -253,8 +261,55 @@ impl ChildPlugin {
 
     /// Loads model `id` (host-unique) in the current child; the memory it reports.
     pub fn load(&self, id: u64, config: &LoadConfig) -> Result<u64> {
-        let mut state = self.state.lock();
-        self.load_locked(&mut state, id, config, ErrorCode::ModelLoadError)
+        let result = {
+            let mut state = self.state.lock();
+            self.prepare(&mut state);
+            self.load_locked(&mut state, id, config, ErrorCode::ModelLoadError)
+        };
+        self.drain_pending();
+        result
+    }
+
+    /// Before a call: unloads models dropped meanwhile, and notices a child that died while
+    /// idle (its models must load again) or spoke out of turn.
+    fn prepare(&self, state: &mut State) {
+        let pending = std::mem::take(&mut *self.pending_unloads.lock());
+        for id in pending {
+            self.unload_locked(state, id);
+        }
+        let Some(running) = state.running.as_mut() else {
+            return;
+        };
+        match running.replies.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => return,
+            Ok(Ok(Some(_))) => {
+                let _ = self.failed(
+                    running,
+                    ErrorCode::InferenceError,
+                    "sent a reply nobody asked for",
+                    "protocol",
+                );
+            }
+            _ => {
+                let error = self.died(&mut running.process, ErrorCode::InferenceError, "idle");
+                tracing::warn!(plugin = %self.name(), "{}", error.message);
+            }
+        }
+        self.record_failure(state);
+    }
+
+    /// Unloads models dropped while the lock was held, unless another call holds it now
+    /// (then that call does it): nothing dropped waits for a later request.
+    fn drain_pending(&self) {
+        while !self.pending_unloads.lock().is_empty() {
+            let Some(mut state) = self.state.try_lock() else {
+                return;
+            };
+            let pending = std::mem::take(&mut *self.pending_unloads.lock());
+            for id in pending {
+                self.unload_locked(&mut state, id);
+            }
+        }
     }
 
     fn load_locked(
@@ -286,8 +341,20 @@ impl ChildPlugin {
     /// Runs model `id` on `inputs`, loading it first in a child that does not have it (a
     /// restarted one).
     pub fn infer(&self, id: u64, config: &LoadConfig, inputs: &NamedValues) -> Result<NamedValues> {
+        let result = self.infer_locked(id, config, inputs);
+        self.drain_pending();
+        result
+    }
+
+    fn infer_locked(
+        &self,
+        id: u64,
+        config: &LoadConfig,
+        inputs: &NamedValues,
+    ) -> Result<NamedValues> {
         let code = ErrorCode::InferenceError;
         let mut state = self.state.lock();
+        self.prepare(&mut state);
         if state.loaded.get(&id) != Some(&state.generation) || state.running.is_none() {
             self.load_locked(&mut state, id, config, code)?;
         }
@@ -312,10 +379,8 @@ impl ChildPlugin {
     /// Forgets model `id`; unloaded in the child now, or before the next request when a call
     /// is running (a drop never waits behind another model's call).
     pub fn release(&self, id: u64) {
-        match self.state.try_lock() {
-            Some(mut state) => self.unload_locked(&mut state, id),
-            None => self.pending_unloads.lock().push(id),
-        }
+        self.pending_unloads.lock().push(id);
+        self.drain_pending();
     }
 
     fn unload_locked(&self, state: &mut State, id: u64) {
@@ -350,20 +415,14 @@ impl ChildPlugin {
                 format!("cannot encode the request for the plugin: {e}"),
             )
         })?;
-        for id in std::mem::take(&mut *self.pending_unloads.lock()) {
-            self.unload_locked(state, id);
-        }
         if state.running.is_none() {
             self.restart(state)?;
         }
         let running = state.running.as_mut().expect("a running child");
         let deadline = Deadline::after(timeout);
-        let reply = match running.replies.try_recv() {
-            Ok(_) => Err(self.failed(running, code, "sent a reply nobody asked for", "protocol")),
-            Err(_) => self
-                .send(running, &frame, deadline, code)
-                .and_then(|()| self.receive(running, deadline, code, doing)),
-        };
+        let reply = self
+            .send(running, &frame, deadline, code)
+            .and_then(|()| self.receive(running, deadline, code, doing));
         if reply.is_err() {
             self.record_failure(state);
         }
@@ -402,6 +461,7 @@ impl ChildPlugin {
                 Ok(result) => Some(result),
                 Err(_) => {
                     // Unblocks the writer (broken pipe) so the scope can end.
+                    kill_group(process);
                     let _ = process.kill();
                     None
                 }
@@ -528,6 +588,7 @@ impl ChildPlugin {
         deadline: Deadline,
         doing: &str,
     ) -> ModelError {
+        kill_group(process);
         let _ = process.kill();
         let _ = process.wait();
         self.error(
