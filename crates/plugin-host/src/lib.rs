@@ -15,15 +15,17 @@ mod elf;
 mod guard;
 mod library;
 mod loader;
+mod opened;
 mod process;
 
 pub use library::{open_plugin, LoadedPlugin};
-pub use loader::{PluginLoader, PluginModel};
-pub use process::{serve_child_if_asked, ChildPlugin, ProcessLoader, ProcessModel};
+pub use loader::PluginModel;
+pub use opened::{Opened, PluginLoader};
+pub use process::{serve_child_if_asked, ChildPlugin, ProcessModel};
 
 use model_manager_core::{
-    ErrorCode, ModelError, ModelLoader, PluginFailure, PluginHost, PluginHostRegistration,
-    PluginIsolation, PluginLoadReport, PluginRecord, PluginSettings, Registry, Result,
+    ErrorCode, ModelError, PluginFailure, PluginHost, PluginHostRegistration, PluginIsolation,
+    PluginLoadReport, PluginRecord, PluginSettings, Registry, Result,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,39 +72,6 @@ impl PluginHost for DylibPluginHost {
             loaded: opened.iter().map(|p| p.record().clone()).collect(),
             failed,
         })
-    }
-}
-
-/// A library opened in this process or in a child.
-enum Opened {
-    InProcess(Arc<LoadedPlugin>),
-    Child(Arc<ChildPlugin>),
-}
-
-impl Opened {
-    fn record(&self) -> &PluginRecord {
-        match self {
-            Opened::InProcess(p) => &p.record,
-            Opened::Child(c) => &c.record,
-        }
-    }
-
-    fn type_names(&self) -> Vec<String> {
-        match self {
-            Opened::InProcess(p) => p.types.iter().map(|t| t.model_type.clone()).collect(),
-            Opened::Child(c) => c.types.iter().map(|t| t.model_type.clone()).collect(),
-        }
-    }
-
-    fn loaders(&self) -> Vec<Arc<dyn ModelLoader>> {
-        match self {
-            Opened::InProcess(p) => p
-                .types
-                .iter()
-                .map(|decl| Arc::new(PluginLoader::new(p.clone(), decl)) as Arc<dyn ModelLoader>)
-                .collect(),
-            Opened::Child(c) => ProcessLoader::for_types(c),
-        }
     }
 }
 

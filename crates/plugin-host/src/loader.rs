@@ -1,66 +1,14 @@
-//! A plugin's declared type as a [`ModelLoader`], and its loaded models as [`Model`]s.
+//! Models of a plugin opened in this process, called through its ABI.
 
 use crate::library::LoadedPlugin;
 use abi_stable::std_types::RStr;
 use model_manager_core::{
-    Device, DeviceChoice, ErrorCode, Infer, Model, ModelError, ModelInfo, ModelLoader, ModelSpec,
-    NamedValues, Probe, Result,
+    Device, ErrorCode, Infer, Model, ModelError, ModelInfo, NamedValues, Result,
 };
 use model_manager_plugin::abi::{AbiError, AbiModelBox};
-use model_manager_plugin::{values_from_abi, values_to_abi, LoadConfig, TypeDeclaration};
+use model_manager_plugin::{values_from_abi, values_to_abi, LoadConfig};
 use std::any::Any;
 use std::sync::Arc;
-
-/// Loads models of one type a plugin declares.
-pub struct PluginLoader {
-    plugin: Arc<LoadedPlugin>,
-    model_type: String,
-    option_keys: Vec<&'static str>,
-}
-
-impl PluginLoader {
-    /// The loader for `decl` of `plugin`.
-    pub fn new(plugin: Arc<LoadedPlugin>, decl: &TypeDeclaration) -> Self {
-        Self {
-            plugin,
-            model_type: decl.model_type.clone(),
-            option_keys: leak_keys(&decl.option_keys),
-        }
-    }
-}
-
-/// What the plugin is told about a model to load.
-pub fn load_config(spec: &ModelSpec, device: &DeviceChoice) -> LoadConfig {
-    LoadConfig {
-        model_id: spec.id.clone(),
-        model_type: spec.model_type.clone(),
-        local_path: spec.local_path.clone(),
-        device: match device.device {
-            Device::Cpu => "cpu".into(),
-            Device::Cuda(n) => format!("cuda:{n}"),
-        },
-        options: spec.options.clone(),
-    }
-}
-
-/// The probe of plugin types: the model's folder, when it names one, exists.
-pub fn probe_local_path(spec: &ModelSpec) -> Probe {
-    match &spec.local_path {
-        Some(path) if !path.exists() => Probe::reject(
-            ErrorCode::ModelNotFound,
-            format!("{} does not exist", path.display()),
-        ),
-        _ => Probe::Accept,
-    }
-}
-
-/// `option_keys` as `&'static str`s: leaked once per type per registry, since plugins are
-/// never unloaded and `ModelLoader::option_keys` hands out `&str`s.
-pub fn leak_keys(keys: &[String]) -> Vec<&'static str> {
-    keys.iter()
-        .map(|k| &*Box::leak(k.clone().into_boxed_str()))
-        .collect()
-}
 
 /// The plugin's error with our code: the plugin's code if it is one of ours, else
 /// `fallback`.
@@ -70,33 +18,6 @@ fn plugin_error(plugin: &str, e: AbiError, fallback: ErrorCode) -> ModelError {
     ModelError::new(code, e.message.to_string())
         .with("plugin", plugin)
         .with("plugin_code", e.code.as_str())
-}
-
-impl ModelLoader for PluginLoader {
-    fn model_type(&self) -> &str {
-        &self.model_type
-    }
-
-    fn backend(&self) -> &str {
-        &self.plugin.record.name
-    }
-
-    fn probe(&self, spec: &ModelSpec) -> Probe {
-        probe_local_path(spec)
-    }
-
-    fn option_keys(&self) -> &[&str] {
-        &self.option_keys
-    }
-
-    fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
-        let config = load_config(spec, device);
-        Ok(Arc::new(PluginModel::load(
-            self.plugin.clone(),
-            &config,
-            device.device,
-        )?))
-    }
 }
 
 /// A model loaded by a plugin.

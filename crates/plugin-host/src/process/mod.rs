@@ -10,5 +10,5 @@ mod supervisor;
 
 pub use child::serve_child_if_asked;
 pub(crate) use child::this_executable_serves_children;
-pub use models::{ProcessLoader, ProcessModel};
+pub use models::ProcessModel;
 pub use supervisor::ChildPlugin;
