@@ -1,9 +1,10 @@
 //! A model type added from outside the core with `inventory::submit!`: no change to the
 //! core, no plugin library, and the type joins the registry, lifecycle and status.
 
+use model_manager::backend::{inventory, LoaderRegistration, ModelLoader, Probe};
 use model_manager::{
-    inventory, DeviceChoice, ErrorCode, Infer, InferValue, LoaderRegistration, Model, ModelError,
-    ModelInfo, ModelLoader, ModelManager, ModelSpec, NamedValues, Probe, Result, Settings,
+    DeviceChoice, ErrorCode, Infer, InferValue, Model, ModelError, ModelInfo, ModelManager,
+    ModelSpec, NamedValues, Result, Settings,
 };
 use std::any::Any;
 use std::sync::Arc;

@@ -117,14 +117,14 @@ fn main() {
             .iter()
             .map(|t| counter.encode(t.as_str(), true).unwrap().len().min(256))
             .sum();
-        rt.block_on(manager.generate_embeddings(&texts[..BATCH], "embedding"))
+        rt.block_on(manager.generate_embeddings("embedding", &texts[..BATCH]))
             .unwrap();
         let _ = bare.embed(&texts[..BATCH]);
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..PASSES {
             let start = Instant::now();
             let out = rt
-                .block_on(manager.generate_embeddings(&texts, "embedding"))
+                .block_on(manager.generate_embeddings("embedding", &texts))
                 .unwrap();
             ours.push(start.elapsed());
             assert_eq!(out.embeddings.len(), SENTENCES);

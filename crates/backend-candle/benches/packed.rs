@@ -230,7 +230,7 @@ fn time_engines(
 ) -> Vec<Vec<Duration>> {
     let mut times = vec![Vec::new(); engines.len()];
     for (id, _) in engines {
-        rt.block_on(manager.generate_embeddings(&texts[..BATCH.min(texts.len())], id))
+        rt.block_on(manager.generate_embeddings(id, &texts[..BATCH.min(texts.len())]))
             .unwrap();
     }
     for pass in 0..passes {
@@ -239,7 +239,7 @@ fn time_engines(
         for e in (0..engines.len()).map(|i| (i + pass) % engines.len()) {
             let start = Instant::now();
             let out = rt
-                .block_on(manager.generate_embeddings(texts, engines[e].0))
+                .block_on(manager.generate_embeddings(engines[e].0, texts))
                 .unwrap();
             times[e].push(start.elapsed());
             assert_eq!(out.embeddings.len(), texts.len());

@@ -2,30 +2,18 @@
 
 use crate::device::{candle_device, core_device, dtype_option};
 use crate::packed::PackedBert;
-use crate::weights::{
-    estimate_bytes, estimate_spec_bytes, file_error, probe_safetensors_folder, var_builder,
-    weight_files,
-};
+use crate::weights::{estimate_bytes, var_builder, weight_files, REQUIRED};
 use crate::BACKEND_NAME;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config};
-use model_manager_core::locate_or_download;
-use model_manager_core::{
-    BatchCost, DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelLoader, ModelSpec,
-    Probe, Result,
-};
+use model_manager_core::backend::locate_or_download;
+use model_manager_core::backend::BatchCost;
+use model_manager_core::{DeviceChoice, ErrorCode, ModelError, ModelInfo, ModelSpec, Result};
 use model_manager_text::{
     sentence_config, EmbeddingPipeline, EncoderOutput, PackedBatch, PaddedBatch, SentenceConfig,
-    TextEmbedding, TextEncoder, TextTokenizer, TokenEncoder,
+    TextEncoder, TextTokenizer, TokenEncoder,
 };
-use std::sync::Arc;
 
-/// Weights: one safetensors file, or an index and the shards it names.
-const REQUIRED: &[&str] = &[
-    "config.json",
-    "tokenizer.json",
-    "model.safetensors|model.safetensors.index.json",
-];
 /// Fetched too when downloading from the hub, where they exist.
 const OPTIONAL: &[&str] = &[
     "modules.json",
@@ -33,37 +21,15 @@ const OPTIONAL: &[&str] = &[
     "1_Pooling/config.json",
 ];
 
-/// Loads SentenceTransformer BERT models.
-pub struct BertEmbeddingLoader;
-
-fn option_keys() -> &'static [&'static str] {
+/// Option keys of `embedding` models: precision, packing and the sentence-transformers
+/// overrides.
+pub(crate) fn option_keys() -> &'static [&'static str] {
     static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
         let mut keys = vec!["dtype", "packed"];
         keys.extend_from_slice(sentence_config::OPTION_KEYS);
         keys
     })
-}
-
-impl ModelLoader for BertEmbeddingLoader {
-    fn model_type(&self) -> &str {
-        "embedding"
-    }
-    fn backend(&self) -> &str {
-        BACKEND_NAME
-    }
-    fn probe(&self, spec: &ModelSpec) -> Probe {
-        probe_safetensors_folder(spec, REQUIRED)
-    }
-    fn estimate_bytes(&self, spec: &ModelSpec) -> Option<u64> {
-        estimate_spec_bytes(spec, REQUIRED)
-    }
-    fn option_keys(&self) -> &[&str] {
-        option_keys()
-    }
-    fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
-        Ok(Arc::new(TextEmbedding(BertEmbedder::load(spec, device)?)))
-    }
 }
 
 /// The forward pass a [`BertEmbedder`] runs.
@@ -92,15 +58,15 @@ impl BertEmbedder {
         let device = candle_device(choice)?;
         let config_path = folder.file("config.json");
         let config_text = std::fs::read_to_string(&config_path)
-            .map_err(|e| file_error(ErrorCode::ModelLoadError, &config_path, e))?;
+            .map_err(|e| ModelError::file_load(ErrorCode::ModelLoadError, &config_path, e))?;
         let config: Config = serde_json::from_str(&config_text)
-            .map_err(|e| file_error(ErrorCode::ModelLoadError, &config_path, e))?;
+            .map_err(|e| ModelError::file_load(ErrorCode::ModelLoadError, &config_path, e))?;
         let architecture: serde_json::Value =
             serde_json::from_str(&config_text).unwrap_or_default();
         match architecture["model_type"].as_str() {
             None | Some("bert") => {}
             Some(other) => {
-                return Err(file_error(
+                return Err(ModelError::file_load(
                     ErrorCode::ModelLoadError,
                     &config_path,
                     format!("model_type `{other}` is not supported by the candle embedding loader (it serves bert)"),

@@ -11,27 +11,29 @@
 
 mod device;
 mod embedding;
+mod loader;
 mod packed;
 mod t5;
 mod weights;
 
-pub use embedding::{BertEmbedder, BertEmbeddingLoader, BertEncoder};
+pub use embedding::{BertEmbedder, BertEncoder};
+pub use loader::SafetensorsLoader;
 pub use packed::PackedBert;
 pub use t5::{
     relative_position_bucket, DecoderState, EarlyStopping, Strategy, T5Config, T5Generator,
-    T5Loader, T5Model, MAX_BEAMS, MAX_NEW_TOKENS,
+    T5Model, MAX_BEAMS, MAX_KV_CACHE_BYTES, MAX_NEW_TOKENS,
 };
 
-use model_manager_core::{inventory, LoaderRegistration};
+use model_manager_core::backend::{inventory, LoaderRegistration};
 use std::sync::Arc;
 
 /// Name under which this backend's loaders register.
 pub const BACKEND_NAME: &str = "candle";
 
-inventory::submit! { LoaderRegistration::new(|| Arc::new(BertEmbeddingLoader)) }
-inventory::submit! { LoaderRegistration::new(|| Arc::new(T5Loader)) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(SafetensorsLoader::embedding())) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(SafetensorsLoader::text2text())) }
 
 #[cfg(feature = "cuda")]
 inventory::submit! {
-    model_manager_core::GpuProbe { provider: BACKEND_NAME, cuda_device_count: device::cuda_device_count }
+    model_manager_core::backend::GpuProbe { provider: BACKEND_NAME, cuda_device_count: device::cuda_device_count }
 }

@@ -3,12 +3,19 @@
 use crate::device::dtype_option;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use model_manager_core::ModelFolder;
-use model_manager_core::{
-    can_download, locate_model_folder, ErrorCode, ModelError, ModelSpec, Probe, Result,
-};
+use model_manager_core::backend::ModelFolder;
+use model_manager_core::backend::{locate_model_folder, Probe};
+use model_manager_core::{can_download, ErrorCode, ModelError, ModelSpec, Result};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+
+/// The files every model of this backend needs. Weights: one safetensors file, or an index
+/// and the shards it names.
+pub(crate) const REQUIRED: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors|model.safetensors.index.json",
+];
 
 /// The weight files of a folder.
 pub fn weight_files(folder: &ModelFolder, code: ErrorCode) -> Result<Vec<PathBuf>> {
@@ -17,15 +24,16 @@ pub fn weight_files(folder: &ModelFolder, code: ErrorCode) -> Result<Vec<PathBuf
         return Ok(vec![single]);
     }
     let index = folder.file("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&index).map_err(|e| file_error(code, &index, e))?;
+    let text =
+        std::fs::read_to_string(&index).map_err(|e| ModelError::file_load(code, &index, e))?;
     let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| file_error(code, &index, e))?;
+        serde_json::from_str(&text).map_err(|e| ModelError::file_load(code, &index, e))?;
     let shards: BTreeSet<&str> = json["weight_map"]
         .as_object()
         .map(|m| m.values().filter_map(|v| v.as_str()).collect())
         .unwrap_or_default();
     if shards.is_empty() {
-        return Err(file_error(code, &index, "no weight_map"));
+        return Err(ModelError::file_load(code, &index, "no weight_map"));
     }
     Ok(shards.into_iter().map(|s| folder.file(s)).collect())
 }
@@ -72,18 +80,6 @@ pub fn var_builder(
         .with("file", names.join(", "))
         .caused_by("CandleError", e)
     })
-}
-
-/// An error about one file with the given code (`MODEL_LOAD_ERROR` or `T5_MODEL_LOAD_ERROR`).
-pub fn file_error(
-    code: ErrorCode,
-    file: &std::path::Path,
-    cause: impl std::fmt::Display,
-) -> ModelError {
-    ModelError {
-        code,
-        ..model_manager_text::load_error(file, cause)
-    }
 }
 
 /// A loader's probe: the folder with `required` files and safetensors weights is there, or

@@ -54,7 +54,7 @@ async fn matches_the_reference_alone_and_in_mixed_batches() {
     let items = reference();
     for (text, want) in &items {
         let out = manager
-            .generate_embeddings(&[text.as_str()], "embedding")
+            .generate_embeddings("embedding", &[text.as_str()])
             .await
             .unwrap();
         assert_close(text, &out.embeddings[0], want);
@@ -63,7 +63,7 @@ async fn matches_the_reference_alone_and_in_mixed_batches() {
     let order = [7, 0, 4, 9, 1, 7, 3, 8, 2, 6, 5];
     let texts: Vec<&str> = order.iter().map(|&i| items[i].0.as_str()).collect();
     let out = manager
-        .generate_embeddings(&texts, "embedding")
+        .generate_embeddings("embedding", &texts)
         .await
         .unwrap();
     assert_eq!(out.dimension, 384);
@@ -84,14 +84,14 @@ async fn empty_text_embeds_and_long_text_is_truncated_not_refused() {
     let manager = manager("", &minilm());
     let none: [&str; 0] = [];
     assert!(manager
-        .generate_embeddings(&none, "embedding")
+        .generate_embeddings("embedding", &none)
         .await
         .unwrap()
         .embeddings
         .is_empty());
 
     let out = manager
-        .generate_embeddings(&[""], "embedding")
+        .generate_embeddings("embedding", &[""])
         .await
         .unwrap();
     let norm: f32 = out.embeddings[0].iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -100,7 +100,7 @@ async fn empty_text_embeds_and_long_text_is_truncated_not_refused() {
     let long = "token ".repeat(400);
     let longer = format!("{long} and a tail that lies past the 256-token limit");
     let out = manager
-        .generate_embeddings(&[long.as_str(), longer.as_str()], "embedding")
+        .generate_embeddings("embedding", &[long.as_str(), longer.as_str()])
         .await
         .unwrap();
     assert_eq!(
@@ -113,7 +113,7 @@ async fn empty_text_embeds_and_long_text_is_truncated_not_refused() {
 async fn configured_dimension_must_match_the_model() {
     let manager = manager("models.embedding.dimension = 768", &minilm());
     let err = manager
-        .generate_embeddings(&["x"], "embedding")
+        .generate_embeddings("embedding", &["x"])
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::ConfigError);

@@ -8,7 +8,8 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 use model_manager_candle::{BertEmbedder, BertEncoder, PackedBert};
-use model_manager_core::{DeviceChoice, ModelManager, ModelSpec, Settings, TokenizedText};
+use model_manager_core::backend::TokenizedText;
+use model_manager_core::{DeviceChoice, ModelManager, ModelSpec, Settings};
 use model_manager_text::{EncoderOutput, PackedBatch, PaddedBatch, TokenEncoder};
 use std::path::PathBuf;
 use support::reference;
@@ -184,7 +185,7 @@ async fn reference_cosines(extra: &str) -> Vec<f64> {
     let manager = ModelManager::new(Settings::from_toml_str(&toml, ".").unwrap());
     let items = reference();
     let texts: Vec<&str> = items.iter().map(|(t, _)| t.as_str()).collect();
-    let out = manager.generate_embeddings(&texts, "e").await.unwrap();
+    let out = manager.generate_embeddings("e", &texts).await.unwrap();
     items
         .iter()
         .zip(&out.embeddings)

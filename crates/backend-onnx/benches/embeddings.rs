@@ -69,13 +69,13 @@ fn main() {
         "corpus", "model-manager/s", "python/s", "ratio"
     );
     for (name, texts) in &corpora {
-        rt.block_on(manager.generate_embeddings(&texts[..BATCH], "e"))
+        rt.block_on(manager.generate_embeddings("e", &texts[..BATCH]))
             .unwrap();
         let mut times = Vec::new();
         for _ in 0..PASSES {
             let start = Instant::now();
             let out = rt
-                .block_on(manager.generate_embeddings(texts, "e"))
+                .block_on(manager.generate_embeddings("e", texts))
                 .unwrap();
             times.push(start.elapsed());
             assert_eq!(out.embeddings.len(), SENTENCES);

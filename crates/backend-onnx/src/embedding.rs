@@ -2,9 +2,9 @@
 
 use crate::session::{build_session, onnx_file, SESSION_OPTION_KEYS};
 use crate::BACKEND_NAME;
+use model_manager_core::backend::{locate_model_folder, ModelLoader, Probe};
 use model_manager_core::{
-    locate_model_folder, DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelLoader,
-    ModelSpec, Probe, Result,
+    DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelSpec, Result,
 };
 use model_manager_text::{
     sentence_config, EmbeddingPipeline, EncoderOutput, PaddedBatch, SentenceConfig, TextEmbedding,
@@ -102,13 +102,9 @@ pub struct OnnxEmbedder {
     bytes: Option<u64>,
 }
 
-fn load_error(spec: &ModelSpec, file: &std::path::Path, message: String) -> ModelError {
-    ModelError::new(
-        ErrorCode::ModelLoadError,
-        format!("{}: {message}", file.display()),
-    )
-    .for_model(&spec.id)
-    .with("file", file.display().to_string())
+/// A graph `file` of `spec` this backend cannot embed with.
+fn graph_error(spec: &ModelSpec, file: &std::path::Path, message: String) -> ModelError {
+    ModelError::file_load(ErrorCode::ModelLoadError, file, message).for_model(&spec.id)
 }
 
 impl OnnxEmbedder {
@@ -137,7 +133,7 @@ impl OnnxEmbedder {
                 "input_ids" => Feed::Ids,
                 "attention_mask" => Feed::Mask,
                 "token_type_ids" => Feed::TypeIds,
-                other => return Err(load_error(spec, &onnx, format!(
+                other => return Err(graph_error(spec, &onnx, format!(
                     "unexpected input `{other}`: an embedding graph takes input_ids, attention_mask and optionally token_type_ids (use type \"onnx\" for other graphs)"
                 ))),
             };
@@ -145,7 +141,7 @@ impl OnnxEmbedder {
             let ty = match ty {
                 Some(t @ (TensorElementType::Int64 | TensorElementType::Int32)) => t,
                 other => {
-                    return Err(load_error(
+                    return Err(graph_error(
                         spec,
                         &onnx,
                         format!(
@@ -158,7 +154,7 @@ impl OnnxEmbedder {
             inputs.push((input.name().to_owned(), feed, ty));
         }
         if !inputs.iter().any(|(_, f, _)| matches!(f, Feed::Ids)) {
-            return Err(load_error(
+            return Err(graph_error(
                 spec,
                 &onnx,
                 "the graph has no input_ids input".into(),
@@ -212,7 +208,7 @@ fn pick_output(
         .collect();
     let (name, shape) = choose_output(spec, &outputs, file)?;
     if !(2..=3).contains(&shape.len()) {
-        return Err(load_error(
+        return Err(graph_error(
             spec,
             file,
             format!(

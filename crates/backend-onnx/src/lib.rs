@@ -16,7 +16,7 @@ pub use embedding::{OnnxEmbedder, OnnxEmbeddingLoader};
 pub use runtime::{ensure_runtime, RuntimeInfo};
 pub use tensor_model::{OnnxTensorLoader, OnnxTensorModel};
 
-use model_manager_core::{inventory, LoaderRegistration};
+use model_manager_core::backend::{inventory, LoaderRegistration};
 use std::sync::Arc;
 
 /// Name under which this backend's loaders register.

@@ -56,7 +56,7 @@ fn optimization_level(spec: &ModelSpec) -> Result<GraphOptimizationLevel> {
 /// never a silent CPU run.
 pub fn build_session(spec: &ModelSpec, file: &Path, device: &DeviceChoice) -> Result<Session> {
     let runtime = ensure_runtime(spec)?;
-    let load_error = |e: ort::Error| {
+    let cannot_load = |e: ort::Error| {
         ort_error(
             ErrorCode::ModelLoadError,
             &format!("cannot load {}", file.display()),
@@ -65,9 +65,10 @@ pub fn build_session(spec: &ModelSpec, file: &Path, device: &DeviceChoice) -> Re
         .with("file", file.display().to_string())
         .for_model(&spec.id)
     };
-    let builder_error = |e: ort::Error<ort::session::builder::SessionBuilder>| load_error(e.into());
+    let builder_error =
+        |e: ort::Error<ort::session::builder::SessionBuilder>| cannot_load(e.into());
     let mut builder = Session::builder(&runtime.environment)
-        .map_err(load_error)?
+        .map_err(cannot_load)?
         .with_intra_threads(intra_threads(spec)?)
         .map_err(builder_error)?
         .with_intra_op_spinning(intra_op_spinning(spec)?)
@@ -77,7 +78,7 @@ pub fn build_session(spec: &ModelSpec, file: &Path, device: &DeviceChoice) -> Re
     if let Device::Cuda(ordinal) = device.device {
         builder = with_cuda(builder, ordinal, spec)?;
     }
-    builder.commit_from_file(file).map_err(load_error)
+    builder.commit_from_file(file).map_err(cannot_load)
 }
 
 #[cfg(feature = "cuda")]

@@ -2,9 +2,10 @@
 
 use crate::session::{build_session, onnx_file, SESSION_OPTION_KEYS};
 use crate::BACKEND_NAME;
+use model_manager_core::backend::{locate_model_folder, ModelLoader, Probe};
 use model_manager_core::{
-    locate_model_folder, DeviceChoice, ErrorCode, Infer, InferValue, Model, ModelError, ModelInfo,
-    ModelLoader, ModelSpec, NamedValues, Probe, Result, TensorData, TensorValue,
+    DeviceChoice, ErrorCode, Infer, InferValue, Model, ModelError, ModelInfo, ModelSpec,
+    NamedValues, Result, TensorData, TensorValue,
 };
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType};

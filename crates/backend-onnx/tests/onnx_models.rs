@@ -51,14 +51,14 @@ async fn int8_minilm_is_close_to_the_reference_and_auto_picks_onnx() {
     let manager = manager(INT8);
     let items = reference();
     let texts: Vec<&str> = items.iter().map(|(t, _)| t.as_str()).collect();
-    let out = manager.generate_embeddings(&texts, "int8").await.unwrap();
+    let out = manager.generate_embeddings("int8", &texts).await.unwrap();
     assert_eq!(out.dimension, 384);
     for ((text, want), got) in items.iter().zip(&out.embeddings) {
         let cos = cosine(got, want);
         assert!(cos >= 0.999, "{text}: cosine {cos}");
     }
     let alone = manager
-        .generate_embeddings(&[texts[3]], "int8")
+        .generate_embeddings("int8", &[texts[3]])
         .await
         .unwrap();
     assert!(cosine(&alone.embeddings[0], &items[3].1) >= 0.999);
@@ -81,8 +81,8 @@ async fn paraphrase_l3_gives_normalized_vectors_equal_for_equal_texts_in_any_bat
         a,
     ];
     let batch2 = ["x", a];
-    let one = manager.generate_embeddings(&batch1, "l3").await.unwrap();
-    let two = manager.generate_embeddings(&batch2, "l3").await.unwrap();
+    let one = manager.generate_embeddings("l3", &batch1).await.unwrap();
+    let two = manager.generate_embeddings("l3", &batch2).await.unwrap();
     assert_eq!(one.dimension, 384);
     for v in one.embeddings.iter().chain(&two.embeddings) {
         let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -96,7 +96,7 @@ async fn paraphrase_l3_gives_normalized_vectors_equal_for_equal_texts_in_any_bat
     // The graph's own pooled output (already [batch, hidden], used as is) agrees with our
     // pooling of its token output.
     let pooled = manager_for_pooled_output()
-        .generate_embeddings(&batch1, "l3")
+        .generate_embeddings("l3", &batch1)
         .await
         .unwrap();
     for (ours, theirs) in one.embeddings.iter().zip(&pooled.embeddings) {
@@ -213,7 +213,7 @@ async fn concurrent_callers_through_the_engine_get_the_vectors_of_each_text_alon
             let m = manager.clone();
             let mut texts: Vec<String> = items.iter().map(|(t, _)| t.clone()).collect();
             texts.rotate_left(c);
-            tokio::spawn(async move { (c, m.generate_embeddings(&texts, "int8").await.unwrap()) })
+            tokio::spawn(async move { (c, m.generate_embeddings("int8", &texts).await.unwrap()) })
         })
         .collect();
     for caller in callers {
@@ -238,18 +238,18 @@ async fn concurrent_callers_through_the_engine_get_the_vectors_of_each_text_alon
 async fn intra_op_spinning_is_a_checked_session_option() {
     let texts = ["spinning or not, the same vector"];
     let spinning = manager(INT8)
-        .generate_embeddings(&texts, "int8")
+        .generate_embeddings("int8", &texts)
         .await
         .unwrap();
     let quiet = manager(&format!("{INT8}models.int8.intra_op_spinning = false\n"))
-        .generate_embeddings(&texts, "int8")
+        .generate_embeddings("int8", &texts)
         .await
         .unwrap();
     assert_eq!(spinning.embeddings, quiet.embeddings);
     let err = manager(&format!(
         "{INT8}models.int8.intra_op_spinning = \"sometimes\"\n"
     ))
-    .generate_embeddings(&texts, "int8")
+    .generate_embeddings("int8", &texts)
     .await
     .unwrap_err();
     assert_eq!(err.code, ErrorCode::ConfigError, "{err}");
@@ -262,7 +262,7 @@ async fn two_engine_workers_each_with_a_session_give_the_same_vectors() {
         .map(|i| format!("text number {i} with {} words", "more ".repeat(i % 7)))
         .collect();
     let one = manager(INT8)
-        .generate_embeddings(&texts, "int8")
+        .generate_embeddings("int8", &texts)
         .await
         .unwrap();
     let two = manager(&format!("{INT8}models.int8.engine_workers = 2\n"));
@@ -270,7 +270,7 @@ async fn two_engine_workers_each_with_a_session_give_the_same_vectors() {
         .chunks(3)
         .map(|chunk| {
             let (m, chunk) = (two.clone(), chunk.to_vec());
-            tokio::spawn(async move { m.generate_embeddings(&chunk, "int8").await.unwrap() })
+            tokio::spawn(async move { m.generate_embeddings("int8", &chunk).await.unwrap() })
         })
         .collect();
     let mut vectors = Vec::new();

@@ -6,10 +6,9 @@
 //! call with `embedding_cache.redis_timeout_ms` and probes a failing store in the
 //! background.
 
+use model_manager_core::backend::{RemoteStore, RemoteStoreRegistration, StoreFuture};
 use model_manager_core::settings::RemoteCacheSettings;
-use model_manager_core::{
-    ErrorCode, ModelError, RemoteStore, RemoteStoreRegistration, Result, StoreFuture,
-};
+use model_manager_core::{ErrorCode, ModelError, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisError};
 use std::sync::Arc;

@@ -1,23 +1,18 @@
 //! `mm`: inspect and drive the models of a model-manager settings file.
 
 mod args;
-mod bench;
 mod commands;
 mod embed_io;
-mod infer;
-mod init;
 mod output;
-mod plugins;
-mod ps;
-mod pull;
-mod server;
-mod text;
+mod session;
 
-use args::{Cli, Command, PluginsCommand, ServeArgs};
+use args::{Cli, Command, PluginsCommand};
 use clap::Parser;
-use model_manager::{ErrorCode, ModelError, Settings};
+use commands::{bench, check, infer, init, models, plugins, ps, pull, serve, status, text};
+use model_manager::{ErrorCode, ModelError, ModelManager, Settings};
+use session::{with_manager, OnSignal};
+use std::future::Future;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -108,40 +103,69 @@ fn run(cli: &Cli) -> Result<(), ModelError> {
         ModelError::new(ErrorCode::ConfigError, "cannot start the async runtime")
             .caused_by("IoError", e)
     })?;
-    // `mm check` reports every problem of the file, so it reads the file itself.
-    if let Command::Check = cli.command {
-        load_settings_path(cli)?;
-        return runtime.block_on(commands::check(&cli.config, cli.json));
-    }
-    let settings = load_settings(cli)?;
-    runtime.block_on(dispatch(cli, settings))
+    let result = runtime.block_on(dispatch(cli));
+    // Work a signal abandoned (a download, a load) may still hold a blocking thread: the
+    // process ends without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
-async fn dispatch(cli: &Cli, settings: Settings) -> Result<(), ModelError> {
+/// Commands that need no models run alone; the others share one manager (see [`managed`]).
+async fn dispatch(cli: &Cli) -> Result<(), ModelError> {
     let json = cli.json;
     match &cli.command {
-        Command::Models => commands::models(settings, json).await,
-        Command::Status => commands::status(settings, json).await,
-        Command::Ps { url, api_key } => ps::ps(url, api_key.as_deref(), json).await,
-        Command::Check => commands::check(&cli.config, json).await,
-        Command::Init { path, force } => init::init(path, *force, json),
-        Command::Pull { target } => pull::pull(settings, target, json).await,
-        Command::Embed(args) => text::embed(settings, args, json).await,
-        Command::Similarity { model, texts } => {
-            text::similarity(settings, model, texts, json).await
+        Command::Check => {
+            // `mm check` reports every problem of the file, so it reads the file itself.
+            load_settings_path(cli)?;
+            check::check(&cli.config, json).await
         }
+        Command::Init { path, force } => init::init(path, *force, json),
+        Command::Ps { url, api_key } => ps::ps(url, api_key.as_deref(), json).await,
+        Command::Plugins { command } => plugins_command(cli, command),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "mm", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Serve(args) => serve::serve(load_settings(cli)?, args).await,
+        command => managed(cli, |m| async move { with_models(&m, command, json).await }).await,
+    }
+}
+
+/// Runs `work` with the one manager of this command, shut down whatever happens; SIGINT
+/// and SIGTERM interrupt it.
+async fn managed<F, Fut>(cli: &Cli, work: F) -> Result<(), ModelError>
+where
+    F: FnOnce(ModelManager) -> Fut,
+    Fut: Future<Output = Result<(), ModelError>>,
+{
+    with_manager(load_settings(cli)?, OnSignal::Interrupt, work).await
+}
+
+/// The commands that use models, given the command's manager.
+async fn with_models(
+    manager: &ModelManager,
+    command: &Command,
+    json: bool,
+) -> Result<(), ModelError> {
+    match command {
+        Command::Models => models::models(manager, json).await,
+        Command::Status => status::status(manager, json).await,
+        Command::Pull { target } => pull::pull(manager, target, json).await,
+        Command::Embed(args) => text::embed(manager, args, json).await,
+        Command::Generate(args) => text::generate(manager, args, json).await,
+        Command::Similarity { model, texts } => text::similarity(manager, model, texts, json).await,
         Command::Search {
             model,
             corpus,
             top_k,
             query,
-        } => text::search(settings, model, corpus, *top_k as usize, query, json).await,
-        Command::Generate(args) => text::generate(settings, args, json).await,
+        } => text::search(manager, model, corpus, *top_k as usize, query, json).await,
         Command::Infer {
             model,
             image,
             values,
-        } => infer::infer(settings, model, image, values.as_deref(), json).await,
+        } => infer::infer(manager, model, image, values.as_deref(), json).await,
         Command::Bench {
             model,
             corpus,
@@ -154,75 +178,28 @@ async fn dispatch(cli: &Cli, settings: Settings) -> Result<(), ModelError> {
                 texts: *texts as usize,
                 runs: *runs as usize,
             };
-            bench::bench(settings, options, json).await
+            bench::bench(manager, options, json).await
         }
-        Command::Plugins { command } => match command {
-            PluginsCommand::List => plugins::list(&settings, json),
-            PluginsCommand::Check {
-                file,
-                in_process: true,
-            } => plugins::check_here(&settings, file),
-            PluginsCommand::Check { file, .. } => plugins::check(&cli.config, file, json),
-        },
-        Command::Serve(args) => serve(settings, args).await,
-        Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut command, "mm", &mut std::io::stdout());
-            Ok(())
-        }
+        Command::Check
+        | Command::Init { .. }
+        | Command::Ps { .. }
+        | Command::Plugins { .. }
+        | Command::Completions { .. }
+        | Command::Serve(_) => Err(ModelError::invalid_input(
+            "this command runs without a model manager",
+        )),
     }
 }
 
-/// The server's API key: `--api-key` / `MM_API_KEY`, else the key file; an empty key is a
-/// `CONFIG_ERROR`, never a silently open server.
-fn api_key_of(given: Option<&str>, file: Option<&PathBuf>) -> Result<Option<String>, ModelError> {
-    let key = match (given, file) {
-        (Some(key), _) => key.to_owned(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| {
-                ModelError::config(
-                    "server.api_key_file",
-                    format!("cannot read the API key file {}: {e}", path.display()),
-                )
-            })?
-            .trim_end_matches(['\n', '\r'])
-            .to_owned(),
-        (None, None) => return Ok(None),
-    };
-    if key.trim().is_empty() {
-        return Err(ModelError::config(
-            "server.api_key_file",
-            "the API key is empty (--api-key, MM_API_KEY or the key file): set a key, or unset it to serve without one",
-        ));
+/// `mm plugins list | check`: the libraries alone, without a manager.
+fn plugins_command(cli: &Cli, command: &PluginsCommand) -> Result<(), ModelError> {
+    let settings = load_settings(cli)?;
+    match command {
+        PluginsCommand::List => plugins::list(&settings, cli.json),
+        PluginsCommand::Check {
+            file,
+            in_process: true,
+        } => plugins::check_here(&settings, file),
+        PluginsCommand::Check { file, .. } => plugins::check(&cli.config, file, cli.json),
     }
-    Ok(Some(key))
-}
-
-/// `HOST:PORT` with a name (`localhost:8080`) or an address.
-fn listen_addr(text: &str) -> Result<std::net::SocketAddr, ModelError> {
-    use std::net::ToSocketAddrs;
-    let invalid = |why: String| {
-        ModelError::invalid_input(format!("--addr {text}: {why}")).with(
-            "hint",
-            "give HOST:PORT, e.g. 127.0.0.1:8080, localhost:8080 or 0.0.0.0:80",
-        )
-    };
-    let mut found = text.to_socket_addrs().map_err(|e| invalid(e.to_string()))?;
-    found
-        .next()
-        .ok_or_else(|| invalid("resolves to no address".into()))
-}
-
-async fn serve(settings: Settings, args: &ServeArgs) -> Result<(), ModelError> {
-    let mut limits = settings.server.clone();
-    limits.max_body_bytes = args.max_body_bytes.unwrap_or(limits.max_body_bytes);
-    limits.max_inputs = args.max_inputs.unwrap_or(limits.max_inputs);
-    limits.max_concurrent = args.max_concurrent.unwrap_or(limits.max_concurrent);
-    let key_file = args.api_key_file.as_ref().or(limits.api_key_file.as_ref());
-    let config = server::ServerConfig {
-        addr: listen_addr(&args.addr)?,
-        api_key: api_key_of(args.api_key.as_deref(), key_file)?,
-        limits,
-    };
-    server::serve(model_manager::ModelManager::new(settings), config).await
 }

@@ -52,7 +52,7 @@ pub fn exit_code(error: &ModelError) -> u8 {
     }
 }
 
-/// Prints `error`: the seed's JSON on stdout with `--json`, else one line and a hint on stderr.
+/// Prints `error`: its JSON (`success`, `code`, `message`, `details`) on stdout with `--json`, else one line and a hint on stderr.
 pub fn print_error(error: &ModelError, json: bool) {
     if json {
         println!("{}", error.to_json());

@@ -4,8 +4,13 @@
 mod common;
 
 use common::Server;
-use model_manager::{CacheNamespace, CachedEmbedding, EmbeddingCache, Settings};
+use model_manager::backend::{ModelLoader, Probe};
+use model_manager::{
+    Device, DeviceChoice, Embedder, Model, ModelInfo, ModelManager, ModelSpec, Registry, Settings,
+};
+use std::any::Any;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn settings_file(dir: &Path, cache: &Path) -> PathBuf {
@@ -83,29 +88,83 @@ fn a_kill_during_steady_writes_loses_at_most_the_snapshot_window() {
     assert_eq!(hits, safe, "every one of them was a cache hit");
 }
 
-/// A cache file of `entries` vectors of another model, large enough that saving it takes a
-/// while.
-fn big_cache_file(path: &Path, entries: usize) {
-    let settings = Settings::from_toml_str(
-        "embedding_cache.max_cache_size = 100000\nembedding_cache.ttl_seconds = 0",
-        ".",
-    )
-    .unwrap();
-    let cache = EmbeddingCache::new(&settings.embedding_cache);
-    let namespace = CacheNamespace::new("another-model", 1);
-    for i in 0..entries {
-        let vector: Vec<f32> = (0..384).map(|d| ((i * 7 + d) % 13) as f32 / 13.0).collect();
-        let key = namespace.key(&format!("filler {i}"));
-        cache.insert(
-            namespace,
-            key,
-            CachedEmbedding {
-                vector: vector.into(),
-                tokens: 3,
-            },
-        );
+/// A model of another type that makes up vectors quickly, to fill a cache file.
+struct Filler;
+
+impl Model for Filler {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            model_type: "filler".into(),
+            backend: "test".into(),
+            device: Device::Cpu,
+            dimension: Some(384),
+            bytes: None,
+        }
     }
-    cache.save(path).unwrap();
+    fn as_embedder(&self) -> Option<&dyn Embedder> {
+        Some(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Embedder for Filler {
+    fn dimension(&self) -> usize {
+        384
+    }
+    fn embed(&self, texts: &[&str]) -> model_manager::Result<Vec<Vec<f32>>> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                (0..384)
+                    .map(|d| ((t.len() * 7 + d) % 13) as f32 / 13.0)
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+impl ModelLoader for Filler {
+    fn model_type(&self) -> &str {
+        "filler"
+    }
+    fn backend(&self) -> &str {
+        "test"
+    }
+    fn probe(&self, _spec: &ModelSpec) -> Probe {
+        Probe::Accept
+    }
+    fn load(&self, _: &ModelSpec, _: &DeviceChoice) -> model_manager::Result<Arc<dyn Model>> {
+        Ok(Arc::new(Filler))
+    }
+}
+
+/// A cache file of `entries` vectors of another model, large enough that saving it takes a
+/// while: written by a manager (its shutdown saves the cache), as an application would.
+fn big_cache_file(path: &Path, entries: usize) {
+    let toml = format!(
+        "embedding_cache.persist_to_disk = true\nembedding_cache.path = \"{}\"\n\
+         embedding_cache.max_cache_size = 100000\nembedding_cache.ttl_seconds = 0\n\
+         models.another-model.type = \"filler\"\n",
+        path.display()
+    );
+    let settings = Settings::from_toml_str(&toml, ".").unwrap();
+    let registry = Registry::new();
+    registry.register(Arc::new(Filler)).unwrap();
+    let manager = ModelManager::with_registry(settings, Arc::new(registry));
+    let texts: Vec<String> = (0..entries).map(|i| format!("filler {i}")).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for chunk in texts.chunks(1000) {
+            manager
+                .generate_embeddings("another-model", chunk)
+                .await
+                .unwrap();
+        }
+        manager.shutdown().await.unwrap();
+    });
+    assert!(path.exists(), "the manager saved its cache");
 }
 
 fn temporary_files(dir: &Path) -> usize {

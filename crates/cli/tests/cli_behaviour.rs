@@ -26,6 +26,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Sends SIGINT to `child`, as Ctrl-C in its terminal would.
+fn interrupt(child: &std::process::Child) {
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(sent.unwrap().success());
+}
+
 fn write(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
@@ -178,12 +187,7 @@ fn ctrl_c_after_the_first_chunk_removes_the_partial_file_and_says_so() {
         assert!(Instant::now() < deadline, "no chunk written");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
@@ -195,6 +199,66 @@ fn ctrl_c_after_the_first_chunk_removes_the_partial_file_and_says_so() {
         !partial.exists() && !output.exists(),
         "{:?}",
         std::fs::read_dir(dir.path()).unwrap().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn ctrl_c_in_any_model_command_still_shuts_the_manager_down_and_saves_the_cache() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.mmcache");
+    let config = write(
+        dir.path(),
+        "settings.toml",
+        &format!(
+            "embedding_cache.persist_to_disk = true\nembedding_cache.path = \"{}\"\n\
+             models.embedding.type = \"embedding\"\nmodels.embedding.local_path = \"{}\"\n",
+            cache.display(),
+            common::repo().join("models/all-MiniLM-L6-v2").display()
+        ),
+    );
+    let corpus: String = (0..20_000)
+        .map(|i| format!("document number {i} about guitars and oceans\n"))
+        .collect();
+    let corpus = write(dir.path(), "corpus.txt", &corpus);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mm"))
+        .env("MM_CONFIG", &config)
+        .env("MM_LOG", "model_manager_core=debug")
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["search", "--corpus"])
+        .arg(&corpus)
+        .arg("a question about guitars")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The query is embedded (and cached) first; the second reference is the corpus's.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (mut taken, mut seen) = (0, String::new());
+    while taken < 2 {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{seen}");
+        taken += usize::from(line.contains("model reference taken"));
+        seen.push_str(&line);
+    }
+    interrupt(&child);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains("SIGINT: shutting down"), "{rest}");
+    // The next run restores what the interrupted one saved at its shutdown.
+    let out = mm()
+        .env("MM_CONFIG", &config)
+        .args(["--json", "embed", "a question about guitars"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        json_of(&out.stdout)["cache_hits"],
+        1,
+        "{}",
+        text(&out.stdout)
     );
 }
 

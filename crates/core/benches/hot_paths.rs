@@ -25,7 +25,7 @@ fn bench(c: &mut Criterion) {
     let texts: Vec<String> = (0..1000)
         .map(|i| format!("cached sentence number {i} about something"))
         .collect();
-    rt.block_on(manager.generate_embeddings(&texts, "embedding"))
+    rt.block_on(manager.generate_embeddings("embedding", &texts))
         .unwrap();
 
     let plain: HashMap<String, Arc<[f32]>> = texts
@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("cache_hit_one_text", |b| {
         b.to_async(&rt).iter(|| async {
             let out = manager
-                .generate_embeddings(black_box(&one), "embedding")
+                .generate_embeddings("embedding", black_box(&one))
                 .await
                 .unwrap();
             assert!(out.cached);
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("cache_hit_1000_texts", |b| {
         b.to_async(&rt).iter(|| async {
             let out = manager
-                .generate_embeddings(black_box(&texts), "embedding")
+                .generate_embeddings("embedding", black_box(&texts))
                 .await
                 .unwrap();
             assert!(out.cached);

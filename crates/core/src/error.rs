@@ -1,10 +1,10 @@
-//! The one error type of model-manager, with the seed's codes and response shape.
+//! The one error type of model-manager, with the Python Model Manager Module's codes and response shape.
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::{Map, Value};
 use std::fmt;
 
-/// Every error code a caller can match on. The first ten are the seed's; the rest are ours.
+/// Every error code a caller can match on. The first ten are those of the Python Model Manager Module; the rest are ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
@@ -103,7 +103,7 @@ impl fmt::Display for ErrorCode {
 
 /// An error with a machine-readable code, a message for people and structured details.
 ///
-/// Serializes exactly to the seed's response shape:
+/// Serializes exactly to the Python module's response shape:
 /// `{"success": false, "code": "...", "message": "...", "details": {...}}`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -140,7 +140,7 @@ impl ModelError {
         self.with("model_id", model_id)
     }
 
-    /// Records an underlying cause as `error_type` and `error`, as the seed does.
+    /// Records an underlying cause as `error_type` and `error`, as the Python module does.
     pub fn caused_by(self, error_type: &str, cause: impl fmt::Display) -> Self {
         self.with("error_type", error_type)
             .with("error", cause.to_string())
@@ -156,17 +156,25 @@ impl ModelError {
         }
     }
 
+    /// A `code` error (`MODEL_LOAD_ERROR`, `T5_MODEL_LOAD_ERROR`…) about a file that cannot
+    /// be loaded: the message and `file` name it, `error` holds the cause.
+    pub fn file_load(code: ErrorCode, file: &std::path::Path, cause: impl fmt::Display) -> Self {
+        Self::new(code, format!("cannot load {}: {cause}", file.display()))
+            .with("file", file.display().to_string())
+            .caused_by("LoadError", cause)
+    }
+
     /// An `INVALID_INPUT` error.
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidInput, message)
     }
 
-    /// The seed's JSON response shape as a value.
+    /// The JSON response shape as a value.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// Reads an error back from the seed's JSON shape (as [`ModelError::to_json`] writes
+    /// Reads an error back from the JSON shape (as [`ModelError::to_json`] writes
     /// it), e.g. the answer of a child process; `None` if `value` is not one.
     pub fn from_json(value: &Value) -> Option<Self> {
         let code = serde_json::from_value(value.get("code")?.clone()).ok()?;

@@ -1,52 +1,47 @@
-//! Core of model-manager: the [`ModelLoader`] and [`Model`] traits, the [`Registry`] of
-//! loaders by model type, the [`ModelManager`] that shares, counts, unloads and evicts
-//! loaded models, [`Settings`] in the seed's flat keys, the [`ModelError`] type with the
-//! seed's codes, and the [`EmbeddingCache`].
+//! Core of model-manager. The root is the application's API: the [`ModelManager`] that
+//! loads models on first use, shares one instance among callers, unloads idle ones and
+//! keeps loaded models within count and memory limits; its [`Settings`]; the [`ModelError`]
+//! every call returns, with a stable [`ErrorCode`]; the status types; and the [`Model`]
+//! traits callers reach through a [`ModelHandle`].
 //!
-//! This crate depends on no ML engine; backends implement [`ModelLoader`] and register
-//! with `inventory::submit!` (see [`LoaderRegistration`]).
+//! What backend crates implement and call ([`backend::ModelLoader`], registration, file
+//! location, the token-level embedding interface, remote cache stores) is in [`backend`];
+//! what a plugin host implements is in [`plugin_host`]. This crate depends on no ML engine.
+//! The repository's `ARCHITECTURE.md` shows how the parts fit.
 
-pub mod cache;
-pub mod device;
-pub mod engine;
-pub mod error;
+pub mod backend;
+mod blocking;
+mod cache;
+mod device;
+mod engine;
+mod error;
 pub mod files;
-pub mod fingerprint;
-pub mod loader;
-pub mod manager;
-pub mod model;
-pub mod plugins;
-pub mod registry;
+mod fingerprint;
+mod loader;
+mod manager;
+mod model;
+pub mod plugin_host;
+mod plugins;
+mod registry;
 pub mod settings;
-pub mod spec;
+mod spec;
 
-pub use cache::remote::{
-    RemoteCacheStats, RemoteState, RemoteStore, RemoteStoreRegistration, StoreFuture,
-};
-pub use cache::{CacheNamespace, CacheStats, CachedEmbedding, EmbeddingCache, RestoreReport};
-pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest, GpuProbe};
+pub use blocking::off_runtime;
+pub use cache::remote::{RemoteCacheStats, RemoteState};
+pub use cache::{CacheStats, RestoreReport};
+pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest};
 pub use engine::{Admission, EngineStatus, HistogramSnapshot};
 pub use error::{ErrorCode, ModelError, Result};
-pub use files::{
-    can_download, files_state, locate_model_folder, locate_or_download, FilesState, ModelFolder,
-};
-pub use loader::{LoaderRegistration, ModelLoader, Probe};
+pub use files::{can_download, files_state, FilesState};
 pub use manager::{
     EmbeddingsOutput, InitReport, ModelHandle, ModelManager, ModelStatus, ModelStatusReport,
     ServiceStatus, ShutdownReport,
 };
 pub use model::{
-    BatchCost, Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo,
-    NamedValues, TensorData, TensorValue, TextGenerator, TokenEmbedder, TokenizedText,
+    Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo, NamedValues,
+    TensorData, TensorValue, TextGenerator,
 };
-pub use plugins::{
-    PluginFailure, PluginHost, PluginHostRegistration, PluginLoadReport, PluginRecord,
-    PluginTypeRecord,
-};
+pub use plugins::{PluginFailure, PluginLoadReport, PluginRecord, PluginTypeRecord};
 pub use registry::Registry;
-pub use settings::Settings;
-pub use settings::{PluginIsolation, PluginSettings, RemoteCacheSettings};
+pub use settings::{PluginIsolation, PluginSettings, RemoteCacheSettings, Settings};
 pub use spec::ModelSpec;
-
-/// Re-exported so backends register loaders without naming the crate themselves.
-pub use inventory;

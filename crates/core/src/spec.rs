@@ -7,6 +7,11 @@ use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Default `models.<id>.max_batch_tokens`: tokens one forward pass may pay for.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 16_384;
+/// Default `models.<id>.max_queued_tokens`: tokens that may wait for a batch.
+pub const DEFAULT_MAX_QUEUED_TOKENS: usize = 262_144;
+
 /// Everything the settings say about one model (`models.<id>.*`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelSpec {
@@ -62,8 +67,8 @@ impl ModelSpec {
             dimension: None,
             device: DeviceRequest::Auto,
             batch_size: 32,
-            max_batch_tokens: crate::engine::DEFAULT_MAX_BATCH_TOKENS,
-            max_queued_tokens: crate::engine::DEFAULT_MAX_QUEUED_TOKENS,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+            max_queued_tokens: DEFAULT_MAX_QUEUED_TOKENS,
             engine_workers: 1,
             shared: true,
             cache_embeddings: true,

@@ -10,7 +10,7 @@ use support::{expected_vector, manager};
 async fn partial_hits_compute_only_misses_and_keep_input_order() {
     let (manager, probes) = manager("", &["embedding"]);
     let first = manager
-        .generate_embeddings(&["x", "y"], "embedding")
+        .generate_embeddings("embedding", &["x", "y"])
         .await
         .unwrap();
     assert_eq!(first.cache_hits, 0);
@@ -20,7 +20,7 @@ async fn partial_hits_compute_only_misses_and_keep_input_order() {
     probes.embedded_texts.lock().unwrap().clear();
     let texts = ["y", "z", "x", "z"];
     let out = manager
-        .generate_embeddings(&texts, "embedding")
+        .generate_embeddings("embedding", &texts)
         .await
         .unwrap();
     assert_eq!(out.cache_hits, 2);
@@ -35,7 +35,7 @@ async fn partial_hits_compute_only_misses_and_keep_input_order() {
     }
 
     let again = manager
-        .generate_embeddings(&texts, "embedding")
+        .generate_embeddings("embedding", &texts)
         .await
         .unwrap();
     assert!(again.cached);
@@ -51,12 +51,12 @@ async fn partial_hits_compute_only_misses_and_keep_input_order() {
 async fn entries_expire_after_their_ttl() {
     let (manager, probes) = manager("embedding_cache.ttl_seconds = 1", &["embedding"]);
     manager
-        .generate_embeddings(&["t"], "embedding")
+        .generate_embeddings("embedding", &["t"])
         .await
         .unwrap();
     assert!(
         manager
-            .generate_embeddings(&["t"], "embedding")
+            .generate_embeddings("embedding", &["t"])
             .await
             .unwrap()
             .cached
@@ -64,7 +64,7 @@ async fn entries_expire_after_their_ttl() {
     // moka keeps its own clock, so this waits in real time.
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let out = manager
-        .generate_embeddings(&["t"], "embedding")
+        .generate_embeddings("embedding", &["t"])
         .await
         .unwrap();
     assert!(!out.cached, "expired");
@@ -77,7 +77,7 @@ async fn the_size_bound_evicts_and_counts() {
     let (manager, _) = manager("embedding_cache.max_cache_size = 3", &["embedding"]);
     let texts: Vec<String> = (0..50).map(|i| format!("text {i}")).collect();
     manager
-        .generate_embeddings(&texts, "embedding")
+        .generate_embeddings("embedding", &texts)
         .await
         .unwrap();
     let stats = manager.get_status().await.unwrap().cache;
@@ -89,11 +89,11 @@ async fn the_size_bound_evicts_and_counts() {
 async fn models_with_caching_off_always_compute() {
     let (manager, probes) = manager("models.embedding.cache_embeddings = false", &["embedding"]);
     manager
-        .generate_embeddings(&["a"], "embedding")
+        .generate_embeddings("embedding", &["a"])
         .await
         .unwrap();
     let out = manager
-        .generate_embeddings(&["a"], "embedding")
+        .generate_embeddings("embedding", &["a"])
         .await
         .unwrap();
     assert_eq!(out.cache_hits, 0);
@@ -103,8 +103,8 @@ async fn models_with_caching_off_always_compute() {
 #[tokio::test]
 async fn cache_entries_are_per_model() {
     let (manager, probes) = manager("", &["one", "two"]);
-    manager.generate_embeddings(&["same"], "one").await.unwrap();
-    let out = manager.generate_embeddings(&["same"], "two").await.unwrap();
+    manager.generate_embeddings("one", &["same"]).await.unwrap();
+    let out = manager.generate_embeddings("two", &["same"]).await.unwrap();
     assert_eq!(out.cache_hits, 0);
     assert_eq!(probes.embedded_texts.lock().unwrap().len(), 2);
 }
@@ -114,7 +114,7 @@ async fn empty_input_gives_an_empty_result_without_loading() {
     let (manager, probes) = manager("models.embedding.dimension = 8", &["embedding"]);
     let none: [&str; 0] = [];
     let out = manager
-        .generate_embeddings(&none, "embedding")
+        .generate_embeddings("embedding", &none)
         .await
         .unwrap();
     assert!(out.embeddings.is_empty());
@@ -131,7 +131,7 @@ async fn empty_input_gives_an_empty_result_without_loading() {
 async fn a_configured_dimension_that_differs_from_the_model_is_a_config_error() {
     let (manager, _) = manager("models.embedding.dimension = 384", &["embedding"]);
     let err = manager
-        .generate_embeddings(&["a"], "embedding")
+        .generate_embeddings("embedding", &["a"])
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::ConfigError);
@@ -142,30 +142,50 @@ async fn a_configured_dimension_that_differs_from_the_model_is_a_config_error() 
     );
 }
 
-#[tokio::test]
-async fn persisted_cache_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cache.bin");
+/// Settings persisting the cache in `dir`, and a file saved there by a manager that cached
+/// one text, `kept`.
+async fn saved_with_one_entry(dir: &std::path::Path) -> String {
     let extra = format!(
         "embedding_cache.persist_to_disk = true\nembedding_cache.path = \"{}\"",
-        path.display()
+        dir.join("cache.bin").display()
     );
     let (first, _) = manager(&extra, &["embedding"]);
     first
-        .generate_embeddings(&["kept"], "embedding")
+        .generate_embeddings("embedding", &["kept"])
         .await
         .unwrap();
     assert_eq!(first.shutdown().await.unwrap().cache_entries_saved, 1);
+    extra
+}
+
+#[tokio::test]
+async fn persisted_cache_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = saved_with_one_entry(dir.path()).await;
 
     let (second, probes) = manager(&extra, &["embedding"]);
     assert_eq!(second.initialize().await.unwrap().cache_entries_restored, 1);
     let out = second
-        .generate_embeddings(&["kept"], "embedding")
+        .generate_embeddings("embedding", &["kept"])
         .await
         .unwrap();
     assert!(out.cached);
     assert_eq!(out.embeddings[0], expected_vector("kept", 8));
     assert!(probes.embedded_texts.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_manager_that_never_initialized_leaves_the_cache_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = saved_with_one_entry(dir.path()).await;
+    // A status-only user of the same file (`mm status` beside a server): never initialized,
+    // so it never restored the file and must not overwrite it with its empty cache.
+    let (onlooker, _) = manager(&extra, &["embedding"]);
+    onlooker.get_status().await.unwrap();
+    assert_eq!(onlooker.shutdown().await.unwrap().cache_entries_saved, 0);
+
+    let (third, _) = manager(&extra, &["embedding"]);
+    assert_eq!(third.initialize().await.unwrap().cache_entries_restored, 1);
 }
 
 #[tokio::test]
@@ -185,7 +205,7 @@ async fn a_corrupt_persisted_cache_is_reported_not_fatal() {
         ErrorCode::CacheError
     );
     manager
-        .generate_embeddings(&["still works"], "embedding")
+        .generate_embeddings("embedding", &["still works"])
         .await
         .unwrap();
 }

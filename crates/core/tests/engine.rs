@@ -32,7 +32,7 @@ async fn hold_a_pass(
 ) -> tokio::task::JoinHandle<model_manager_core::Result<model_manager_core::EmbeddingsOutput>> {
     probes.gate.close();
     let m = manager.clone();
-    let running = tokio::spawn(async move { m.generate_embeddings(&["first pass"], "e").await });
+    let running = tokio::spawn(async move { m.generate_embeddings("e", &["first pass"]).await });
     probes.passes_entered(1).await;
     running
 }
@@ -58,7 +58,7 @@ async fn concurrent_callers_get_exact_vectors_in_batches_within_the_cap_and_budg
                 .map(|i| text(c * 10 + i, (c * 3 + i * 5) % 14))
                 .collect();
             tokio::spawn(async move {
-                let out = m.generate_embeddings(&texts, "e").await.unwrap();
+                let out = m.generate_embeddings("e", &texts).await.unwrap();
                 (texts, out)
             })
         })
@@ -112,7 +112,7 @@ async fn a_cancelled_caller_s_waiting_texts_are_never_computed() {
     let waiting = {
         let m = manager.clone();
         let texts = abandoned.clone();
-        tokio::spawn(async move { m.generate_embeddings(&texts, "e").await })
+        tokio::spawn(async move { m.generate_embeddings("e", &texts).await })
     };
     wait_for_engine(&manager, |e| e.queued_texts == 6).await;
     // The caller goes away (a client disconnecting drops its request future the same way).
@@ -152,11 +152,11 @@ async fn a_full_queue_refuses_at_once_and_bulk_callers_wait_for_room() {
     let queued = {
         let m = manager.clone();
         let texts: Vec<String> = (0..3).map(|i| text(200 + i, 3)).collect();
-        tokio::spawn(async move { m.generate_embeddings(&texts, "e").await })
+        tokio::spawn(async move { m.generate_embeddings("e", &texts).await })
     };
     wait_for_engine(&manager, |e| e.queued_tokens == 15).await;
     let over: Vec<String> = (0..2).map(|i| text(300 + i, 3)).collect();
-    let err = manager.generate_embeddings(&over, "e").await.unwrap_err();
+    let err = manager.generate_embeddings("e", &over).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::CapacityExhausted);
     assert!(err.message.contains("max_queued_tokens"), "{}", err.message);
     assert!(err.details["retry_after_seconds"].as_u64().unwrap() >= 1);
@@ -165,7 +165,7 @@ async fn a_full_queue_refuses_at_once_and_bulk_callers_wait_for_room() {
         let m = manager.clone();
         let texts = over.clone();
         tokio::spawn(async move {
-            m.generate_embeddings_with(&texts, "e", Admission::Wait)
+            m.generate_embeddings_with("e", &texts, Admission::Wait)
                 .await
         })
     };
@@ -183,7 +183,7 @@ async fn a_full_queue_refuses_at_once_and_bulk_callers_wait_for_room() {
     let big: Vec<String> = (0..10).map(|i| text(400 + i, 3)).collect();
     assert_eq!(
         manager
-            .generate_embeddings(&big, "e")
+            .generate_embeddings("e", &big)
             .await
             .unwrap()
             .embeddings
@@ -198,7 +198,7 @@ async fn a_failing_text_fails_only_its_own_request() {
     let running = hold_a_pass(&manager, &probes).await;
     let submit = |texts: Vec<String>| {
         let m = manager.clone();
-        tokio::spawn(async move { m.generate_embeddings(&texts, "e").await })
+        tokio::spawn(async move { m.generate_embeddings("e", &texts).await })
     };
     let good = submit(vec![text(1, 2), text(2, 2)]);
     let poisoned = submit(vec![text(3, 2), "a poison text".into()]);
@@ -220,7 +220,7 @@ async fn a_failing_text_fails_only_its_own_request() {
     );
     // The engine survives its embedder's panic.
     let again = manager
-        .generate_embeddings(&[text(5, 4)], "e")
+        .generate_embeddings("e", &[text(5, 4)])
         .await
         .unwrap();
     assert_eq!(again.embeddings[0], token_vector(&text(5, 4), 8));
@@ -236,12 +236,12 @@ async fn long_texts_are_truncated_and_cached_texts_still_count_tokens() {
     let (manager, _) = manager("models.e.flavour = \"tokens\"", &["e"]);
     let long = text(9, 100);
     let out = manager
-        .generate_embeddings(&[long.as_str(), "hi"], "e")
+        .generate_embeddings("e", &[long.as_str(), "hi"])
         .await
         .unwrap();
     assert_eq!(out.tokens, MAX_TOKENS + 3);
     let cached = manager
-        .generate_embeddings(&[long.as_str(), "hi"], "e")
+        .generate_embeddings("e", &[long.as_str(), "hi"])
         .await
         .unwrap();
     assert!(cached.cached);
@@ -257,7 +257,7 @@ async fn two_workers_run_two_passes_at_once_with_the_same_results() {
     let texts: Vec<String> = (0..9).map(|i| text(i, 1 + i % 5)).collect();
     let m = manager.clone();
     let request = texts.clone();
-    let running = tokio::spawn(async move { m.generate_embeddings(&request, "e").await });
+    let running = tokio::spawn(async move { m.generate_embeddings("e", &request).await });
     let both = tokio::time::timeout(std::time::Duration::from_secs(20), probes.passes_entered(2));
     assert!(both.await.is_ok(), "the second worker never started a pass");
     probes.gate.open();

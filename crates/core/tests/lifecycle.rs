@@ -239,7 +239,7 @@ async fn shutdown_refuses_new_work_waits_for_in_flight_then_unloads() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let err = manager.get_model("b").await.unwrap_err();
     assert_eq!(err.code, ErrorCode::ShuttingDown);
-    let err = manager.generate_embeddings(&["x"], "b").await.unwrap_err();
+    let err = manager.generate_embeddings("b", &["x"]).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::ShuttingDown);
     assert!(!shutdown.is_finished(), "waits for the live handle");
     drop(held);

@@ -204,17 +204,17 @@ async fn a_response_never_mixes_an_old_and_a_new_model() {
         dir.path().display()
     );
     let (manager, _) = manager(&settings, &["m"]);
-    let old = manager.generate_embeddings(&["x"], "m").await.unwrap();
+    let old = manager.generate_embeddings("m", &["x"]).await.unwrap();
     assert_eq!(old.embeddings[0][0], 4.0);
     manager.unload_model("m").await.unwrap();
     std::fs::write(dir.path().join("value.txt"), "9.0").unwrap();
-    let new = manager.generate_embeddings(&["x", "y"], "m").await.unwrap();
+    let new = manager.generate_embeddings("m", &["x", "y"]).await.unwrap();
     assert_eq!(
         new.embeddings[0][0], 9.0,
         "x is not served from the old model's cache"
     );
     assert_eq!(new.embeddings[1][0], 9.0);
-    let again = manager.generate_embeddings(&["x"], "m").await.unwrap();
+    let again = manager.generate_embeddings("m", &["x"]).await.unwrap();
     assert!(again.cached);
     assert_eq!(
         again.embeddings[0][0], 9.0,
@@ -233,7 +233,7 @@ async fn a_truncated_cache_file_restores_nothing_and_is_reported() {
     );
     let (first, _) = manager(&settings, &["m"]);
     let texts: Vec<String> = (0..20).map(|i| format!("text {i}")).collect();
-    first.generate_embeddings(&texts, "m").await.unwrap();
+    first.generate_embeddings("m", &texts).await.unwrap();
     assert_eq!(first.shutdown().await.unwrap().cache_entries_saved, 20);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
@@ -245,7 +245,7 @@ async fn a_truncated_cache_file_restores_nothing_and_is_reported() {
     assert_eq!(status.cache.entries, 0);
     let error = status.cache_restore_error.expect("the damage is reported");
     assert_eq!(error.code, ErrorCode::CacheError);
-    let out = second.generate_embeddings(&texts, "m").await.unwrap();
+    let out = second.generate_embeddings("m", &texts).await.unwrap();
     assert_eq!(out.cache_hits, 0);
     assert_eq!(probes.embedded_texts.lock().unwrap().len(), 20);
 }

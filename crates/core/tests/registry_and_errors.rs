@@ -3,9 +3,9 @@
 
 mod support;
 
+use model_manager_core::backend::{LoaderRegistration, ModelLoader, Probe};
 use model_manager_core::{
-    DeviceChoice, ErrorCode, LoaderRegistration, Model, ModelLoader, ModelManager, ModelSpec,
-    Probe, Registry, Result, Settings,
+    DeviceChoice, ErrorCode, Model, ModelManager, ModelSpec, Registry, Result, Settings,
 };
 use std::sync::Arc;
 use support::{manager as test_manager, CountingLoader, Probes};
@@ -33,7 +33,7 @@ impl ModelLoader for StaticGreeterLoader {
     }
 }
 
-model_manager_core::inventory::submit! {
+model_manager_core::backend::inventory::submit! {
     LoaderRegistration::new(|| Arc::new(StaticGreeterLoader))
 }
 

@@ -69,7 +69,7 @@ async fn operation(manager: &ModelManager, rng: &mut Rng, held: &mut Vec<ModelHa
             let texts: Vec<String> = (0..rng.below(6) + 1)
                 .map(|i| format!("t{} {i}", rng.below(20)))
                 .collect();
-            manager.generate_embeddings(&texts, id).await.map(drop)
+            manager.generate_embeddings(id, &texts).await.map(drop)
         }
         5 => match manager.get_model(id).await {
             Ok(h) if !h.is_exclusive() => {

@@ -2,7 +2,7 @@
 //! the offsets in the file's headers, so a truncated or damaged copy would otherwise fault
 //! (SIGBUS) inside the loader instead of failing to open.
 
-use crate::library::load_error;
+use crate::error::plugin_load_error;
 use model_manager_core::{ModelError, Result};
 use object::elf::{FileHeader64, ET_DYN, PT_DYNAMIC, PT_LOAD, SHT_NOBITS};
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
@@ -20,7 +20,7 @@ fn host_machine() -> Option<u16> {
 }
 
 fn damaged(path: &Path, why: impl std::fmt::Display) -> ModelError {
-    load_error(
+    plugin_load_error(
         path,
         format!(
             "plugin {} is not a complete shared library for this host: {why}; \

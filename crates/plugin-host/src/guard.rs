@@ -1,13 +1,13 @@
 //! Checks made before a library is opened: opening one runs its code.
 
-use crate::library::load_error;
+use crate::error::plugin_load_error;
 use model_manager_core::{ModelError, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 fn refused(path: &Path, why: String) -> ModelError {
-    load_error(path, format!("refusing plugin {}: {why}", path.display()))
+    plugin_load_error(path, format!("refusing plugin {}: {why}", path.display()))
 }
 
 /// Refuses a file, or any folder on its path up to `/`, that group or others may write or

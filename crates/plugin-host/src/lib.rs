@@ -12,6 +12,7 @@
 
 #[cfg(target_os = "linux")]
 mod elf;
+mod error;
 mod guard;
 mod library;
 mod loader;
@@ -19,14 +20,14 @@ mod opened;
 mod process;
 
 pub use library::{open_plugin, LoadedPlugin};
-pub use loader::PluginModel;
-pub use opened::{Opened, PluginLoader};
-pub use process::{serve_child_if_asked, ChildPlugin, ProcessModel};
+pub use model_manager_core::plugin_host::{PluginHost, PluginHostRegistration};
+pub use process::{serve_child_if_asked, ChildPlugin};
 
 use model_manager_core::{
-    ErrorCode, ModelError, PluginFailure, PluginHost, PluginHostRegistration, PluginIsolation,
-    PluginLoadReport, PluginRecord, PluginSettings, Registry, Result,
+    ErrorCode, ModelError, PluginFailure, PluginIsolation, PluginLoadReport, PluginRecord,
+    PluginSettings, Registry, Result,
 };
+use opened::Opened;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -132,7 +133,7 @@ pub fn plugin_files(settings: &PluginSettings) -> Result<Vec<PathBuf>> {
 
 fn libraries_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        library::load_error(
+        error::plugin_load_error(
             dir,
             format!("cannot read plugin folder {}: {e}", dir.display()),
         )

@@ -1,5 +1,6 @@
 //! Opening a plugin library once per process and reading its manifest.
 
+use crate::error::plugin_load_error;
 use crate::guard;
 use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use model_manager_core::{ErrorCode, ModelError, PluginRecord, PluginTypeRecord, Result};
@@ -27,16 +28,11 @@ fn opened() -> &'static Mutex<HashMap<PathBuf, Arc<LoadedPlugin>>> {
     OPENED.get_or_init(Default::default)
 }
 
-/// `PLUGIN_LOAD_ERROR` about the file or folder at `path`.
-pub(crate) fn load_error(path: &Path, message: String) -> ModelError {
-    ModelError::new(ErrorCode::PluginLoadError, message).with("path", path.display().to_string())
-}
-
 /// The checks made before a library's code may run (permissions of the file and every
 /// folder above it, ELF structure, sha256 pin): its canonical path and sha256.
 pub fn vet_library(path: &Path, pins: &BTreeMap<String, String>) -> Result<(PathBuf, String)> {
     let canonical = path.canonicalize().map_err(|e| {
-        load_error(
+        plugin_load_error(
             path,
             format!("plugin {} cannot be found: {e}", path.display()),
         )
@@ -67,7 +63,7 @@ pub fn open_plugin(
             check_panic_strategy(path, &plugin.module, allow_panic_abort)?;
             return Ok(plugin.clone());
         }
-        return Err(load_error(
+        return Err(plugin_load_error(
             path,
             format!(
                 "plugin {} changed on disk since this process loaded it; restart to load the new build",
@@ -81,7 +77,7 @@ pub fn open_plugin(
         .map_err(|e| library_error(path, Some(header), e))?;
     check_panic_strategy(path, &module, allow_panic_abort)?;
     let manifest = std::panic::catch_unwind(|| (module.manifest())()).map_err(|_| {
-        load_error(
+        plugin_load_error(
             path,
             format!("plugin {} panicked describing itself", path.display()),
         )
@@ -96,7 +92,7 @@ fn check_panic_strategy(path: &Path, module: &PluginModuleRef, allow: bool) -> R
     if allow || module.panic_abort() != Some(true) {
         return Ok(());
     }
-    Err(load_error(
+    Err(plugin_load_error(
         path,
         format!(
             "plugin {} was built with `panic = \"abort\"`: a panic in it would end this whole \
@@ -133,7 +129,7 @@ fn describe(
         ));
     }
     if manifest.types.is_empty() {
-        return Err(load_error(
+        return Err(plugin_load_error(
             path,
             format!(
                 "plugin `{}` ({}) declares no model types",
@@ -181,11 +177,11 @@ fn library_error(path: &Path, header: Option<&LibHeader>, e: LibraryError) -> Mo
             .with("found_version", found_version.clone().unwrap_or_default())
     };
     match e {
-        LibraryError::OpenError { err, .. } => load_error(
+        LibraryError::OpenError { err, .. } => plugin_load_error(
             path,
             format!("{shown} cannot be opened as a shared library: {err}"),
         ),
-        LibraryError::GetSymbolError { .. } => load_error(
+        LibraryError::GetSymbolError { .. } => plugin_load_error(
             path,
             format!(
                 "{shown} is a shared library but not a model-manager plugin: it exports no plugin \
@@ -215,7 +211,7 @@ fn library_error(path: &Path, header: Option<&LibHeader>, e: LibraryError) -> Mo
             "plugin {shown} was built with an incompatible abi_stable or compiler ABI"
         ))
         .with("error", e.to_string()),
-        other => load_error(path, format!("plugin {shown} failed to load: {other}")),
+        other => plugin_load_error(path, format!("plugin {shown} failed to load: {other}")),
     }
 }
 

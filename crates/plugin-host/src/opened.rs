@@ -4,9 +4,8 @@
 use crate::library::LoadedPlugin;
 use crate::loader::PluginModel;
 use crate::process::{ChildPlugin, ProcessModel};
-use model_manager_core::{
-    Device, DeviceChoice, ErrorCode, Model, ModelLoader, ModelSpec, PluginRecord, Probe, Result,
-};
+use model_manager_core::backend::{ModelLoader, Probe};
+use model_manager_core::{Device, DeviceChoice, ErrorCode, Model, ModelSpec, PluginRecord, Result};
 use model_manager_plugin::LoadConfig;
 use std::sync::Arc;
 

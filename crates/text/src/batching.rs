@@ -1,7 +1,7 @@
 //! Batches of token sequences as a forward pass takes them: padded to the longest
 //! (`[batch, seq]`) or packed end to end without padding.
 
-use model_manager_core::TokenizedText;
+use model_manager_core::backend::TokenizedText;
 
 /// Groups text indices into batches of at most `batch_size`, longest first, so each batch
 /// pads little. Every index appears exactly once.

@@ -12,21 +12,8 @@ pub mod tokenize;
 
 pub use batching::{PackedBatch, PaddedBatch, RowSpan};
 pub use model::{TextEmbedding, TextEncoder};
-pub use model_manager_core::TokenizedText;
+pub use model_manager_core::backend::TokenizedText;
 pub use pipeline::{EmbeddingPipeline, EncoderOutput, TokenEncoder};
 pub use pooling::Pooling;
 pub use sentence_config::SentenceConfig;
 pub use tokenize::TextTokenizer;
-
-use model_manager_core::{ErrorCode, ModelError};
-use std::path::Path;
-
-/// A `MODEL_LOAD_ERROR` naming the file and the cause.
-pub fn load_error(file: &Path, cause: impl std::fmt::Display) -> ModelError {
-    ModelError::new(
-        ErrorCode::ModelLoadError,
-        format!("cannot load {}: {cause}", file.display()),
-    )
-    .with("file", file.display().to_string())
-    .caused_by("LoadError", cause)
-}

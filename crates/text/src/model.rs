@@ -3,9 +3,8 @@
 //! model the manager can load, batch and downcast.
 
 use crate::pipeline::{EmbeddingPipeline, TokenEncoder};
-use model_manager_core::{
-    BatchCost, Embedder, Model, ModelInfo, Result, TokenEmbedder, TokenizedText,
-};
+use model_manager_core::backend::{BatchCost, TokenEmbedder, TokenizedText};
+use model_manager_core::{Embedder, Model, ModelInfo, Result};
 use std::any::Any;
 
 /// A backend's text encoder: its forward pass plus the pipeline around it.

@@ -3,7 +3,8 @@
 use crate::batching::{length_sorted_batches, PackedBatch, PaddedBatch, RowSpan};
 use crate::pooling::{normalize, pool, Pooling};
 use crate::tokenize::TextTokenizer;
-use model_manager_core::{BatchCost, ErrorCode, ModelError, Result, TokenizedText};
+use model_manager_core::backend::{BatchCost, TokenizedText};
+use model_manager_core::{ErrorCode, ModelError, Result};
 
 /// What a forward pass returns for a batch.
 pub enum EncoderOutput {

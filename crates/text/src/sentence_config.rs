@@ -1,9 +1,8 @@
 //! The sentence-transformers files around a model: `modules.json`, the pooling module's
 //! `config.json`, `sentence_bert_config.json`; plus the settings that override them.
 
-use crate::load_error;
 use crate::pooling::Pooling;
-use model_manager_core::{ModelError, ModelSpec, Result};
+use model_manager_core::{ErrorCode, ModelError, ModelSpec, Result};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -52,9 +51,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| load_error(path, e)),
+            .map_err(|e| ModelError::file_load(ErrorCode::ModelLoadError, path, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(load_error(path, e)),
+        Err(e) => Err(ModelError::file_load(ErrorCode::ModelLoadError, path, e)),
     }
 }
 

@@ -1,8 +1,8 @@
 //! Tokenization with the model's `tokenizer.json`, ignoring the padding and truncation baked
 //! into the file: sentence-transformers pads per batch and truncates at `max_seq_length`.
 
-use crate::load_error;
-use model_manager_core::{ErrorCode, ModelError, Result, TokenizedText};
+use model_manager_core::backend::TokenizedText;
+use model_manager_core::{ErrorCode, ModelError, Result};
 use std::path::Path;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
@@ -29,7 +29,8 @@ impl TextTokenizer {
             )
             .with("file", path.display().to_string()));
         }
-        let mut inner = Tokenizer::from_file(path).map_err(|e| load_error(path, e))?;
+        let mut inner = Tokenizer::from_file(path)
+            .map_err(|e| ModelError::file_load(ErrorCode::ModelLoadError, path, e))?;
         let pad_id = inner.get_padding().map_or(0, |p| p.pad_id);
         inner.with_padding(None);
         inner
@@ -37,7 +38,7 @@ impl TextTokenizer {
                 max_length,
                 ..Default::default()
             }))
-            .map_err(|e| load_error(path, e))?;
+            .map_err(|e| ModelError::file_load(ErrorCode::ModelLoadError, path, e))?;
         Ok(Self {
             inner,
             max_length,

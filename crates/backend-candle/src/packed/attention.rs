@@ -7,46 +7,15 @@
 
 use super::direct::{head_direct, supports, Buffers};
 use super::kernels::softmax_unnormalized;
+use super::layout::{Heads, Task};
 use candle_core::{Result, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
-
-/// Layout of a fused QKV row: `[Q | K | V]`, each `heads` blocks of `head_dim` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Heads {
-    /// Attention heads.
-    pub heads: usize,
-    /// Values per head.
-    pub head_dim: usize,
-}
-
-impl Heads {
-    /// Width of Q (and of the attention output).
-    pub fn hidden(&self) -> usize {
-        self.heads * self.head_dim
-    }
-
-    /// `1 / sqrt(head_dim)`.
-    pub(super) fn scale(&self) -> f32 {
-        1.0 / (self.head_dim as f32).sqrt()
-    }
-}
 
 /// Sequences up to this length take the direct kernel; longer ones the gemm crate, whose
 /// larger register blocks win once its per-call setup is small beside the products
 /// (measured on Zen 4: about even at 32 to 64 tokens, gemm 30% faster at 256).
 const DIRECT_MAX_LEN: usize = 48;
-
-/// One (sequence, head) pair.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Task {
-    /// First row of the sequence.
-    pub start: usize,
-    /// Its tokens.
-    pub len: usize,
-    /// The head.
-    pub head: usize,
-}
 
 /// Per-thread buffers, reused across tasks.
 #[derive(Default)]

@@ -5,8 +5,8 @@
 //! chains. Explicit SIMD through `pulp` (AVX-512, AVX2 or scalar, picked at run time): the
 //! compiler's own vectorization of these loops picked the wrong axis (gathers).
 
-use super::attention::{Heads, Task};
 use super::kernels::exp;
+use super::layout::{Heads, Task};
 use pulp::{Arch, Simd, WithSimd};
 
 /// Query rows per step (`scores` unpacks exactly four).

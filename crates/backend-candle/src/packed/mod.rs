@@ -12,13 +12,15 @@
 mod attention;
 mod direct;
 mod kernels;
+mod layout;
 mod ops;
 
-use attention::{attention_ops, Heads};
+use attention::attention_ops;
 use candle_core::{bail, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use kernels::Activation;
+use layout::Heads;
 use ops::{AddLayerNorm, Dense, PackedAttention};
 
 /// A dense layer with its weight stored `[in, out]`, the layout the matmul reads fastest.

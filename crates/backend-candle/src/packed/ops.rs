@@ -3,8 +3,9 @@
 //! attention. Their elementwise work is split across the rayon pool, which candle's own
 //! unary ops do not.
 
-use super::attention::{attention_f32, Heads};
+use super::attention::attention_f32;
 use super::kernels::{activation, add_layer_norm, Activation, NormParams};
+use super::layout::Heads;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, InplaceOp3, Layout, Result, Shape};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;

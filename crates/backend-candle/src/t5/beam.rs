@@ -8,7 +8,7 @@
 //! token counted) scores `sum / n^length_penalty`; a beam still running at the length limit
 //! joins the finished ones (its `n` without an end token) unless the search already stopped.
 
-use super::decode::{generation_error, Decoder};
+use super::stepper::{generation_error, Decoder};
 use model_manager_core::Result;
 
 /// When beam search stops (Hugging Face's `early_stopping`).

@@ -1,10 +1,10 @@
 //! Decoding strategies over the T5 decoder: greedy, sampling and beam search.
 
 use super::beam::{beam_search, EarlyStopping};
-use super::model::{DecoderState, T5Model};
+use super::stepper::{generation_error, Decoder};
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
-use model_manager_core::{ErrorCode, GenerationParams, ModelError, Result};
+use model_manager_core::{GenerationParams, Result};
 
 /// How to pick tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,24 +54,6 @@ impl Strategy {
     }
 }
 
-pub fn generation_error(e: candle_core::Error) -> ModelError {
-    ModelError::new(
-        ErrorCode::GenerationError,
-        format!("generation failed: {e}"),
-    )
-    .caused_by("CandleError", e)
-}
-
-/// One generation's fixed inputs.
-pub struct Decoder<'a> {
-    pub model: &'a T5Model,
-    pub encoder_output: Tensor,
-    pub start: u32,
-    pub eos: u32,
-    /// Most tokens to generate (the end token not counted).
-    pub max_length: usize,
-}
-
 impl Decoder<'_> {
     /// Generated ids (no start token, no end token) for `strategy`.
     pub fn run(&self, strategy: Strategy) -> Result<Vec<u32>> {
@@ -94,29 +76,6 @@ impl Decoder<'_> {
                 length_penalty,
             } => beam_search(self, num_beams, early_stopping, length_penalty),
         }
-    }
-
-    /// A decoder state of `rows` rows.
-    pub fn start_rows(&self, rows: usize) -> Result<DecoderState> {
-        self.model
-            .start(&self.encoder_output, rows)
-            .map_err(generation_error)
-    }
-
-    /// Next-token logits of every row after feeding `tokens`, row-major `[rows * vocab]`.
-    pub fn step(&self, state: &mut DecoderState, tokens: &[u32]) -> Result<Vec<f32>> {
-        let logits = self
-            .model
-            .step(state, tokens)
-            .and_then(|logits| logits.flatten_all()?.to_vec1::<f32>())
-            .map_err(generation_error)?;
-        if logits.iter().any(|x| x.is_nan()) {
-            return Err(ModelError::new(
-                ErrorCode::GenerationError,
-                "the model produced NaN logits (overflow in its weights' precision?)",
-            ));
-        }
-        Ok(logits)
     }
 
     /// Greedy or sampled decoding: `pick` chooses each next token from the logits.

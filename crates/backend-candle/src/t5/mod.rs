@@ -6,35 +6,26 @@ mod config;
 mod decode;
 mod layers;
 mod model;
+mod stepper;
 
 use crate::device::{candle_device, core_device, dtype_option};
-use crate::weights::{
-    estimate_bytes, estimate_spec_bytes, file_error, probe_safetensors_folder, var_builder,
-    weight_files,
-};
+use crate::weights::{estimate_bytes, var_builder, weight_files, REQUIRED};
 use crate::BACKEND_NAME;
 pub use beam::EarlyStopping;
 pub use buckets::relative_position_bucket;
 use candle_core::Device;
 pub use config::T5Config;
-use decode::Decoder;
 pub use decode::Strategy;
 pub use model::{DecoderState, T5Model};
-use model_manager_core::locate_or_download;
+use model_manager_core::backend::locate_or_download;
 use model_manager_core::{
-    DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelLoader,
-    ModelSpec, Probe, Result, TextGenerator,
+    DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelSpec, Result,
+    TextGenerator,
 };
 use model_manager_text::TextTokenizer;
 use std::any::Any;
-use std::sync::Arc;
+use stepper::Decoder;
 
-/// Weights: one safetensors file, or an index and the shards it names.
-const REQUIRED: &[&str] = &[
-    "config.json",
-    "tokenizer.json",
-    "model.safetensors|model.safetensors.index.json",
-];
 /// Fetched too when downloading from the hub, where they exist.
 const OPTIONAL: &[&str] = &[];
 const CODE: ErrorCode = ErrorCode::T5ModelLoadError;
@@ -48,7 +39,7 @@ pub const MAX_NEW_TOKENS: usize = 4096;
 pub const MAX_KV_CACHE_BYTES: u64 = 1 << 30;
 
 /// Option keys of `text2text` models: limits and default generation parameters.
-const OPTION_KEYS: &[&str] = &[
+pub(crate) const OPTION_KEYS: &[&str] = &[
     "dtype",
     "max_input_length",
     "max_output_length",
@@ -60,32 +51,8 @@ const OPTION_KEYS: &[&str] = &[
     "length_penalty",
 ];
 
-/// Loads T5 / FLAN-T5 models.
-pub struct T5Loader;
-
-impl ModelLoader for T5Loader {
-    fn model_type(&self) -> &str {
-        "text2text"
-    }
-    fn backend(&self) -> &str {
-        BACKEND_NAME
-    }
-    fn probe(&self, spec: &ModelSpec) -> Probe {
-        probe_safetensors_folder(spec, REQUIRED)
-    }
-    fn estimate_bytes(&self, spec: &ModelSpec) -> Option<u64> {
-        estimate_spec_bytes(spec, REQUIRED)
-    }
-    fn option_keys(&self) -> &[&str] {
-        OPTION_KEYS
-    }
-    fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
-        Ok(Arc::new(T5Generator::load(spec, device)?))
-    }
-}
-
-/// A loaded T5 model with its tokenizer and device (the seed's `model`, `tokenizer`,
-/// `device`), reachable through `ModelHandle::downcast_ref::<T5Generator>()`.
+/// A loaded T5 model with its tokenizer and device (the `model`, `tokenizer` and
+/// `device` of the Python Model Manager Module), reachable through `ModelHandle::downcast_ref::<T5Generator>()`.
 pub struct T5Generator {
     model: T5Model,
     tokenizer: TextTokenizer,
@@ -120,13 +87,13 @@ impl T5Generator {
         }
         let device = candle_device(choice)?;
         let config_path = folder.file("config.json");
-        let text =
-            std::fs::read_to_string(&config_path).map_err(|e| file_error(CODE, &config_path, e))?;
-        let config: T5Config =
-            serde_json::from_str(&text).map_err(|e| file_error(CODE, &config_path, e))?;
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| ModelError::file_load(CODE, &config_path, e))?;
+        let config: T5Config = serde_json::from_str(&text)
+            .map_err(|e| ModelError::file_load(CODE, &config_path, e))?;
         config
             .validate()
-            .map_err(|e| file_error(CODE, &config_path, e))?;
+            .map_err(|e| ModelError::file_load(CODE, &config_path, e))?;
         let files = weight_files(&folder, CODE)?;
         let vb = var_builder(&files, dtype, &device, CODE)?;
         let model = T5Model::load(vb, &config).map_err(|e| {
@@ -151,7 +118,7 @@ impl T5Generator {
                 ..e
             })?;
         if tokenizer.inner().get_vocab_size(true) > config.vocab_size {
-            return Err(file_error(
+            return Err(ModelError::file_load(
                 CODE,
                 &folder.file("tokenizer.json"),
                 format!(
@@ -225,7 +192,7 @@ impl T5Generator {
             )));
         }
         let ids = self.tokenizer.encode(&[prompt])?.remove(0).ids;
-        let encoder_output = self.model.encode(&ids).map_err(decode::generation_error)?;
+        let encoder_output = self.model.encode(&ids).map_err(stepper::generation_error)?;
         let config = self.model.config();
         let decoder = Decoder {
             model: &self.model,

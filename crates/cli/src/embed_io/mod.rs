@@ -154,7 +154,7 @@ fn spawn_window(manager: &ModelManager, model: &str, texts: Vec<InputText>) -> W
     let strings: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
     let task = tokio::spawn(async move {
         manager
-            .generate_embeddings_with(&strings, &model, Admission::Wait)
+            .generate_embeddings_with(&model, &strings, Admission::Wait)
             .await
     });
     (texts, task)

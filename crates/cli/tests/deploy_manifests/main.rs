@@ -285,13 +285,13 @@ fn autoscaler_scales_the_deployment_on_a_metric_the_server_exports() {
     );
 
     // The server exports it: the registry's prefix plus a name the metrics source registers.
-    let mod_rs = read("crates/cli/src/server/metrics/mod.rs");
-    let manager_rs = read("crates/cli/src/server/metrics/manager.rs");
+    let mod_rs = read("crates/server/src/metrics/mod.rs");
+    let manager_rs = read("crates/server/src/metrics/manager.rs");
     let prefix = mod_rs
         .split_once("Registry::with_prefix(\"")
         .and_then(|(_, rest)| rest.split_once('"'))
         .map(|(prefix, _)| prefix)
-        .expect("crates/cli/src/server/metrics/mod.rs: no Registry::with_prefix(\"...\")");
+        .expect("crates/server/src/metrics/mod.rs: no Registry::with_prefix(\"...\")");
     let bare = name.strip_prefix(&format!("{prefix}_")).unwrap_or_else(|| {
         panic!(
             "{}: metric `{name}` lacks the server's registry prefix `{prefix}_`",
@@ -301,7 +301,7 @@ fn autoscaler_scales_the_deployment_on_a_metric_the_server_exports() {
     let literal = format!("\"{bare}\"");
     assert!(
         manager_rs.contains(&literal) || mod_rs.contains(&literal),
-        "{}: metric `{name}`: the server registers no `{bare}` (crates/cli/src/server/metrics/)",
+        "{}: metric `{name}`: the server registers no `{bare}` (crates/server/src/metrics/)",
         hpa.what()
     );
 }

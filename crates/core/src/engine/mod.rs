@@ -24,11 +24,6 @@ use request::RequestCell;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Default `models.<id>.max_batch_tokens`: tokens one forward pass may pay for.
-pub const DEFAULT_MAX_BATCH_TOKENS: usize = 16_384;
-/// Default `models.<id>.max_queued_tokens`: tokens that may wait for a batch.
-pub const DEFAULT_MAX_QUEUED_TOKENS: usize = 262_144;
-
 /// The limits of one model's engine, from its settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct EngineConfig {

@@ -3,8 +3,9 @@
 //! computed vectors go into both.
 
 use super::Inner;
+use crate::blocking::off_runtime;
 use crate::cache::{CacheNamespace, CachedEmbedding};
-use crate::error::{ErrorCode, ModelError, Result};
+use crate::error::{ErrorCode, Result};
 use crate::fingerprint::model_fingerprint;
 use crate::spec::ModelSpec;
 use std::collections::HashMap;
@@ -132,13 +133,12 @@ impl Inner {
             return Ok(known);
         }
         let s = spec.clone();
-        let computed = tokio::task::spawn_blocking(move || model_fingerprint(&s))
-            .await
-            .map_err(|e| {
-                ModelError::new(ErrorCode::CacheError, "fingerprinting the model panicked")
-                    .for_model(&spec.id)
-                    .caused_by("Panic", e)
-            })?;
+        let panicked = "fingerprinting the model panicked";
+        let computed = off_runtime(ErrorCode::CacheError, panicked, move || {
+            model_fingerprint(&s)
+        })
+        .await
+        .map_err(|e| e.for_model(&spec.id))?;
         Ok(match self.state.lock().slots.get_mut(&spec.id) {
             Some(slot) => *slot.fingerprint.get_or_insert(computed),
             None => computed,

@@ -3,6 +3,7 @@
 use super::cache_tiers::{self, Misses};
 use super::handle::ModelHandle;
 use super::ModelManager;
+use crate::blocking::off_runtime;
 use crate::cache::CachedEmbedding;
 use crate::engine::{Admission, Work};
 use crate::error::{ErrorCode, ModelError, Result};
@@ -10,7 +11,7 @@ use crate::model::TokenizedText;
 use crate::spec::ModelSpec;
 use serde::Serialize;
 
-/// The result of [`ModelManager::generate_embeddings`], as the seed's `result.data`.
+/// The result of [`ModelManager::generate_embeddings`], as the Python module's `result.data`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EmbeddingsOutput {
     /// One vector per input text, in input order.
@@ -38,10 +39,10 @@ impl ModelManager {
     /// fails at once with `CAPACITY_EXHAUSTED`; see [`Self::generate_embeddings_with`].
     pub async fn generate_embeddings<S: AsRef<str>>(
         &self,
-        texts: &[S],
         model_id: &str,
+        texts: &[S],
     ) -> Result<EmbeddingsOutput> {
-        self.generate_embeddings_with(texts, model_id, Admission::FailFast)
+        self.generate_embeddings_with(model_id, texts, Admission::FailFast)
             .await
     }
 
@@ -49,8 +50,8 @@ impl ModelManager {
     /// full: fail at once, or wait for room (bulk jobs).
     pub async fn generate_embeddings_with<S: AsRef<str>>(
         &self,
-        texts: &[S],
         model_id: &str,
+        texts: &[S],
         admission: Admission,
     ) -> Result<EmbeddingsOutput> {
         self.ensure_ready().await?;
@@ -100,8 +101,8 @@ impl ModelManager {
     /// does not take tokens, or an id out of range.
     pub async fn generate_embeddings_for_tokens(
         &self,
-        inputs: &[Vec<u32>],
         model_id: &str,
+        inputs: &[Vec<u32>],
         admission: Admission,
     ) -> Result<EmbeddingsOutput> {
         self.ensure_ready().await?;
@@ -194,18 +195,12 @@ async fn embed_distinct(
     admission: Admission,
 ) -> Result<Vec<CachedEmbedding>> {
     let count = texts.len();
-    let (handle, work) = tokio::task::spawn_blocking(move || {
+    let panicked = format!("the tokenizer of model `{}` panicked", spec.id);
+    let (handle, work) = off_runtime(ErrorCode::GenerateEmbeddingsError, &panicked, move || {
         let work = prepare(&handle, texts);
         (handle, work)
     })
-    .await
-    .map_err(|e| {
-        ModelError::new(
-            ErrorCode::GenerateEmbeddingsError,
-            format!("the tokenizer of model `{}` panicked", spec.id),
-        )
-        .caused_by("Panic", e)
-    })?;
+    .await?;
     let work = work.map_err(|e| e.for_model(&spec.id))?;
     let tokens: Vec<u32> = work.iter().map(|(_, n)| *n as u32).collect();
     let vectors = handle

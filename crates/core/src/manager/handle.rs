@@ -103,7 +103,7 @@ impl ModelHandle {
     /// Releases the reference now (the same as dropping the handle).
     pub fn release(self) {}
 
-    /// Keeps the reference counted without a handle, as the seed's callers do; return it
+    /// Keeps the reference counted without a handle, as Python callers do; return it
     /// with [`super::ModelManager::release_model`].
     pub fn detach(mut self) -> Arc<dyn Model> {
         if !self.exclusive {

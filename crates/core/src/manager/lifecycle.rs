@@ -2,6 +2,7 @@
 
 use super::slot::Phase;
 use super::{release_instances, Inner, ModelManager};
+use crate::blocking::off_runtime;
 use crate::error::{ErrorCode, ModelError, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -104,12 +105,11 @@ impl ModelManager {
         }
         // Opening libraries runs their code and blocks.
         let manager = self.clone();
-        tokio::task::spawn_blocking(move || manager.load_plugins())
-            .await
-            .map_err(|e| {
-                ModelError::new(ErrorCode::PluginLoadError, "loading the plugins panicked")
-                    .caused_by("Panic", e)
-            })??;
+        let panicked = "loading the plugins panicked";
+        off_runtime(ErrorCode::PluginLoadError, panicked, move || {
+            manager.load_plugins()
+        })
+        .await??;
         check_models(inner)?;
         open_remote_tier(inner)?;
         let mut report = InitReport::default();
@@ -179,7 +179,8 @@ impl ModelManager {
 
     /// Refuses new work (`SHUTTING_DOWN`), lets in-flight work (references, loads, private
     /// instances) finish within `shutdown_timeout_seconds`, then unloads everything and
-    /// persists the cache. A load that finishes after this began is not handed out.
+    /// persists the cache (if this manager initialized, and so restored the file first). A
+    /// load that finishes after this began is not handed out.
     pub async fn shutdown(&self) -> Result<ShutdownReport> {
         let inner = &self.inner;
         inner.shutting_down.store(true, Ordering::Release);
@@ -220,8 +221,10 @@ impl ModelManager {
         if let Some(remote) = inner.remote.get() {
             remote.flush(REMOTE_FLUSH).await;
         }
-        let cache = &inner.settings.embedding_cache;
-        if cache.persist_to_disk {
+        // A manager that never initialized never restored the file: saving its cache would
+        // replace the file's entries with none (`mm status` beside a running server).
+        let initialized = inner.initialized.load(Ordering::Acquire);
+        if inner.settings.embedding_cache.persist_to_disk && initialized {
             report.cache_entries_saved = save_cache(inner).await?;
         }
         if inner.log_usage() {
@@ -280,15 +283,11 @@ async fn on_cache_thread<T: Send + 'static>(
     work: impl FnOnce(&crate::cache::EmbeddingCache, &std::path::Path) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let state = inner.clone();
-    tokio::task::spawn_blocking(move || work(&state.cache, &state.settings.embedding_cache.path))
-        .await
-        .unwrap_or_else(|e| {
-            Err(ModelError::new(
-                ErrorCode::CacheError,
-                format!("{action} the cache panicked"),
-            )
-            .caused_by("Panic", e))
-        })
+    let panicked = format!("{action} the cache panicked");
+    off_runtime(ErrorCode::CacheError, &panicked, move || {
+        work(&state.cache, &state.settings.embedding_cache.path)
+    })
+    .await?
 }
 
 /// Saves the cache every `every` while it changes, so a crash loses at most that window.

@@ -5,6 +5,7 @@
 use super::instance::Instance;
 use super::slot::{LoadOutcome, Phase};
 use super::{release_instances, shutting_down_error, Inner};
+use crate::blocking::off_runtime;
 use crate::device::{choose_device, cuda_device_count, DeviceChoice};
 use crate::error::{ErrorCode, ModelError, Result};
 use crate::fingerprint::model_fingerprint;
@@ -28,7 +29,8 @@ pub(crate) struct LoadPlan {
 pub(crate) async fn plan(inner: &Arc<Inner>, spec: &ModelSpec) -> Result<LoadPlan> {
     let (inner, spec) = (inner.clone(), spec.clone());
     let id = spec.id.clone();
-    tokio::task::spawn_blocking(move || {
+    let panicked = format!("planning the load of model `{id}` panicked");
+    off_runtime(ErrorCode::ModelLoadError, &panicked, move || {
         let loader = inner.registry.resolve(&spec)?;
         let device = choose_device(
             &spec.id,
@@ -44,14 +46,7 @@ pub(crate) async fn plan(inner: &Arc<Inner>, spec: &ModelSpec) -> Result<LoadPla
         })
     })
     .await
-    .map_err(|e| {
-        ModelError::new(
-            ErrorCode::ModelLoadError,
-            format!("planning the load of model `{id}` panicked"),
-        )
-        .for_model(&id)
-        .caused_by("Panic", e)
-    })?
+    .map_err(|e| e.for_model(&id))?
 }
 
 /// Drops `evicted` (waiting until they are gone), then calls the loader and checks the
@@ -64,7 +59,12 @@ pub(crate) async fn run_loader(
     evicted: Vec<Arc<Instance>>,
 ) -> Result<Arc<dyn Model>> {
     let (loader, s, device) = (plan.loader.clone(), spec.clone(), plan.device.clone());
-    let work = tokio::task::spawn_blocking(move || {
+    let panicked = format!(
+        "the `{}` loader panicked while loading model `{}`",
+        plan.loader.backend(),
+        spec.id
+    );
+    let work = off_runtime(ErrorCode::ModelLoadError, &panicked, move || {
         evicted.into_iter().for_each(Instance::release);
         let model = loader.load(&s, &device).map_err(|e| e.for_model(&s.id))?;
         check_dimension(&s, model.as_ref())?;
@@ -72,32 +72,18 @@ pub(crate) async fn run_loader(
     });
     let joined = match inner.settings.sharing.load_timeout {
         None => work.await,
-        Some(limit) => match tokio::time::timeout(limit, work).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                return Err(ModelError::new(
-                    ErrorCode::ModelLoadError,
-                    format!(
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| {
+            ModelError::new(
+                ErrorCode::ModelLoadError,
+                format!(
                     "loading model `{}` took longer than {limit:?} (sharing.load_timeout_seconds)",
                     spec.id
                 ),
-                )
-                .for_model(&spec.id))
-            }
-        },
+            )
+            .for_model(&spec.id)
+        })?,
     };
-    joined.unwrap_or_else(|join_error| {
-        Err(ModelError::new(
-            ErrorCode::ModelLoadError,
-            format!(
-                "the `{}` loader panicked while loading model `{}`",
-                plan.loader.backend(),
-                spec.id
-            ),
-        )
-        .for_model(&spec.id)
-        .caused_by("Panic", join_error))
-    })
+    joined.map_err(|e| e.for_model(&spec.id))?
 }
 
 fn check_dimension(spec: &ModelSpec, model: &dyn Model) -> Result<()> {

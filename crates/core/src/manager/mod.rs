@@ -15,6 +15,7 @@ pub use handle::ModelHandle;
 pub use lifecycle::{InitReport, ShutdownReport};
 pub use status::{ModelStatus, ModelStatusReport, ServiceStatus};
 
+use crate::blocking::off_runtime;
 use crate::cache::EmbeddingCache;
 use crate::error::{ErrorCode, ModelError, Result};
 use crate::registry::Registry;
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 
 /// Owns the configured models of an application. Cheap to clone: clones share one manager.
 ///
-/// Mirrors the seed's `ModelManagerService` by name. Models load on first use (one load
+/// Mirrors the Python Model Manager Module's `ModelManagerService` by name. Models load on first use (one load
 /// however many callers ask at once), are shared through reference-counted
 /// [`ModelHandle`]s, unload when idle, and are evicted least-recently-used to respect
 /// `sharing.max_shared_models` and `memory.max_bytes`.
@@ -182,7 +183,7 @@ impl ModelManager {
             .unwrap_or_default()
     }
 
-    /// Returns one reference taken with [`ModelHandle::detach`] (the seed's explicit form).
+    /// Returns one reference taken with [`ModelHandle::detach`] (the explicit form Python callers use).
     /// Returns the references left on the model.
     pub async fn release_model(&self, model_id: &str) -> Result<usize> {
         self.inner.spec(model_id)?;
@@ -316,9 +317,8 @@ async fn on_blocking_thread<T: Send + 'static>(
     panicked: String,
     work: impl FnOnce(&ModelHandle) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(move || work(&handle))
-        .await
-        .map_err(|e| ModelError::new(code, panicked).caused_by("Panic", e))?
+    off_runtime(code, &panicked, move || work(&handle))
+        .await?
         .map_err(|e| e.for_model(model_id))
 }
 

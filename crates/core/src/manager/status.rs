@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
-/// One model's state, as the seed's `models[model_id]`.
+/// One model's state, as the Python module's `models[model_id]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelStatus {
     /// Registry key of its kind.
@@ -55,7 +55,7 @@ pub struct ModelStatus {
     pub engine: Option<EngineStatus>,
 }
 
-/// The seed's `get_model_status` data.
+/// The data of the Python module's `get_model_status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelStatusReport {
     /// Models loaded now.
@@ -66,7 +66,7 @@ pub struct ModelStatusReport {
     pub models: BTreeMap<String, ModelStatus>,
 }
 
-/// The seed's `get_status` data: the service as a whole.
+/// The data of the Python module's `get_status`: the service as a whole.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
     /// `enabled` from settings.

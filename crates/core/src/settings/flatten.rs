@@ -1,4 +1,4 @@
-//! Turns a TOML document into the seed's flat `a.b.c` keys.
+//! Turns a TOML document into flat `a.b.c` keys (the keys of the Python Model Manager Module).
 //!
 //! `sharing.enabled = true`, `"sharing.enabled" = true` and `[sharing] enabled = true` all
 //! name the same flat key; writing one key twice in different forms is an error rather than

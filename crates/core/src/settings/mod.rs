@@ -1,4 +1,4 @@
-//! Settings: `settings.toml` in the seed's flat keys, environment overrides, validation.
+//! Settings: `settings.toml` in flat `a.b.c` keys, environment overrides, validation.
 
 mod env;
 mod flatten;

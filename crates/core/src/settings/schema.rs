@@ -73,7 +73,7 @@ const fn key(key: &'static str, kind: Kind, default: &'static str, doc: &'static
 /// Prefix of the optional sha256 pins of plugin files: `plugins.sha256."<file name>"`.
 pub const PLUGIN_SHA256_PREFIX: &str = "plugins.sha256.";
 
-/// Keys outside `models.*`: the seed's global keys plus ours.
+/// Keys outside `models.*`: the Python Model Manager Module's global keys plus ours.
 pub const GLOBAL_KEYS: &[KeyDef] = &[
     key("device_preference", Kind::Choice(&["auto", "cpu", "gpu"]), "\"auto\"", "Where models run unless a model says otherwise."),
     key("gpu_memory_fraction", Kind::Float { min: 0.0, max: 1.0 }, "0.8", "Share of GPU memory a backend may reserve (passed to backends)."),

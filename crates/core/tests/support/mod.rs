@@ -2,9 +2,10 @@
 //! failures, delays and counters, and a deterministic embedder.
 #![allow(dead_code)]
 
+use model_manager_core::backend::{ModelLoader, Probe, TokenEmbedder, TokenizedText};
 use model_manager_core::{
-    Device, DeviceChoice, Embedder, ErrorCode, Model, ModelError, ModelInfo, ModelLoader,
-    ModelManager, ModelSpec, Probe, Registry, Result, Settings, TokenEmbedder, TokenizedText,
+    Device, DeviceChoice, Embedder, ErrorCode, Model, ModelError, ModelInfo, ModelManager,
+    ModelSpec, Registry, Result, Settings,
 };
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -7,7 +7,7 @@ use super::protocol::{
     encode_frame, from_wire, read_frame_bytes, to_wire, Reply, Request, WireError, WireType,
     PROTOCOL_VERSION,
 };
-use crate::library::load_error;
+use crate::error::plugin_load_error;
 use model_manager_core::{ErrorCode, ModelError, NamedValues, PluginRecord, Result};
 use model_manager_plugin::LoadConfig;
 use parking_lot::Mutex;
@@ -190,7 +190,7 @@ impl ChildPlugin {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| {
-                load_error(
+                plugin_load_error(
                     &self.library,
                     format!(
                         "cannot start the plugin host program {} for {}: {e}",
@@ -224,7 +224,7 @@ impl ChildPlugin {
             started: Instant::now(),
         };
         if let Err(e) = reader {
-            return Err(load_error(
+            return Err(plugin_load_error(
                 &self.library,
                 format!("cannot start a reader: {e}"),
             ));
@@ -244,7 +244,7 @@ impl ChildPlugin {
                     panic_abort,
                 },
             )),
-            Reply::Hello { protocol, .. } => Err(load_error(
+            Reply::Hello { protocol, .. } => Err(plugin_load_error(
                 &self.library,
                 format!(
                     "the plugin host program {} speaks protocol {protocol}, this host {PROTOCOL_VERSION}; use the same build for both",
@@ -252,7 +252,7 @@ impl ChildPlugin {
                 ),
             )),
             Reply::Failed { error } => Err(error.into()),
-            other => Err(load_error(
+            other => Err(plugin_load_error(
                 &self.library,
                 format!("the plugin child greeted with {other:?}"),
             )),
@@ -526,7 +526,7 @@ impl ChildPlugin {
             if hello.record.sha256 == self.record.sha256 {
                 Ok(running)
             } else {
-                Err(load_error(
+                Err(plugin_load_error(
                     &self.library,
                     format!(
                         "{} changed on disk; restart to load the new build",

@@ -12,7 +12,8 @@ pub use health::RemoteState;
 pub use store::{open_store, OpenStore, RemoteStore, RemoteStoreRegistration, StoreFuture};
 
 use super::CachedEmbedding;
-use crate::error::Result;
+use crate::blocking::off_runtime;
+use crate::error::{ErrorCode, Result};
 use crate::fingerprint::{content_fingerprint, model_fingerprint};
 use crate::settings::RemoteCacheSettings;
 use crate::spec::ModelSpec;
@@ -152,7 +153,8 @@ impl RemoteTier {
         let computed = cell
             .get_or_init(|| async move {
                 let id = owned.id.clone();
-                let hashed = tokio::task::spawn_blocking(move || {
+                let panicked = "fingerprinting panicked";
+                let hashed = off_runtime(ErrorCode::CacheError, panicked, move || {
                     let content = content_fingerprint(&owned);
                     // Files replaced since the load: their content is not what this instance
                     // computes with, so it must not name its vectors.
@@ -171,7 +173,7 @@ impl RemoteTier {
                         Err(Instant::now())
                     }
                     Err(e) => {
-                        tracing::warn!(model_id = %id, "remote cache skipped: fingerprinting panicked: {e}");
+                        tracing::warn!(model_id = %id, "remote cache skipped: {}", e.to_json());
                         Err(Instant::now())
                     }
                 }

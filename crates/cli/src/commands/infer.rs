@@ -1,9 +1,7 @@
 //! `mm infer`: generic inference on custom model types (plugins, ONNX graphs).
 
 use crate::output::print_json;
-use model_manager::{
-    ImageValue, InferValue, ModelError, ModelManager, NamedValues, Settings, TensorData,
-};
+use model_manager::{ImageValue, InferValue, ModelError, ModelManager, NamedValues, TensorData};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -89,14 +87,13 @@ fn outputs_json(outputs: &NamedValues, full: bool) -> Value {
 
 /// `mm infer`: one call with `--values`, or one per `--image` (each as input `image`).
 pub async fn infer(
-    settings: Settings,
+    manager: &ModelManager,
     model: &str,
     images: &[PathBuf],
     input: Option<&str>,
     json_out: bool,
 ) -> Result<(), ModelError> {
     let base = parse_inputs(input)?;
-    let manager = ModelManager::new(settings);
     let mut results = Vec::new();
     if images.is_empty() {
         results.push((None, manager.infer(model, base.clone()).await?));
@@ -125,6 +122,5 @@ pub async fn infer(
             print_json(&outputs_json(out, false));
         }
     }
-    manager.shutdown().await?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use model_manager::{ModelManager, ServiceStatus};
+use model_manager_core::{ModelManager, ServiceStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -200,7 +200,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
             state.metrics.render(status),
         )
             .into_response(),
-        Err(e) => super::errors::ApiError(e).into_response(),
+        Err(e) => super::errors::ApiError::from(e).into_response(),
     }
 }
 

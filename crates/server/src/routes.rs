@@ -6,9 +6,10 @@ use super::request::{self, Inputs};
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
-use model_manager::{Admission, GenerationParams, ModelError};
+use model_manager_core::{Admission, GenerationParams, ModelError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -29,7 +30,7 @@ fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let error =
             ModelError::invalid_input(format!("bad request body: `{field}`: {}", e.inner()))
                 .with("field", field);
-        ApiError::with_status(error, 400)
+        ApiError::with_status(error, StatusCode::BAD_REQUEST)
     })
 }
 
@@ -50,10 +51,10 @@ pub async fn embeddings(State(state): State<AppState>, body: Bytes) -> Answer {
     tag_model(&request.model);
     let manager = &state.manager;
     let mut out = match &request.inputs {
-        Inputs::Texts(texts) => manager.generate_embeddings(texts, &request.model).await?,
+        Inputs::Texts(texts) => manager.generate_embeddings(&request.model, texts).await?,
         Inputs::Tokens(ids) => {
             manager
-                .generate_embeddings_for_tokens(ids, &request.model, Admission::FailFast)
+                .generate_embeddings_for_tokens(&request.model, ids, Admission::FailFast)
                 .await?
         }
     };
@@ -82,7 +83,7 @@ pub async fn embeddings(State(state): State<AppState>, body: Bytes) -> Answer {
         );
         return Err(ApiError::with_status(
             ModelError::invalid_input(message),
-            413,
+            StatusCode::PAYLOAD_TOO_LARGE,
         ));
     }
     let data: Vec<Value> = out
@@ -161,7 +162,7 @@ pub async fn status(State(state): State<AppState>) -> Answer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferRequest {
-    inputs: model_manager::NamedValues,
+    inputs: model_manager_core::NamedValues,
 }
 
 /// `POST /v1/models/{id}/infer`: generic inference on named inputs (tensors, images as

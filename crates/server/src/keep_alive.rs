@@ -2,7 +2,7 @@
 //! seconds, then the usual idle rules apply again. A later pin, keep-alive or unload of the
 //! same model supersedes a pending release.
 
-use model_manager::ModelManager;
+use model_manager_core::ModelManager;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! `tests/fuzz-corpus/embeddings` runs first. `PROPTEST_CASES=100000` runs longer.
 
 use super::request::{parse, Inputs};
-use model_manager::ErrorCode;
+use model_manager_core::ErrorCode;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -21,6 +21,7 @@ fn check(body: &[u8]) {
             assert!(request.dimensions.is_none_or(|d| d > 0));
         }
         Err(e) => {
+            let e = e.error();
             assert_eq!(e.code, ErrorCode::InvalidInput, "{e}");
             assert!(
                 e.details.get("field").is_some_and(Value::is_string),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// The repository's own default settings: every key commented, the packaged models
 /// (fetched by scripts/fetch-models.sh under ./models, else downloaded by name).
-const TEMPLATE: &str = include_str!("../../../settings.toml");
+const TEMPLATE: &str = include_str!("../../../../settings.toml");
 
 /// Writes the template to `path` (refusing to replace a file unless `force`).
 pub fn init(path: &Path, force: bool, json_out: bool) -> Result<(), ModelError> {

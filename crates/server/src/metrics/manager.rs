@@ -2,7 +2,7 @@
 //! model, and each model's engine (queue, batches, timings).
 
 use super::escape_label;
-use model_manager::{
+use model_manager_core::{
     EngineStatus, HistogramSnapshot, RemoteCacheStats, RemoteState, ServiceStatus,
 };
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};

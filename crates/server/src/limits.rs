@@ -6,21 +6,22 @@ use super::errors::ApiError;
 use super::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use model_manager::{ErrorCode, ModelError};
+use model_manager_core::{ErrorCode, ModelError};
 use subtle::ConstantTimeEq;
 
 /// Routes open without a key: liveness probes.
 const OPEN_ROUTES: &[&str] = &["/health"];
 
 /// Whether `given` (an `Authorization` header value) carries `key`, compared in constant
-/// time.
+/// time. An empty key matches nothing: a configuration that set one by mistake stays shut.
 pub fn key_matches(given: Option<&str>, key: &str) -> bool {
     let token = given
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    bool::from(token.as_bytes().ct_eq(key.as_bytes()))
+    !key.trim().is_empty() && bool::from(token.as_bytes().ct_eq(key.as_bytes()))
 }
 
 /// Requires `Authorization: Bearer KEY` when a key is set.
@@ -43,29 +44,32 @@ pub async fn read_body(State(state): State<AppState>, request: Request, next: Ne
     let limits = &state.config.limits;
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, limits.max_body_bytes);
-    let bytes = match tokio::time::timeout(limits.body_timeout, read).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) if is_too_large(&e) => {
-            let message = format!(
+    let (status, message) = match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(bytes)) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) if is_too_large(&e) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
                 "the request body is larger than {} bytes (server.max_body_bytes)",
                 limits.max_body_bytes
-            );
-            return ApiError::with_status(ModelError::invalid_input(message), 413).into_response();
-        }
-        Ok(Err(e)) => {
-            let message = format!("the request body could not be read: {e}");
-            return ApiError::with_status(ModelError::invalid_input(message), 400).into_response();
-        }
-        Err(_) => {
-            let message = format!(
+            ),
+        ),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+        ),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
                 "the request body did not arrive within {:?} (server.body_timeout_seconds)",
                 limits.body_timeout
-            );
-            return ApiError::with_status(ModelError::invalid_input(message), 408).into_response();
-        }
+            ),
+        ),
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    ApiError::with_status(ModelError::invalid_input(message), status).into_response()
 }
 
 fn is_too_large(error: &axum::Error) -> bool {
@@ -83,7 +87,7 @@ fn is_too_large(error: &axum::Error) -> bool {
 /// once. A client that disconnects drops the request future and with it the slot.
 pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Ok(_slot) = state.permits.clone().try_acquire_owned() else {
-        return ApiError(ModelError::new(
+        return ApiError::from(ModelError::new(
             ErrorCode::CapacityExhausted,
             format!(
                 "the server is serving its limit of {} inference requests (server.max_concurrent); retry shortly",
@@ -110,6 +114,14 @@ mod tests {
             Some("bearer s3cret"),
         ] {
             assert!(!key_matches(wrong, "s3cret"), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_key_lets_nobody_in() {
+        for given in [None, Some(""), Some("Bearer "), Some("Bearer  ")] {
+            assert!(!key_matches(given, ""), "{given:?}");
+            assert!(!key_matches(given, " "), "{given:?}");
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::output::print_json;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use model_manager::files::download::{observe_downloads, pull_repo, DownloadEvent};
 use model_manager::files::RepoCache;
-use model_manager::{ErrorCode, ModelError, ModelManager, Settings};
+use model_manager::{off_runtime, ErrorCode, ModelError, ModelManager};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -59,13 +59,11 @@ fn wanted(file: &str) -> bool {
 
 /// `mm pull TARGET`: a configured model id (its loader fetches what it needs, then the
 /// model is loaded once to check it and released), else a hub repository `org/name`.
-pub async fn pull(settings: Settings, target: &str, json_out: bool) -> Result<(), ModelError> {
+pub async fn pull(manager: &ModelManager, target: &str, json_out: bool) -> Result<(), ModelError> {
     show_progress();
-    if let Some(spec) = settings.models.get(target).cloned() {
-        let manager = ModelManager::new(settings);
-        let loaded = manager.get_model(target).await.map(drop);
-        let _ = manager.shutdown().await;
-        loaded?;
+    if let Some(spec) = manager.settings().models.get(target).cloned() {
+        // Released at once: the model is loaded only to check what was fetched.
+        drop(manager.get_model(target).await?);
         let place = match (&spec.local_path, &spec.name) {
             (Some(dir), _) if dir.exists() => dir.display().to_string(),
             (_, Some(name)) => RepoCache::of(name)
@@ -86,12 +84,11 @@ pub async fn pull(settings: Settings, target: &str, json_out: bool) -> Result<()
         ));
     }
     let repo = target.to_owned();
-    let (snapshot, files) = tokio::task::spawn_blocking(move || pull_repo(&repo, &wanted))
-        .await
-        .map_err(|e| {
-            ModelError::new(ErrorCode::ModelLoadError, "the download panicked")
-                .caused_by("Panic", e)
-        })??;
+    let panicked = "the download panicked";
+    let (snapshot, files) = off_runtime(ErrorCode::ModelLoadError, panicked, move || {
+        pull_repo(&repo, &wanted)
+    })
+    .await??;
     report(
         json_out,
         target,

@@ -3,7 +3,8 @@
 use crate::args::{EmbedArgs, GenerateArgs};
 use crate::embed_io::{embed_all, EmbeddingFile, RunSummary, TextSource};
 use crate::output::{print_json, status};
-use model_manager::{ErrorCode, GenerationParams, ModelError, ModelManager, Settings};
+use crate::session::until_signal;
+use model_manager::{ErrorCode, GenerationParams, ModelError, ModelManager};
 use serde_json::json;
 use std::path::Path;
 
@@ -18,7 +19,7 @@ async fn embed_texts(
     model: &str,
     texts: &[String],
 ) -> Result<Vec<Vec<f32>>, ModelError> {
-    Ok(manager.generate_embeddings(texts, model).await?.embeddings)
+    Ok(manager.generate_embeddings(model, texts).await?.embeddings)
 }
 
 fn shorten(text: &str, width: usize) -> String {
@@ -27,30 +28,6 @@ fn shorten(text: &str, width: usize) -> String {
     }
     let cut: String = text.chars().take(width.saturating_sub(1)).collect();
     format!("{cut}…")
-}
-
-/// Runs `work` until it ends or SIGINT / SIGTERM arrives; on a signal the work is dropped
-/// (an output file in progress removes its `.partial`) and the error names the signal.
-async fn until_signal<T>(
-    work: impl std::future::Future<Output = Result<T, ModelError>>,
-    partial: Option<std::path::PathBuf>,
-) -> Result<T, ModelError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| ModelError::invalid_input(format!("cannot watch for SIGTERM: {e}")))?;
-    let name = tokio::select! {
-        done = work => return done,
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
-    };
-    let removed = partial
-        .map(|p| format!("; removed the unfinished {}", p.display()))
-        .unwrap_or_default();
-    Err(ModelError::new(
-        ErrorCode::ShuttingDown,
-        format!("interrupted by {name}{removed}"),
-    )
-    .with("signal", name))
 }
 
 /// `mm embed --output FILE`: vectors to a file (or stdout), a summary on stderr.
@@ -115,20 +92,21 @@ fn report_truncated(summary: &RunSummary) {
 }
 
 /// `mm embed`: the texts given, then those of `--input` (a file, or `-` for stdin).
-pub async fn embed(settings: Settings, args: &EmbedArgs, json_out: bool) -> Result<(), ModelError> {
+pub async fn embed(
+    manager: &ModelManager,
+    args: &EmbedArgs,
+    json_out: bool,
+) -> Result<(), ModelError> {
     let source = TextSource::open(
         args.texts.clone(),
         args.input.as_deref(),
         args.format,
         &args.field,
     )?;
-    let manager = ModelManager::new(settings);
-    let result = match &args.output {
-        Some(output) => embed_to_file(&manager, args, source, output, json_out).await,
-        None => embed_to_stdout(&manager, args, source, json_out).await,
-    };
-    let _ = manager.shutdown().await;
-    result
+    match &args.output {
+        Some(output) => embed_to_file(manager, args, source, output, json_out).await,
+        None => embed_to_stdout(manager, args, source, json_out).await,
+    }
 }
 
 /// Vectors printed beside their texts (or as JSON), so these are kept in memory.
@@ -183,13 +161,12 @@ async fn embed_to_stdout(
 
 /// `mm similarity`.
 pub async fn similarity(
-    settings: Settings,
+    manager: &ModelManager,
     model: &str,
     texts: &[String],
     json_out: bool,
 ) -> Result<(), ModelError> {
-    let manager = ModelManager::new(settings);
-    let vectors = embed_texts(&manager, model, texts).await?;
+    let vectors = embed_texts(manager, model, texts).await?;
     let matrix: Vec<Vec<f32>> = vectors
         .iter()
         .map(|a| vectors.iter().map(|b| cosine(a, b)).collect())
@@ -203,7 +180,6 @@ pub async fn similarity(
             println!("  [{i}] {:<44} {}", shorten(text, 44), cells.join(" "));
         }
     }
-    manager.shutdown().await?;
     Ok(())
 }
 
@@ -230,7 +206,7 @@ pub fn read_corpus(corpus: &Path) -> Result<Vec<String>, ModelError> {
 
 /// `mm search`.
 pub async fn search(
-    settings: Settings,
+    manager: &ModelManager,
     model: &str,
     corpus: &Path,
     top_k: usize,
@@ -238,11 +214,10 @@ pub async fn search(
     json_out: bool,
 ) -> Result<(), ModelError> {
     let documents = read_corpus(corpus)?;
-    let manager = ModelManager::new(settings);
-    let query_vector = embed_texts(&manager, model, &[query.to_owned()])
+    let query_vector = embed_texts(manager, model, &[query.to_owned()])
         .await?
         .remove(0);
-    let doc_vectors = embed_texts(&manager, model, &documents).await?;
+    let doc_vectors = embed_texts(manager, model, &documents).await?;
     let mut scored: Vec<(f32, &String)> = doc_vectors
         .iter()
         .map(|v| cosine(&query_vector, v))
@@ -262,13 +237,12 @@ pub async fn search(
             println!("  {}. {score:.3}  {doc}", rank + 1);
         }
     }
-    manager.shutdown().await?;
     Ok(())
 }
 
 /// `mm generate`.
 pub async fn generate(
-    settings: Settings,
+    manager: &ModelManager,
     args: &GenerateArgs,
     json_out: bool,
 ) -> Result<(), ModelError> {
@@ -281,13 +255,11 @@ pub async fn generate(
         ..Default::default()
     };
     let (model, prompt) = (args.model.as_str(), args.prompt.as_str());
-    let manager = ModelManager::new(settings);
     let text = manager.generate_text(model, prompt, &params).await?;
     if json_out {
         print_json(&json!({"success": true, "model": model, "text": text}));
     } else {
         println!("{text}");
     }
-    manager.shutdown().await?;
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! of strings, an array of token ids or an array of such arrays; `model`,
 //! `encoding_format`, `dimensions`, `user`).
 
-use model_manager::ModelError;
+use crate::errors::ApiError;
+use axum::http::StatusCode;
+use model_manager_core::ModelError;
 use serde_json::{Map, Value};
 
 /// What to embed.
@@ -43,22 +45,22 @@ fn bad(field: &str, message: String) -> ModelError {
 }
 
 /// Parses and checks `body`; at most `max_inputs` inputs (413 beyond).
-pub fn parse(body: &[u8], max_inputs: usize) -> Result<EmbeddingsRequest, ModelError> {
+pub fn parse(body: &[u8], max_inputs: usize) -> Result<EmbeddingsRequest, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| bad("body", format!("the request body is not valid JSON: {e}")))?;
     let Value::Object(fields) = value else {
-        return Err(bad("body", "the request body must be a JSON object".into()));
+        return Err(bad("body", "the request body must be a JSON object".into()).into());
     };
     let inputs = inputs(fields.get("input"))?;
     if inputs.len() > max_inputs {
-        return Err(bad(
+        let error = bad(
             "input",
             format!(
                 "{} inputs in one request; the limit is {max_inputs} (server.max_inputs)",
                 inputs.len()
             ),
-        )
-        .with("status", 413));
+        );
+        return Err(ApiError::with_status(error, StatusCode::PAYLOAD_TOO_LARGE));
     }
     string_field(&fields, "user")?;
     Ok(EmbeddingsRequest {
@@ -71,7 +73,8 @@ pub fn parse(body: &[u8], max_inputs: usize) -> Result<EmbeddingsRequest, ModelE
                 return Err(bad(
                     "encoding_format",
                     format!("`encoding_format` must be \"float\" or \"base64\", not {other:?}"),
-                ))
+                )
+                .into())
             }
         },
         dimensions: dimensions(fields.get("dimensions"))?,
@@ -215,7 +218,13 @@ mod tests {
 
     fn field_of(body: &str) -> String {
         let err = parse(body.as_bytes(), 4).unwrap_err();
-        assert_eq!(err.code, model_manager::ErrorCode::InvalidInput, "{body}");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{body}");
+        let err = err.error();
+        assert_eq!(
+            err.code,
+            model_manager_core::ErrorCode::InvalidInput,
+            "{body}"
+        );
         err.details["field"].as_str().unwrap().to_owned()
     }
 
@@ -268,7 +277,8 @@ mod tests {
             assert_eq!(field_of(body), field, "{body}");
         }
         let err = parse(br#"{"input": ["a", "b", "c", "d", "e"]}"#, 4).unwrap_err();
-        assert_eq!(err.details["status"], 413);
+        assert_eq!(err.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(!err.error().details.contains_key("status"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! same run (one text per call, and cached texts), as medians over several runs.
 
 use crate::output::print_json;
-use model_manager::{ModelError, ModelManager, Settings};
+use model_manager::{ModelError, ModelManager};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -11,7 +11,7 @@ use std::time::Instant;
 const CALLERS: usize = 32;
 
 /// The corpus used when none is given: the bundled support corpus.
-const BUILT_IN_CORPUS: &str = include_str!("../../../examples/corpus.txt");
+const BUILT_IN_CORPUS: &str = include_str!("../../../../examples/corpus.txt");
 
 /// What to measure.
 pub struct BenchOptions<'a> {
@@ -27,7 +27,7 @@ pub struct BenchOptions<'a> {
 
 fn corpus_texts(corpus: Option<&Path>, count: usize) -> Result<Vec<String>, ModelError> {
     let lines = match corpus {
-        Some(path) => crate::text::read_corpus(path)?,
+        Some(path) => super::text::read_corpus(path)?,
         None => BUILT_IN_CORPUS
             .lines()
             .map(str::trim)
@@ -79,41 +79,40 @@ where
 
 /// `mm bench`.
 pub async fn bench(
-    settings: Settings,
+    manager: &ModelManager,
     options: BenchOptions<'_>,
     json_out: bool,
 ) -> Result<(), ModelError> {
     let texts = corpus_texts(options.corpus, options.texts)?;
     let (model, runs) = (options.model, options.runs.max(1));
-    let manager = ModelManager::new(settings);
     let started = Instant::now();
     manager.get_embedding_model(model).await?;
     let load_seconds = started.elapsed().as_secs_f64();
 
-    let batched = texts_per_second(&manager, runs, texts.len(), true, || async {
-        manager.generate_embeddings(&texts, model).await.map(drop)
+    let batched = texts_per_second(manager, runs, texts.len(), true, || async {
+        manager.generate_embeddings(model, &texts).await.map(drop)
     })
     .await?;
     // One text per call, on a slice so the baseline stays quick.
     let single = &texts[..texts.len().min(64)];
-    let one_by_one = texts_per_second(&manager, runs, single.len(), true, || async {
+    let one_by_one = texts_per_second(manager, runs, single.len(), true, || async {
         for text in single {
             manager
-                .generate_embeddings(std::slice::from_ref(text), model)
+                .generate_embeddings(model, std::slice::from_ref(text))
                 .await?;
         }
         Ok(())
     })
     .await?;
     // Many callers at once, one text each: the engine batches them across callers.
-    let concurrent = texts_per_second(&manager, runs, texts.len(), true, || async {
+    let concurrent = texts_per_second(manager, runs, texts.len(), true, || async {
         let calls = texts.chunks(texts.len().div_ceil(CALLERS)).map(|share| {
             let (manager, share) = (manager.clone(), share.to_vec());
             let model = model.to_owned();
             tokio::spawn(async move {
                 for text in &share {
                     manager
-                        .generate_embeddings(std::slice::from_ref(text), &model)
+                        .generate_embeddings(&model, std::slice::from_ref(text))
                         .await?;
                 }
                 Ok::<_, ModelError>(())
@@ -126,9 +125,9 @@ pub async fn bench(
         Ok(())
     })
     .await?;
-    manager.generate_embeddings(&texts, model).await?;
-    let cached = texts_per_second(&manager, runs, texts.len(), false, || async {
-        manager.generate_embeddings(&texts, model).await.map(drop)
+    manager.generate_embeddings(model, &texts).await?;
+    let cached = texts_per_second(manager, runs, texts.len(), false, || async {
+        manager.generate_embeddings(model, &texts).await.map(drop)
     })
     .await?;
 
@@ -161,6 +160,5 @@ pub async fn bench(
             cached / batched
         );
     }
-    manager.shutdown().await?;
     Ok(())
 }

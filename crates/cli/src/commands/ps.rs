@@ -1,7 +1,7 @@
 //! `mm ps`: the models of a running `mm serve`, from its `/v1/status`.
 
 use crate::output::print_json;
-use model_manager::{ErrorCode, ModelError};
+use model_manager::{off_runtime, ErrorCode, ModelError};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -41,9 +41,11 @@ fn fetch(url: &str, api_key: Option<&str>) -> Result<Value, ModelError> {
 pub async fn ps(url: &str, api_key: Option<&str>, json_out: bool) -> Result<(), ModelError> {
     let url = url.trim_end_matches('/').to_owned();
     let key = api_key.map(str::to_owned);
-    let status = tokio::task::spawn_blocking(move || fetch(&url, key.as_deref()))
-        .await
-        .map_err(|e| ModelError::new(ErrorCode::ConfigError, e.to_string()))??;
+    let panicked = "asking the server panicked";
+    let status = off_runtime(ErrorCode::ConfigError, panicked, move || {
+        fetch(&url, key.as_deref())
+    })
+    .await??;
     if json_out {
         print_json(&status);
         return Ok(());

@@ -1,19 +1,28 @@
-//! `ModelError` as an HTTP response: the seed's JSON with a fitting status. What a client
+//! `ModelError` as an HTTP response: the error's JSON (`code`, `message`, `details`) with a
+//! fitting status. What a client
 //! sees names the model and the setting to fix, never the server's files; the whole error
 //! goes to the server log.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use model_manager::{ErrorCode, ModelError};
+use model_manager_core::{ErrorCode, ModelError};
 
-/// An error answer.
-pub struct ApiError(pub ModelError);
+/// An error answer: the error and the HTTP status it is sent with (by default the usual
+/// one for its code, see [`ApiError::status`]).
+#[derive(Debug)]
+pub struct ApiError {
+    error: ModelError,
+    status: Option<StatusCode>,
+}
 
 impl ApiError {
-    /// An error with an explicit HTTP status (the code's usual one otherwise).
-    pub fn with_status(error: ModelError, status: u16) -> Self {
-        Self(error.with("status", status))
+    /// An error with an explicit HTTP status instead of its code's usual one.
+    pub fn with_status(error: ModelError, status: StatusCode) -> Self {
+        Self {
+            error,
+            status: Some(status),
+        }
     }
 
     /// 401 for a missing or wrong API key.
@@ -22,28 +31,37 @@ impl ApiError {
             ModelError::invalid_input(
                 "missing or wrong API key: send `Authorization: Bearer <key>`",
             ),
-            401,
+            StatusCode::UNAUTHORIZED,
         )
+    }
+
+    /// The error, with every detail (the client sees only [`public`] ones).
+    pub fn error(&self) -> &ModelError {
+        &self.error
+    }
+
+    /// The status sent: the explicit one, else 404 for an unknown model, 400 for bad
+    /// input, 503 when out of capacity or shutting down, 500 otherwise.
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or(match self.error.code {
+            ErrorCode::ModelNotConfigured => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidInput
+            | ErrorCode::InvalidModelType
+            | ErrorCode::UnsupportedModelType => StatusCode::BAD_REQUEST,
+            ErrorCode::CapacityExhausted | ErrorCode::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        })
     }
 }
 
 impl From<ModelError> for ApiError {
-    fn from(e: ModelError) -> Self {
-        Self(e)
-    }
-}
-
-fn status_of(error: &ModelError) -> StatusCode {
-    if let Some(status) = error.details.get("status").and_then(|s| s.as_u64()) {
-        return StatusCode::from_u16(status as u16).unwrap_or(StatusCode::BAD_REQUEST);
-    }
-    match error.code {
-        ErrorCode::ModelNotConfigured => StatusCode::NOT_FOUND,
-        ErrorCode::InvalidInput | ErrorCode::InvalidModelType | ErrorCode::UnsupportedModelType => {
-            StatusCode::BAD_REQUEST
+    fn from(error: ModelError) -> Self {
+        Self {
+            error,
+            status: None,
         }
-        ErrorCode::CapacityExhausted | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -118,15 +136,15 @@ pub fn public(error: &ModelError) -> ModelError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = status_of(&self.0);
+        let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(code = %self.0.code, status = status.as_u16(), "request failed: {}", self.0.to_json());
+            tracing::warn!(code = %self.error.code, status = status.as_u16(), "request failed: {}", self.error.to_json());
         }
-        let mut response = (status, Json(public(&self.0).to_json())).into_response();
+        let mut response = (status, Json(public(&self.error).to_json())).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Every 503 says when to come back: the engine's estimate, else a second.
             let seconds = self
-                .0
+                .error
                 .details
                 .get("retry_after_seconds")
                 .and_then(|s| s.as_u64())

@@ -1,8 +1,9 @@
 //! `mm plugins list|check`.
 
 use crate::output::print_json;
-use model_manager::plugin_host::{open_plugin, register_types, DylibPluginHost};
-use model_manager::{ErrorCode, ModelError, PluginHost, PluginRecord, Registry, Settings};
+use model_manager::plugin_host::{open_plugin, register_types, DylibPluginHost, PluginHost};
+use model_manager::{ErrorCode, ModelError, PluginRecord, Registry, Settings};
+
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;

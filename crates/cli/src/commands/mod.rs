@@ -1,0 +1,14 @@
+//! One module per `mm` command; `text` holds the four text commands (embed, similarity,
+//! search, generate).
+
+pub mod bench;
+pub mod check;
+pub mod infer;
+pub mod init;
+pub mod models;
+pub mod plugins;
+pub mod ps;
+pub mod pull;
+pub mod serve;
+pub mod status;
+pub mod text;

@@ -1,0 +1,69 @@
+//! `mm status`: the manager's status, the remote cache's reachability included.
+
+use crate::output::print_json;
+use model_manager::{ModelError, ModelManager, RemoteCacheStats, RemoteState};
+use serde_json::json;
+
+/// `mm status`.
+pub async fn status(manager: &ModelManager, json_out: bool) -> Result<(), ModelError> {
+    manager.load_plugins()?;
+    manager.connect_remote_cache().await?;
+    let status = manager.get_status().await?;
+    if json_out {
+        let mut value = serde_json::to_value(&status).unwrap_or_default();
+        value["success"] = json!(true);
+        print_json(&value);
+        return Ok(());
+    }
+    println!(
+        "models: {} configured, {} loaded (limit {}); references: {}",
+        status.configured_models,
+        status.loaded_models,
+        status.max_shared_models,
+        status.total_references
+    );
+    println!(
+        "cache: {} entries (max {}), {} hits, {} misses",
+        status.cache.entries, status.cache.max_entries, status.cache.hits, status.cache.misses
+    );
+    if let Some(remote) = &status.cache.remote {
+        print_remote_cache(remote);
+    }
+    let types = if status.registered_types.is_empty() {
+        "none".to_string()
+    } else {
+        status.registered_types.join(", ")
+    };
+    println!("registered model types: {types}");
+    for plugin in &status.plugins {
+        println!(
+            "plugin {} {} ({})",
+            plugin.name,
+            plugin.version,
+            plugin.path.display()
+        );
+    }
+    if let Some(rss) = status.process_resident_bytes {
+        println!("process resident memory: {:.1} MiB", rss as f64 / 1048576.0);
+    }
+    for (id, m) in &status.models {
+        println!("  {id:<16} {:<12} {}", m.model_type, m.state);
+    }
+    Ok(())
+}
+
+fn print_remote_cache(remote: &RemoteCacheStats) {
+    println!(
+        "remote cache: {} {}; {} hits, {} misses ({} refused), {} errors, {} timeouts",
+        remote.url,
+        remote.state.as_str(),
+        remote.hits,
+        remote.misses,
+        remote.corrupt,
+        remote.errors,
+        remote.timeouts
+    );
+    if let (Some(error), true) = (&remote.last_error, remote.state != RemoteState::Connected) {
+        println!("  last error: {error}");
+    }
+}
