@@ -67,18 +67,14 @@ pub fn check_shared_library(path: &Path, bytes: &[u8]) -> Result<()> {
         if (kind != PT_LOAD && kind != PT_DYNAMIC) || segment.p_filesz(endian) == 0 {
             continue;
         }
-        let end = segment
-            .p_offset(endian)
-            .checked_add(segment.p_filesz(endian));
-        if end.is_none_or(|end| end > size) {
-            return Err(damaged(
-                path,
-                format!(
-                    "segment {i} needs bytes up to {} but the file has {size} (truncated?)",
-                    end.map_or("beyond 2^64".into(), |e| e.to_string())
-                ),
-            ));
-        }
+        let what = || format!("segment {i}");
+        within_file(
+            path,
+            size,
+            segment.p_offset(endian),
+            segment.p_filesz(endian),
+            what,
+        )?;
     }
     let sections = header
         .sections(endian, bytes)
@@ -87,17 +83,39 @@ pub fn check_shared_library(path: &Path, bytes: &[u8]) -> Result<()> {
         if section.sh_type(endian) == SHT_NOBITS {
             continue;
         }
-        let end = section
-            .sh_offset(endian)
-            .checked_add(section.sh_size(endian));
-        if end.is_none_or(|end| end > size) {
-            return Err(damaged(
-                path,
-                format!("section {i} lies past the end of the file ({size} bytes; truncated?)"),
-            ));
-        }
+        let what = || format!("section {i}");
+        within_file(
+            path,
+            size,
+            section.sh_offset(endian),
+            section.sh_size(endian),
+            what,
+        )?;
     }
     Ok(())
+}
+
+/// `PLUGIN_LOAD_ERROR` unless the `len` bytes at `offset` lie inside the file's `size`
+/// (`what` names the part that needs them).
+fn within_file(
+    path: &Path,
+    size: u64,
+    offset: u64,
+    len: u64,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let end = offset.checked_add(len);
+    if end.is_some_and(|end| end <= size) {
+        return Ok(());
+    }
+    Err(damaged(
+        path,
+        format!(
+            "{} needs bytes up to {} but the file has {size} (truncated?)",
+            what(),
+            end.map_or("beyond 2^64".into(), |e| e.to_string())
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ fn fetch(url: &str, api_key: Option<&str>) -> Result<Value, ModelError> {
 pub async fn ps(url: &str, api_key: Option<&str>, json_out: bool) -> Result<(), ModelError> {
     let url = url.trim_end_matches('/').to_owned();
     let key = api_key.map(str::to_owned);
-    let panicked = "asking the server panicked";
+    let panicked = || "asking the server panicked".to_owned();
     let status = off_runtime(ErrorCode::ConfigError, panicked, move || {
         fetch(&url, key.as_deref())
     })

@@ -84,7 +84,7 @@ pub async fn pull(manager: &ModelManager, target: &str, json_out: bool) -> Resul
         ));
     }
     let repo = target.to_owned();
-    let panicked = "the download panicked";
+    let panicked = || "the download panicked".to_owned();
     let (snapshot, files) = off_runtime(ErrorCode::ModelLoadError, panicked, move || {
         pull_repo(&repo, &wanted)
     })

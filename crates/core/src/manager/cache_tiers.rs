@@ -133,7 +133,7 @@ impl Inner {
             return Ok(known);
         }
         let s = spec.clone();
-        let panicked = "fingerprinting the model panicked";
+        let panicked = || "fingerprinting the model panicked".to_owned();
         let computed = off_runtime(ErrorCode::CacheError, panicked, move || {
             model_fingerprint(&s)
         })

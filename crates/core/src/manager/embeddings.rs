@@ -195,8 +195,8 @@ async fn embed_distinct(
     admission: Admission,
 ) -> Result<Vec<CachedEmbedding>> {
     let count = texts.len();
-    let panicked = format!("the tokenizer of model `{}` panicked", spec.id);
-    let (handle, work) = off_runtime(ErrorCode::GenerateEmbeddingsError, &panicked, move || {
+    let panicked = || format!("the tokenizer of model `{}` panicked", spec.id);
+    let (handle, work) = off_runtime(ErrorCode::GenerateEmbeddingsError, panicked, move || {
         let work = prepare(&handle, texts);
         (handle, work)
     })

@@ -105,7 +105,7 @@ impl ModelManager {
         }
         // Opening libraries runs their code and blocks.
         let manager = self.clone();
-        let panicked = "loading the plugins panicked";
+        let panicked = || "loading the plugins panicked".to_owned();
         off_runtime(ErrorCode::PluginLoadError, panicked, move || {
             manager.load_plugins()
         })
@@ -283,8 +283,8 @@ async fn on_cache_thread<T: Send + 'static>(
     work: impl FnOnce(&crate::cache::EmbeddingCache, &std::path::Path) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let state = inner.clone();
-    let panicked = format!("{action} the cache panicked");
-    off_runtime(ErrorCode::CacheError, &panicked, move || {
+    let panicked = || format!("{action} the cache panicked");
+    off_runtime(ErrorCode::CacheError, panicked, move || {
         work(&state.cache, &state.settings.embedding_cache.path)
     })
     .await?

@@ -29,8 +29,8 @@ pub(crate) struct LoadPlan {
 pub(crate) async fn plan(inner: &Arc<Inner>, spec: &ModelSpec) -> Result<LoadPlan> {
     let (inner, spec) = (inner.clone(), spec.clone());
     let id = spec.id.clone();
-    let panicked = format!("planning the load of model `{id}` panicked");
-    off_runtime(ErrorCode::ModelLoadError, &panicked, move || {
+    let panicked = || format!("planning the load of model `{id}` panicked");
+    off_runtime(ErrorCode::ModelLoadError, panicked, move || {
         let loader = inner.registry.resolve(&spec)?;
         let device = choose_device(
             &spec.id,
@@ -59,12 +59,14 @@ pub(crate) async fn run_loader(
     evicted: Vec<Arc<Instance>>,
 ) -> Result<Arc<dyn Model>> {
     let (loader, s, device) = (plan.loader.clone(), spec.clone(), plan.device.clone());
-    let panicked = format!(
-        "the `{}` loader panicked while loading model `{}`",
-        plan.loader.backend(),
-        spec.id
-    );
-    let work = off_runtime(ErrorCode::ModelLoadError, &panicked, move || {
+    let panicked = || {
+        format!(
+            "the `{}` loader panicked while loading model `{}`",
+            plan.loader.backend(),
+            spec.id
+        )
+    };
+    let work = off_runtime(ErrorCode::ModelLoadError, panicked, move || {
         evicted.into_iter().for_each(Instance::release);
         let model = loader.load(&s, &device).map_err(|e| e.for_model(&s.id))?;
         check_dimension(&s, model.as_ref())?;

@@ -142,12 +142,11 @@ impl ModelManager {
     ) -> Result<String> {
         let handle = self.get_text_generation_model(model_id).await?;
         let (prompt, params) = (prompt.to_owned(), params.clone());
-        let panicked = format!("the generator of model `{model_id}` panicked");
         on_blocking_thread(
             model_id,
             handle,
             ErrorCode::GenerationError,
-            panicked,
+            || format!("the generator of model `{model_id}` panicked"),
             move |h| h.text_generator()?.generate(&prompt, &params),
         )
         .await
@@ -162,12 +161,11 @@ impl ModelManager {
     ) -> Result<crate::NamedValues> {
         let handle = self.get_model(model_id).await?;
         handle.infer_model()?;
-        let panicked = format!("model `{model_id}` panicked during inference");
         on_blocking_thread(
             model_id,
             handle,
             ErrorCode::InferenceError,
-            panicked,
+            || format!("model `{model_id}` panicked during inference"),
             move |h| h.infer_model()?.infer(&inputs),
         )
         .await
@@ -309,15 +307,15 @@ pub(crate) async fn release_instances(instances: Vec<Arc<instance::Instance>>) {
 }
 
 /// Runs `work` on a blocking thread while `handle` keeps the model referenced; a panic
-/// becomes `code` with the message `panicked`, and errors name the model.
+/// becomes `code` with the message `panicked` writes, and errors name the model.
 async fn on_blocking_thread<T: Send + 'static>(
     model_id: &str,
     handle: ModelHandle,
     code: ErrorCode,
-    panicked: String,
+    panicked: impl FnOnce() -> String,
     work: impl FnOnce(&ModelHandle) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    off_runtime(code, &panicked, move || work(&handle))
+    off_runtime(code, panicked, move || work(&handle))
         .await?
         .map_err(|e| e.for_model(model_id))
 }

@@ -153,7 +153,7 @@ impl RemoteTier {
         let computed = cell
             .get_or_init(|| async move {
                 let id = owned.id.clone();
-                let panicked = "fingerprinting panicked";
+                let panicked = || "fingerprinting panicked".to_owned();
                 let hashed = off_runtime(ErrorCode::CacheError, panicked, move || {
                     let content = content_fingerprint(&owned);
                     // Files replaced since the load: their content is not what this instance
