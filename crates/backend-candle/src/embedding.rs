@@ -1,23 +1,29 @@
-//! Type `embedding`: BERT-family SentenceTransformer models on candle.
+//! Type `embedding`: SentenceTransformer models of every family in [`crate::families`] on
+//! candle, run by the packed encoder.
 
 use crate::device::{candle_device, core_device, dtype_option};
-use crate::packed::PackedBert;
+use crate::encoder::PackedEncoder;
+use crate::families::Family;
 use crate::weights::{estimate_bytes, var_builder, weight_files, REQUIRED};
 use crate::BACKEND_NAME;
 use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use model_manager_core::backend::locate_or_download;
-use model_manager_core::backend::BatchCost;
-use model_manager_core::{DeviceChoice, ErrorCode, ModelError, ModelInfo, ModelSpec, Result};
-use model_manager_text::{
-    sentence_config, EmbeddingPipeline, EncoderOutput, PackedBatch, PaddedBatch, SentenceConfig,
-    TextEncoder, TextTokenizer, TokenEncoder,
+use model_manager_core::backend::{locate_or_download, BatchCost, ModelFolder};
+use model_manager_core::{
+    Architecture, DeviceChoice, ErrorCode, ModelError, ModelInfo, ModelSpec, Result,
 };
+use model_manager_text::{
+    sentence, EmbeddingPipeline, EncoderOutput, PackedBatch, PaddedBatch, TextEncoder, TokenEncoder,
+};
+use std::path::Path;
 
 /// Fetched too when downloading from the hub, where they exist.
 const OPTIONAL: &[&str] = &[
     "modules.json",
     "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "tokenizer_config.json",
     "1_Pooling/config.json",
 ];
 
@@ -27,94 +33,109 @@ pub(crate) fn option_keys() -> &'static [&'static str] {
     static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
         let mut keys = vec!["dtype", "packed"];
-        keys.extend_from_slice(sentence_config::OPTION_KEYS);
+        keys.extend_from_slice(sentence::OPTION_KEYS);
         keys
     })
 }
 
-/// The forward pass a [`BertEmbedder`] runs.
-pub enum BertEncoder {
-    /// The packed encoder of this crate (the default): no padding.
-    Packed(PackedBert),
-    /// candle-transformers' `BertModel` on padded batches (`models.<id>.packed = false`).
+/// The forward pass a [`CandleEmbedder`] runs.
+pub enum Encoder {
+    /// The packed encoder of this crate (the default): no padding, every family.
+    Packed(PackedEncoder),
+    /// candle-transformers' `BertModel` on padded batches (`models.<id>.packed = false`,
+    /// BERT checkpoints only).
     Padded(BertModel),
 }
 
-/// A loaded SentenceTransformer BERT model. Reach the raw model and device through
-/// [`BertEmbedder::encoder`] and [`BertEmbedder::device`].
-pub struct BertEmbedder {
-    encoder: BertEncoder,
+/// A loaded SentenceTransformer model of any supported family. Reach the raw model and
+/// device through [`CandleEmbedder::encoder`] and [`CandleEmbedder::device`].
+pub struct CandleEmbedder {
+    encoder: Encoder,
+    family: Family,
     pipeline: EmbeddingPipeline,
     device: Device,
+    /// Width of the token vectors.
+    hidden: usize,
+    /// Width of the sentence vectors (after pooling and Dense modules).
     dimension: usize,
     bytes: Option<u64>,
 }
 
-impl BertEmbedder {
+/// `config.json` as JSON, and the family it names.
+pub(crate) fn read_config(path: &Path) -> Result<(serde_json::Value, Family)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ModelError::file_load(ErrorCode::ModelLoadError, path, e))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::file_load(ErrorCode::ModelLoadError, path, e))?;
+    let family = Family::detect(&config).map_err(|model_type| unsupported(&model_type, path))?;
+    Ok((config, family))
+}
+
+/// `UNSUPPORTED_MODEL_TYPE` naming the type and the supported ones.
+pub(crate) fn unsupported(model_type: &str, config: &Path) -> ModelError {
+    ModelError::new(
+        ErrorCode::UnsupportedModelType,
+        format!(
+            "model_type `{model_type}` in {} is not a family the candle embedding loader runs (supported: {})",
+            config.display(),
+            Family::supported()
+        ),
+    )
+    .with("model_type", model_type)
+    .with("file", config.display().to_string())
+}
+
+impl CandleEmbedder {
     /// Loads `spec`'s folder onto `choice`'s device.
     pub fn load(spec: &ModelSpec, choice: &DeviceChoice) -> Result<Self> {
         let folder = locate_or_download(spec, REQUIRED, OPTIONAL)?;
         let dtype = dtype_option(spec)?;
         let device = candle_device(choice)?;
-        let config_path = folder.file("config.json");
-        let config_text = std::fs::read_to_string(&config_path)
-            .map_err(|e| ModelError::file_load(ErrorCode::ModelLoadError, &config_path, e))?;
-        let config: Config = serde_json::from_str(&config_text)
-            .map_err(|e| ModelError::file_load(ErrorCode::ModelLoadError, &config_path, e))?;
-        let architecture: serde_json::Value =
-            serde_json::from_str(&config_text).unwrap_or_default();
-        match architecture["model_type"].as_str() {
-            None | Some("bert") => {}
-            Some(other) => {
-                return Err(ModelError::file_load(
-                    ErrorCode::ModelLoadError,
-                    &config_path,
-                    format!("model_type `{other}` is not supported by the candle embedding loader (it serves bert)"),
-                ))
-            }
-        }
+        let (config, family) = read_config(&folder.file("config.json"))?;
         let files = weight_files(&folder, ErrorCode::ModelLoadError)?;
         let vb = var_builder(&files, dtype, &device, ErrorCode::ModelLoadError)?;
         let packed = spec.option_bool("packed")?.unwrap_or(true);
-        let encoder = if packed {
-            PackedBert::load(vb, &config).map(BertEncoder::Packed)
-        } else {
-            BertModel::load(vb, &config).map(BertEncoder::Padded)
+        let encoder = build_encoder(spec, &folder, &config, family, vb, packed)
+            .map_err(|e| e.with("file", files[0].display().to_string()))?;
+        let (hidden, model_max) = match &encoder {
+            Encoder::Packed(e) => (e.hidden_size(), e.max_tokens()),
+            Encoder::Padded(_) => (
+                config["hidden_size"].as_u64().unwrap_or(0) as usize,
+                config["max_position_embeddings"]
+                    .as_u64()
+                    .map(|n| n as usize),
+            ),
         };
-        let encoder = encoder.map_err(|e| {
-            ModelError::new(
-                ErrorCode::ModelLoadError,
-                format!(
-                    "weights in {} do not fit config.json: {e}",
-                    folder.path.display()
-                ),
-            )
-            .with("file", files[0].display().to_string())
-            .caused_by("CandleError", e)
-        })?;
-        let sentence = SentenceConfig::resolve(&folder.path, spec, true)?;
-        let max_length = sentence
-            .max_seq_length
-            .unwrap_or(config.max_position_embeddings)
-            .min(config.max_position_embeddings);
-        let tokenizer = TextTokenizer::from_file(&folder.file("tokenizer.json"), max_length)?;
+        let pipeline = EmbeddingPipeline::load(
+            &folder.path,
+            &folder.file("tokenizer.json"),
+            spec,
+            model_max,
+            true,
+        )?;
+        let dimension = pipeline
+            .sentence
+            .dimension(hidden)
+            .map_err(|e| e.for_model(&spec.id))?;
         Ok(Self {
             encoder,
-            pipeline: EmbeddingPipeline {
-                tokenizer,
-                pooling: sentence.pooling,
-                normalize: sentence.normalize,
-                batch_size: spec.batch_size,
-            },
+            family,
+            pipeline,
             device,
-            dimension: config.hidden_size,
+            hidden,
+            dimension,
             bytes: estimate_bytes(&files, dtype),
         })
     }
 
     /// The forward pass: the packed encoder, or candle-transformers' `BertModel`.
-    pub fn encoder(&self) -> &BertEncoder {
+    pub fn encoder(&self) -> &Encoder {
         &self.encoder
+    }
+
+    /// The family of the checkpoint.
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     /// The device it runs on.
@@ -122,10 +143,52 @@ impl BertEmbedder {
         &self.device
     }
 
-    /// The embedding pipeline (tokenizer, pooling, normalization, batch size).
+    /// The embedding pipeline (tokenizer, pooling and the modules after it, batch size).
     pub fn pipeline(&self) -> &EmbeddingPipeline {
         &self.pipeline
     }
+}
+
+/// The packed encoder of the family, or (`packed = false`, BERT only) candle-transformers'
+/// padded `BertModel`.
+fn build_encoder(
+    spec: &ModelSpec,
+    folder: &ModelFolder,
+    config: &serde_json::Value,
+    family: Family,
+    vb: VarBuilder<'static>,
+    packed: bool,
+) -> Result<Encoder> {
+    if !packed && family != Family::Bert {
+        let key = format!("models.{}.packed", spec.id);
+        return Err(ModelError::config(
+            &key,
+            format!(
+                "`{key}` = false runs candle-transformers' padded BERT, which cannot run a {} checkpoint",
+                family.name()
+            ),
+        ));
+    }
+    let encoder = if packed {
+        family.load(config, vb).map(Encoder::Packed)
+    } else {
+        serde_json::from_value::<Config>(config.clone())
+            .map_err(candle_core::Error::wrap)
+            .and_then(|c| BertModel::load(vb, &c))
+            .map(Encoder::Padded)
+    };
+    encoder.map_err(|e| {
+        ModelError::new(
+            ErrorCode::ModelLoadError,
+            format!(
+                "the {} checkpoint in {} does not fit its config.json: {e}",
+                family.name(),
+                folder.path.display()
+            ),
+        )
+        .with("family", family.name())
+        .caused_by("CandleError", e)
+    })
 }
 
 fn candle_error(e: candle_core::Error) -> ModelError {
@@ -150,12 +213,12 @@ fn token_output(
     })
 }
 
-impl TokenEncoder for BertEmbedder {
+impl TokenEncoder for CandleEmbedder {
     fn forward(&self, batch: &PaddedBatch) -> Result<EncoderOutput> {
         let model = match &self.encoder {
-            BertEncoder::Padded(model) => model,
+            Encoder::Padded(model) => model,
             // The packed encoder pads nothing: strip the padding, run packed, pad the output.
-            BertEncoder::Packed(_) => {
+            Encoder::Packed(_) => {
                 let out = self.forward_packed(&unpad(batch)?)?;
                 return repad(out, batch);
             }
@@ -165,16 +228,16 @@ impl TokenEncoder for BertEmbedder {
         let ids = tensor(&batch.ids).map_err(candle_error)?;
         let type_ids = tensor(&batch.type_ids).map_err(candle_error)?;
         let mask = tensor(&batch.attention_mask).map_err(candle_error)?;
-        token_output(model.forward(&ids, &type_ids, Some(&mask)), self.dimension)
+        token_output(model.forward(&ids, &type_ids, Some(&mask)), self.hidden)
     }
 
     fn forward_packed(&self, batch: &PackedBatch) -> Result<EncoderOutput> {
         match &self.encoder {
-            BertEncoder::Packed(model) => token_output(
+            Encoder::Packed(model) => token_output(
                 model.forward(&batch.ids, &batch.type_ids, &batch.lengths),
-                self.dimension,
+                self.hidden,
             ),
-            BertEncoder::Padded(_) => Err(ModelError::new(
+            Encoder::Padded(_) => Err(ModelError::new(
                 ErrorCode::GenerateEmbeddingsError,
                 "this model runs padded batches (packed = false)",
             )),
@@ -183,13 +246,13 @@ impl TokenEncoder for BertEmbedder {
 
     fn batch_cost(&self) -> BatchCost {
         match self.encoder {
-            BertEncoder::Packed(_) => BatchCost::Packed,
-            BertEncoder::Padded(_) => BatchCost::Padded,
+            Encoder::Packed(_) => BatchCost::Packed,
+            Encoder::Padded(_) => BatchCost::Padded,
         }
     }
 }
 
-impl TextEncoder for BertEmbedder {
+impl TextEncoder for CandleEmbedder {
     fn pipeline(&self) -> &EmbeddingPipeline {
         &self.pipeline
     }
@@ -201,6 +264,13 @@ impl TextEncoder for BertEmbedder {
             dimension: Some(self.dimension),
             bytes: self.bytes,
         }
+    }
+    fn architecture(&self) -> Option<Architecture> {
+        Some(Architecture {
+            family: self.family.name().into(),
+            pooling: self.pipeline.sentence.pooling.describe(),
+            packed: matches!(self.encoder, Encoder::Packed(_)),
+        })
     }
 }
 

@@ -1,9 +1,10 @@
 //! candle backend of model-manager.
 //!
-//! - type `embedding`: BERT-family SentenceTransformer models (BERT, MiniLM) from a snapshot
-//!   folder with `config.json`, `model.safetensors`, `tokenizer.json` and the
-//!   sentence-transformers configs, run by [`PackedBert`] on packed batches (no padding;
-//!   `models.<id>.packed = false` runs candle-transformers' padded `BertModel` instead);
+//! - type `embedding`: SentenceTransformer models of every family in [`families`] (BERT,
+//!   XLM-RoBERTa, DistilBERT, MPNet, ModernBERT, NomicBert, GTE, Qwen3) from a snapshot
+//!   folder with `config.json`, safetensors weights, `tokenizer.json` and the
+//!   sentence-transformers configs, run by [`PackedEncoder`] on packed batches (no padding;
+//!   for BERT, `models.<id>.packed = false` runs candle-transformers' padded `BertModel`);
 //! - type `text2text`: T5 / FLAN-T5 generation (greedy, sampling, beam search).
 //!
 //! Both register with `inventory`; linking this crate (the facade's `candle` feature) is all
@@ -11,14 +12,16 @@
 
 mod device;
 mod embedding;
+pub mod encoder;
+pub mod families;
 mod loader;
-mod packed;
 mod t5;
 mod weights;
 
-pub use embedding::{BertEmbedder, BertEncoder};
+pub use embedding::{CandleEmbedder, Encoder};
+pub use encoder::PackedEncoder;
+pub use families::Family;
 pub use loader::SafetensorsLoader;
-pub use packed::PackedBert;
 pub use t5::{
     relative_position_bucket, DecoderState, EarlyStopping, Strategy, T5Config, T5Generator,
     T5Model, MAX_BEAMS, MAX_KV_CACHE_BYTES, MAX_NEW_TOKENS,

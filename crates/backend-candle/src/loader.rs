@@ -1,11 +1,11 @@
 //! The loader every model type of this backend shares: a folder with `config.json`,
 //! `tokenizer.json` and safetensors weights, and a function that builds the model.
 
-use crate::embedding::{self, BertEmbedder};
+use crate::embedding::{self, read_config, CandleEmbedder};
 use crate::t5::{self, T5Generator};
 use crate::weights::{estimate_spec_bytes, probe_safetensors_folder, REQUIRED};
 use crate::BACKEND_NAME;
-use model_manager_core::backend::{ModelLoader, Probe};
+use model_manager_core::backend::{locate_model_folder, ModelLoader, Probe};
 use model_manager_core::{DeviceChoice, Model, ModelSpec, Result};
 use model_manager_text::TextEmbedding;
 use std::sync::Arc;
@@ -14,16 +14,20 @@ use std::sync::Arc;
 pub struct SafetensorsLoader {
     model_type: &'static str,
     option_keys: fn() -> &'static [&'static str],
+    /// What the probe checks beyond the files being there.
+    accepts: fn(&ModelSpec) -> Probe,
     load: fn(&ModelSpec, &DeviceChoice) -> Result<Arc<dyn Model>>,
 }
 
 impl SafetensorsLoader {
-    /// Type `embedding`: SentenceTransformer BERT models ([`BertEmbedder`]).
+    /// Type `embedding`: SentenceTransformer models of every supported family
+    /// ([`CandleEmbedder`]); the probe refuses a `model_type` it does not run.
     pub fn embedding() -> Self {
         Self {
             model_type: "embedding",
             option_keys: embedding::option_keys,
-            load: |spec, device| Ok(Arc::new(TextEmbedding(BertEmbedder::load(spec, device)?))),
+            accepts: known_family,
+            load: |spec, device| Ok(Arc::new(TextEmbedding(CandleEmbedder::load(spec, device)?))),
         }
     }
 
@@ -32,6 +36,7 @@ impl SafetensorsLoader {
         Self {
             model_type: "text2text",
             option_keys: || t5::OPTION_KEYS,
+            accepts: |_| Probe::Accept,
             load: |spec, device| Ok(Arc::new(T5Generator::load(spec, device)?)),
         }
     }
@@ -45,7 +50,10 @@ impl ModelLoader for SafetensorsLoader {
         BACKEND_NAME
     }
     fn probe(&self, spec: &ModelSpec) -> Probe {
-        probe_safetensors_folder(spec, REQUIRED)
+        match probe_safetensors_folder(spec, REQUIRED) {
+            Probe::Accept => (self.accepts)(spec),
+            rejected => rejected,
+        }
     }
     fn estimate_bytes(&self, spec: &ModelSpec) -> Option<u64> {
         estimate_spec_bytes(spec, REQUIRED)
@@ -55,5 +63,19 @@ impl ModelLoader for SafetensorsLoader {
     }
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
         (self.load)(spec, device)
+    }
+}
+
+/// A folder whose `config.json` names a family this backend runs (one still to download is
+/// judged at load).
+fn known_family(spec: &ModelSpec) -> Probe {
+    let Ok(folder) = locate_model_folder(spec, REQUIRED) else {
+        return Probe::Accept;
+    };
+    match read_config(&folder.file("config.json")) {
+        Err(e) if e.code == model_manager_core::ErrorCode::UnsupportedModelType => {
+            Probe::reject(e.code, e.message)
+        }
+        _ => Probe::Accept,
     }
 }

@@ -6,8 +6,7 @@
 mod support;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::Config;
-use model_manager_candle::{BertEmbedder, BertEncoder, PackedBert};
+use model_manager_candle::{CandleEmbedder, Encoder, Family, PackedEncoder};
 use model_manager_core::backend::TokenizedText;
 use model_manager_core::{DeviceChoice, ModelManager, ModelSpec, Settings};
 use model_manager_text::{EncoderOutput, PackedBatch, PaddedBatch, TokenEncoder};
@@ -32,13 +31,13 @@ fn cpu() -> DeviceChoice {
     }
 }
 
-fn embedder(options: &[(&str, serde_json::Value)]) -> BertEmbedder {
+fn embedder(options: &[(&str, serde_json::Value)]) -> CandleEmbedder {
     let mut spec = ModelSpec::new("e", "embedding");
     spec.local_path = Some(minilm());
     for (key, value) in options {
         spec.options.insert((*key).into(), value.clone());
     }
-    BertEmbedder::load(&spec, &cpu()).unwrap()
+    CandleEmbedder::load(&spec, &cpu()).unwrap()
 }
 
 /// From 3 to 256 tokens (the last one truncated), in no particular order.
@@ -70,7 +69,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// One forward pass over all texts together against one pass per text.
-fn batch_against_alone(embedder: &BertEmbedder, tolerance: f32) {
+fn batch_against_alone(embedder: &CandleEmbedder, tolerance: f32) {
     let texts = mixed_texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let pipeline = embedder.pipeline();
@@ -95,7 +94,7 @@ fn batch_against_alone(embedder: &BertEmbedder, tolerance: f32) {
 #[test]
 fn a_batch_of_very_different_lengths_matches_each_text_alone() {
     let embedder = embedder(&[]);
-    assert!(matches!(embedder.encoder(), BertEncoder::Packed(_)));
+    assert!(matches!(embedder.encoder(), Encoder::Packed(_)));
     batch_against_alone(&embedder, 1e-5);
 }
 
@@ -134,7 +133,7 @@ fn a_padded_batch_given_to_the_packed_encoder_comes_back_padded() {
 #[test]
 fn fused_kernels_agree_with_candle_ops() {
     let dir = minilm();
-    let config: Config =
+    let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     // SAFETY: the test's own read-only model file.
     let vb = unsafe {
@@ -145,14 +144,14 @@ fn fused_kernels_agree_with_candle_ops() {
         )
     }
     .unwrap();
-    let mut model = PackedBert::load(vb, &config).unwrap();
+    let mut model = Family::Bert.load(&config, vb).unwrap();
     let lengths = [9, 1, 128, 9, 9, 40];
     let total: usize = lengths.iter().sum();
     let ids: Vec<u32> = (0..total as u32)
         .map(|i| 1000 + (i * 7919) % 20000)
         .collect();
     let types = vec![0u32; total];
-    let run = |model: &PackedBert| -> Vec<f32> {
+    let run = |model: &PackedEncoder| -> Vec<f32> {
         let out = model.forward(&ids, &types, &lengths).unwrap();
         assert_eq!(out.dims(), &[total, 384]);
         out.flatten_all().unwrap().to_vec1().unwrap()

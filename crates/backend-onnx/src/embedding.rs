@@ -4,11 +4,11 @@ use crate::session::{build_session, onnx_file, SESSION_OPTION_KEYS};
 use crate::BACKEND_NAME;
 use model_manager_core::backend::{locate_model_folder, ModelLoader, Probe};
 use model_manager_core::{
-    DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelSpec, Result,
+    Architecture, DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelSpec, Result,
 };
 use model_manager_text::{
-    sentence_config, EmbeddingPipeline, EncoderOutput, PaddedBatch, SentenceConfig, TextEmbedding,
-    TextEncoder, TextTokenizer, TokenEncoder,
+    sentence, EmbeddingPipeline, EncoderOutput, PaddedBatch, TextEmbedding, TextEncoder,
+    TokenEncoder,
 };
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType};
@@ -24,7 +24,7 @@ fn option_keys() -> &'static [&'static str] {
     KEYS.get_or_init(|| {
         let mut keys = vec!["output", "tokenizer_path"];
         keys.extend_from_slice(SESSION_OPTION_KEYS);
-        keys.extend_from_slice(sentence_config::OPTION_KEYS);
+        keys.extend_from_slice(sentence::OPTION_KEYS);
         keys
     })
 }
@@ -89,6 +89,9 @@ enum Feed {
     Ids,
     Mask,
     TypeIds,
+    /// Each token's position in its row (decoder exports): from 0, padding at 1 as
+    /// transformers' `attention_mask.cumsum(-1) - 1` with padding filled.
+    Positions,
 }
 
 /// A loaded ONNX sentence embedding model.
@@ -96,10 +99,36 @@ pub struct OnnxEmbedder {
     sessions: Vec<Mutex<Session>>,
     inputs: Vec<(String, Feed, TensorElementType)>,
     output: String,
+    /// Whether the output is already one vector per text (`[batch, hidden]`).
+    pooled_output: bool,
     pipeline: EmbeddingPipeline,
     dimension: usize,
+    /// `model_type` of the folder's `config.json`, if it has one.
+    family: Option<String>,
     device: DeviceChoice,
     bytes: Option<u64>,
+}
+
+/// What the folder's `config.json` says about the exported model: its `model_type` and the
+/// longest input its positions allow (512 when nothing says, as BERT's).
+fn exported_model(folder: &std::path::Path) -> (Option<String>, usize) {
+    let config: serde_json::Value = std::fs::read_to_string(folder.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let model_type = config["model_type"].as_str().map(str::to_owned);
+    let positions = config["max_position_embeddings"]
+        .as_u64()
+        .map(|n| n as usize);
+    // RoBERTa-style models number positions after the padding id.
+    let offset = match model_type.as_deref() {
+        Some("xlm-roberta" | "roberta" | "camembert" | "mpnet") => {
+            config["pad_token_id"].as_u64().unwrap_or(1) as usize + 1
+        }
+        _ => 0,
+    };
+    let max = positions.map_or(512, |p| p.saturating_sub(offset).max(1));
+    (model_type, max)
 }
 
 /// A graph `file` of `spec` this backend cannot embed with.
@@ -133,8 +162,9 @@ impl OnnxEmbedder {
                 "input_ids" => Feed::Ids,
                 "attention_mask" => Feed::Mask,
                 "token_type_ids" => Feed::TypeIds,
+                "position_ids" => Feed::Positions,
                 other => return Err(graph_error(spec, &onnx, format!(
-                    "unexpected input `{other}`: an embedding graph takes input_ids, attention_mask and optionally token_type_ids (use type \"onnx\" for other graphs)"
+                    "unexpected input `{other}`: an embedding graph takes input_ids, attention_mask and optionally token_type_ids and position_ids (use type \"onnx\" for other graphs)"
                 ))),
             };
             let ty = input.dtype().tensor_type();
@@ -160,27 +190,33 @@ impl OnnxEmbedder {
                 "the graph has no input_ids input".into(),
             ));
         }
-        let (output, static_dim) = pick_output(spec, &session, &onnx)?;
-        let sentence = SentenceConfig::resolve(&folder, spec, true)?;
-        let max_length = sentence.max_seq_length.unwrap_or(512);
+        let (output, static_dim, pooled) = pick_output(spec, &session, &onnx)?;
+        let (family, model_max) = exported_model(&folder);
+        let pipeline =
+            EmbeddingPipeline::load(&folder, &tokenizer_file, spec, Some(model_max), true)?;
+        let dimension = match (static_dim, pooled) {
+            (Some(width), false) => pipeline
+                .sentence
+                .dimension(width)
+                .map_err(|e| e.for_model(&spec.id))?,
+            _ => 0,
+        };
         let mut sessions = vec![Mutex::new(session)];
         sessions.extend(extra);
         let mut model = Self {
             sessions,
             inputs,
             output,
-            pipeline: EmbeddingPipeline {
-                tokenizer: TextTokenizer::from_file(&tokenizer_file, max_length)?,
-                pooling: sentence.pooling,
-                normalize: sentence.normalize,
-                batch_size: spec.batch_size,
-            },
-            dimension: static_dim.unwrap_or(0),
+            pooled_output: pooled,
+            pipeline,
+            dimension,
+            family,
             device: device.clone(),
             bytes: std::fs::metadata(&onnx).ok().map(|m| m.len()),
         };
         if model.dimension == 0 {
-            // A dynamic hidden size: learn it from one real run.
+            // A dynamic hidden size, or a pooled output that may or may not have passed the
+            // Dense modules: learn the width from one real run.
             model.dimension = model.pipeline.embed(&model, &["dimension probe"])?[0].len();
         }
         Ok(model)
@@ -192,12 +228,13 @@ impl OnnxEmbedder {
     }
 }
 
-/// The output to pool: `output` from settings, the only one, or a recognisable name.
+/// The output to use: `output` from settings, the only one, or a recognisable name; with
+/// its last dimension when static, and whether it is already pooled (`[batch, hidden]`).
 fn pick_output(
     spec: &ModelSpec,
     session: &Session,
     file: &std::path::Path,
-) -> Result<(String, Option<usize>)> {
+) -> Result<(String, Option<usize>, bool)> {
     let outputs: Vec<(String, Vec<i64>)> = session
         .outputs()
         .iter()
@@ -218,7 +255,7 @@ fn pick_output(
         ));
     }
     let last = shape.last().copied().filter(|d| *d > 0).map(|d| d as usize);
-    Ok((name.clone(), last))
+    Ok((name.clone(), last, shape.len() == 2))
 }
 
 /// The `output` setting's output, else the only one, else a recognisable name.
@@ -247,10 +284,12 @@ fn choose_output<'a>(
             )
         });
     }
+    // An export's own sentence vectors first (its pooling is part of the model), then
+    // token outputs to pool as the folder says.
     const PREFERRED: [&str; 3] = [
+        "sentence_embedding",
         "last_hidden_state",
         "token_embeddings",
-        "sentence_embedding",
     ];
     let by_name = PREFERRED
         .iter()
@@ -296,10 +335,15 @@ impl TokenEncoder for OnnxEmbedder {
         let shape = [batch.batch, batch.seq];
         let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(self.inputs.len());
         for (name, feed, ty) in &self.inputs {
+            let positions;
             let data = match feed {
                 Feed::Ids => &batch.ids,
                 Feed::Mask => &batch.attention_mask,
                 Feed::TypeIds => &batch.type_ids,
+                Feed::Positions => {
+                    positions = position_ids(batch);
+                    &positions
+                }
             };
             feeds.push((name.clone(), int_tensor(data, shape, *ty)?));
         }
@@ -324,9 +368,33 @@ impl TokenEncoder for OnnxEmbedder {
     }
 }
 
+/// Positions of a right-padded batch as transformers computes them from the mask: 0, 1, …
+/// over real tokens, 1 at padding.
+fn position_ids(batch: &PaddedBatch) -> Vec<u32> {
+    let mut out = Vec::with_capacity(batch.ids.len());
+    for row in batch.attention_mask.chunks(batch.seq.max(1)) {
+        let mut seen = 0u32;
+        for &m in row {
+            seen += u32::from(m != 0);
+            out.push(if m != 0 { seen - 1 } else { 1 });
+        }
+    }
+    out
+}
+
 impl TextEncoder for OnnxEmbedder {
     fn pipeline(&self) -> &EmbeddingPipeline {
         &self.pipeline
+    }
+    fn architecture(&self) -> Option<Architecture> {
+        Some(Architecture {
+            family: self.family.clone().unwrap_or_else(|| "onnx graph".into()),
+            pooling: match self.pooled_output {
+                true => format!("in the graph (`{}`)", self.output),
+                false => self.pipeline.sentence.pooling.describe(),
+            },
+            packed: false,
+        })
     }
     fn info(&self) -> ModelInfo {
         ModelInfo {

@@ -34,12 +34,12 @@ pub use engine::{Admission, EngineStatus, HistogramSnapshot};
 pub use error::{ErrorCode, ModelError, Result};
 pub use files::{can_download, files_state, FilesState};
 pub use manager::{
-    EmbeddingsOutput, InitReport, ModelHandle, ModelManager, ModelStatus, ModelStatusReport,
-    ServiceStatus, ShutdownReport,
+    EmbedOptions, EmbeddingsOutput, InitReport, ModelHandle, ModelManager, ModelStatus,
+    ModelStatusReport, ServiceStatus, ShutdownReport,
 };
 pub use model::{
-    Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo, NamedValues,
-    TensorData, TensorValue, TextGenerator,
+    Architecture, Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo,
+    NamedValues, Prompts, TensorData, TensorValue, TextGenerator,
 };
 pub use plugins::{PluginFailure, PluginLoadReport, PluginRecord, PluginTypeRecord};
 pub use registry::Registry;

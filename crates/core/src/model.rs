@@ -38,6 +38,21 @@ pub trait Model: Send + Sync + 'static {
     }
     /// The backend's concrete type, for callers that need the raw model, tokenizer or device.
     fn as_any(&self) -> &dyn Any;
+    /// How the model is built, for status, where the backend knows (text models).
+    fn architecture(&self) -> Option<Architecture> {
+        None
+    }
+}
+
+/// How a text model is built, for status and `mm models`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Architecture {
+    /// The checkpoint's family (`bert`, `xlm-roberta`, `qwen3`…).
+    pub family: String,
+    /// How token vectors become one (`mean`, `cls`, `lasttoken`…).
+    pub pooling: String,
+    /// Whether batches run packed: no padding computed.
+    pub packed: bool,
 }
 
 /// Turns texts into vectors.
@@ -59,6 +74,58 @@ pub trait Embedder {
     fn as_token_embedder(&self) -> Option<&dyn TokenEmbedder> {
         None
     }
+    /// The instructions the model's configuration names (sentence-transformers'
+    /// `prompts`), which callers select by name. The manager prepends the chosen prompt to
+    /// each text; [`Embedder::embed`] itself applies none.
+    fn prompts(&self) -> Prompts {
+        Prompts::default()
+    }
+}
+
+/// Instructions prepended to texts before embedding, by name (sentence-transformers'
+/// `prompts` and `default_prompt_name` in `config_sentence_transformers.json`): e.g.
+/// `query` → `"query: "` for e5 models.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Prompts {
+    /// Prompt text by name.
+    pub named: std::collections::BTreeMap<String, String>,
+    /// The prompt used when a request names none.
+    pub default_name: Option<String>,
+    /// Whether the model leaves a prompt's tokens out of pooling (sentence-transformers'
+    /// `include_prompt = false`), so where the prompt ends matters beyond the text.
+    pub excluded_from_pooling: bool,
+}
+
+impl Prompts {
+    /// The text of the prompt a request selects: a literal `prompt`, else the prompt
+    /// named `name`, else the default one, else none (`""`). Naming an unknown prompt, or
+    /// both a name and a literal, is `INVALID_INPUT`.
+    pub fn select<'a>(&'a self, name: Option<&str>, prompt: Option<&'a str>) -> Result<&'a str> {
+        match (name, prompt) {
+            (Some(_), Some(_)) => Err(crate::error::ModelError::invalid_input(
+                "give a prompt name or a prompt text, not both",
+            )
+            .with("field", "prompt_name")),
+            (None, Some(text)) => Ok(text),
+            (Some(name), None) => self.named.get(name).map(String::as_str).ok_or_else(|| {
+                let known: Vec<&str> = self.named.keys().map(String::as_str).collect();
+                crate::error::ModelError::invalid_input(format!(
+                    "prompt name `{name}` is not one of the model's prompts ({})",
+                    if known.is_empty() {
+                        "it has none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+                .with("field", "prompt_name")
+            }),
+            (None, None) => Ok(self
+                .default_name
+                .as_deref()
+                .and_then(|n| self.named.get(n))
+                .map_or("", String::as_str)),
+        }
+    }
 }
 
 /// One text as the model reads it: token ids after truncation, special tokens included.
@@ -68,9 +135,21 @@ pub struct TokenizedText {
     pub ids: Vec<u32>,
     /// Segment ids, one per token.
     pub type_ids: Vec<u32>,
+    /// How many leading tokens are an instruction prompt (see [`Prompts`]); models that
+    /// do not pool a prompt's tokens leave these out. 0 without a prompt.
+    pub prompt_tokens: usize,
 }
 
 impl TokenizedText {
+    /// Tokens without a prompt.
+    pub fn new(ids: Vec<u32>, type_ids: Vec<u32>) -> Self {
+        Self {
+            ids,
+            type_ids,
+            prompt_tokens: 0,
+        }
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -98,6 +177,13 @@ pub enum BatchCost {
 pub trait TokenEmbedder: Send + Sync {
     /// Tokenizes `texts`, each truncated to the model's longest input.
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>>;
+    /// Tokenizes `prompt` followed by each text (as one string, like sentence-transformers),
+    /// recording how many tokens the prompt is. The default counts none.
+    fn tokenize_with_prompt(&self, prompt: &str, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        let joined: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+        let refs: Vec<&str> = joined.iter().map(String::as_str).collect();
+        self.tokenize(&refs)
+    }
     /// One vector per sequence, in order: one forward pass over a batch the engine formed.
     fn embed_tokens(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>>;
     /// How a batch is paid for.

@@ -22,6 +22,19 @@ pub struct RowSpan {
     pub start: usize,
     /// Real tokens in the row.
     pub len: usize,
+    /// Leading tokens that are an instruction prompt ([`TokenizedText::prompt_tokens`]).
+    pub prompt: usize,
+}
+
+impl RowSpan {
+    /// `len` tokens from `start`, no prompt.
+    pub const fn new(start: usize, len: usize) -> Self {
+        Self {
+            start,
+            len,
+            prompt: 0,
+        }
+    }
 }
 
 /// A batch of token sequences padded to the longest, row-major `[batch, seq]`.
@@ -72,10 +85,7 @@ impl PaddedBatch {
     /// Each row's real tokens in a `[batch, seq, hidden]` output (padding is on the right).
     pub fn spans(&self) -> Vec<RowSpan> {
         (0..self.batch)
-            .map(|r| RowSpan {
-                start: r * self.seq,
-                len: self.row_length(r),
-            })
+            .map(|r| RowSpan::new(r * self.seq, self.row_length(r)))
             .collect()
     }
 }
@@ -119,7 +129,7 @@ impl PackedBatch {
         self.lengths
             .iter()
             .map(|&len| {
-                let span = RowSpan { start, len };
+                let span = RowSpan::new(start, len);
                 start += len;
                 span
             })
@@ -132,10 +142,7 @@ mod tests {
     use super::*;
 
     fn tokens(ids: &[u32], type_ids: &[u32]) -> TokenizedText {
-        TokenizedText {
-            ids: ids.to_vec(),
-            type_ids: type_ids.to_vec(),
-        }
+        TokenizedText::new(ids.to_vec(), type_ids.to_vec())
     }
 
     #[test]
@@ -154,10 +161,7 @@ mod tests {
         assert_eq!(batch.type_ids, vec![0, 0, 0, 1, 0, 0]);
         assert_eq!(batch.attention_mask, vec![1, 1, 1, 1, 0, 0]);
         assert_eq!(batch.row_length(1), 1);
-        assert_eq!(
-            batch.spans(),
-            vec![RowSpan { start: 0, len: 3 }, RowSpan { start: 3, len: 1 }]
-        );
+        assert_eq!(batch.spans(), vec![RowSpan::new(0, 3), RowSpan::new(3, 1)]);
     }
 
     #[test]
@@ -168,9 +172,6 @@ mod tests {
         assert_eq!(batch.ids, vec![5, 6, 7, 8]);
         assert_eq!(batch.type_ids, vec![0, 0, 0, 1]);
         assert_eq!(batch.total_tokens(), 4);
-        assert_eq!(
-            batch.spans(),
-            vec![RowSpan { start: 0, len: 3 }, RowSpan { start: 3, len: 1 }]
-        );
+        assert_eq!(batch.spans(), vec![RowSpan::new(0, 3), RowSpan::new(3, 1)]);
     }
 }

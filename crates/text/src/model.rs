@@ -4,7 +4,7 @@
 
 use crate::pipeline::{EmbeddingPipeline, TokenEncoder};
 use model_manager_core::backend::{BatchCost, TokenEmbedder, TokenizedText};
-use model_manager_core::{Embedder, Model, ModelInfo, Result};
+use model_manager_core::{Architecture, Embedder, Model, ModelInfo, Prompts, Result};
 use std::any::Any;
 
 /// A backend's text encoder: its forward pass plus the pipeline around it.
@@ -13,10 +13,14 @@ pub trait TextEncoder: TokenEncoder + Send + Sync + 'static {
     fn pipeline(&self) -> &EmbeddingPipeline;
     /// Facts for status; `dimension` must be set.
     fn info(&self) -> ModelInfo;
+    /// Family, pooling and packing, for status.
+    fn architecture(&self) -> Option<Architecture> {
+        None
+    }
 }
 
 /// A [`TextEncoder`] as a loaded model. [`Model::as_any`] yields the encoder itself, so
-/// callers downcast to the backend's type (e.g. the candle `BertEmbedder`).
+/// callers downcast to the backend's type (e.g. the candle `CandleEmbedder`).
 pub struct TextEmbedding<E>(pub E);
 
 impl<E: TextEncoder> Model for TextEmbedding<E> {
@@ -28,6 +32,9 @@ impl<E: TextEncoder> Model for TextEmbedding<E> {
     }
     fn as_any(&self) -> &dyn Any {
         &self.0
+    }
+    fn architecture(&self) -> Option<Architecture> {
+        self.0.architecture()
     }
 }
 
@@ -41,6 +48,9 @@ impl<E: TextEncoder> Embedder for TextEmbedding<E> {
     fn count_tokens(&self, texts: &[&str]) -> Option<usize> {
         self.0.pipeline().count_tokens(texts)
     }
+    fn prompts(&self) -> Prompts {
+        self.0.pipeline().sentence.prompts.clone()
+    }
     fn as_token_embedder(&self) -> Option<&dyn TokenEmbedder> {
         Some(self)
     }
@@ -49,6 +59,9 @@ impl<E: TextEncoder> Embedder for TextEmbedding<E> {
 impl<E: TextEncoder> TokenEmbedder for TextEmbedding<E> {
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>> {
         self.0.pipeline().tokenize(texts)
+    }
+    fn tokenize_with_prompt(&self, prompt: &str, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        self.0.pipeline().tokenize_with_prompt(prompt, texts)
     }
     fn embed_tokens(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>> {
         self.0.pipeline().embed_tokens(&self.0, batch)

@@ -1,10 +1,11 @@
 //! Texts in, vectors out: tokenize, batch, forward, pool, normalize, restore input order.
 
 use crate::batching::{length_sorted_batches, PackedBatch, PaddedBatch, RowSpan};
-use crate::pooling::{normalize, pool, Pooling};
+use crate::sentence::{SentenceConfig, Stage};
 use crate::tokenize::TextTokenizer;
 use model_manager_core::backend::{BatchCost, TokenizedText};
-use model_manager_core::{ErrorCode, ModelError, Result};
+use model_manager_core::{ErrorCode, ModelError, ModelSpec, Result};
+use std::path::Path;
 
 /// What a forward pass returns for a batch.
 pub enum EncoderOutput {
@@ -16,7 +17,9 @@ pub enum EncoderOutput {
         /// Size of each token's vector.
         hidden: usize,
     },
-    /// Already pooled sentence vectors, row-major `[batch, hidden]`.
+    /// Already pooled sentence vectors, row-major `[batch, hidden]` (an ONNX export's
+    /// `sentence_embedding`): taken as the output of the folder's `Dense` modules when its
+    /// width says so, and normalized as the folder says.
     Pooled {
         /// The values.
         data: Vec<f32>,
@@ -46,19 +49,58 @@ pub trait TokenEncoder {
     }
 }
 
-/// Tokenizer plus pooling settings; embeds with any [`TokenEncoder`].
+/// Tokenizer plus the sentence-transformers modules after the model; embeds with any
+/// [`TokenEncoder`].
 pub struct EmbeddingPipeline {
     /// The tokenizer (truncating at the model's max length).
     pub tokenizer: TextTokenizer,
-    /// Pooling mode for token outputs.
-    pub pooling: Pooling,
-    /// Whether vectors are normalized.
-    pub normalize: bool,
+    /// Pooling, Dense and Normalize modules, prompts.
+    pub sentence: SentenceConfig,
     /// Texts per forward pass.
     pub batch_size: usize,
 }
 
 impl EmbeddingPipeline {
+    /// The pipeline of a model folder: its sentence-transformers files (and `spec`'s
+    /// overrides) and the tokenizer at `tokenizer`, truncating at the folder's
+    /// `max_seq_length` capped by `model_max` (the longest input the model's positions
+    /// allow), or at `model_max` alone.
+    pub fn load(
+        folder: &Path,
+        tokenizer: &Path,
+        spec: &ModelSpec,
+        model_max: Option<usize>,
+        default_normalize: bool,
+    ) -> Result<Self> {
+        let sentence = SentenceConfig::resolve(folder, spec, default_normalize)?;
+        let limit = model_max.unwrap_or(usize::MAX);
+        let max_length = sentence.max_seq_length.unwrap_or(limit).min(limit);
+        if max_length == usize::MAX {
+            return Err(ModelError::file_load(
+                ErrorCode::ModelLoadError,
+                folder,
+                format!(
+                    "no longest input is known: set models.{}.max_seq_length",
+                    spec.id
+                ),
+            ));
+        }
+        let mut tokenizer = TextTokenizer::from_file(tokenizer, max_length)?;
+        if sentence.do_lower_case {
+            tokenizer = tokenizer.lowercased()?;
+        }
+        Ok(Self {
+            tokenizer,
+            sentence,
+            batch_size: spec.batch_size,
+        })
+    }
+
+    /// Tokenizes `prompt` + each text, recording the prompt's tokens.
+    pub fn tokenize_with_prompt(&self, prompt: &str, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        self.tokenizer.encode_with_prompt(prompt, texts)
+    }
+
     /// Tokens the model reads for `texts`, special tokens included, after truncation.
     pub fn count_tokens(&self, texts: &[&str]) -> Option<usize> {
         let tokens = self.tokenizer.encode(texts).ok()?;
@@ -98,7 +140,7 @@ impl EmbeddingPipeline {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let (output, spans) = match encoder.batch_cost() {
+        let (output, mut spans) = match encoder.batch_cost() {
             BatchCost::Padded => {
                 let batch = PaddedBatch::new(rows, self.tokenizer.pad_id());
                 (encoder.forward(&batch)?, batch.spans())
@@ -108,11 +150,47 @@ impl EmbeddingPipeline {
                 (encoder.forward_packed(&batch)?, batch.spans())
             }
         };
-        let mut vectors = self.pool(output, &spans)?;
-        if self.normalize {
-            vectors.iter_mut().for_each(|v| normalize(v));
+        for (span, row) in spans.iter_mut().zip(rows) {
+            span.prompt = row.prompt_tokens;
         }
-        Ok(vectors)
+        let pooled_output = matches!(output, EncoderOutput::Pooled { .. });
+        let vectors = self.pool(output, &spans)?;
+        Ok(vectors
+            .into_iter()
+            .map(|v| match pooled_output {
+                true => self.finish_pooled(v),
+                false => self.sentence.finish(v),
+            })
+            .collect())
+    }
+
+    /// An export's own pooled vector: before the Dense modules if its width is theirs to
+    /// take (and not what they give), else after them; normalized either way as the folder
+    /// says.
+    fn finish_pooled(&self, vector: Vec<f32>) -> Vec<f32> {
+        let stages = &self.sentence.stages;
+        let dense = stages.iter().find_map(|s| match s {
+            Stage::Dense(d) => Some(d),
+            Stage::Normalize => None,
+        });
+        let last_dense = stages.iter().rev().find_map(|s| match s {
+            Stage::Dense(d) => Some(d),
+            Stage::Normalize => None,
+        });
+        let before_dense = match (dense, last_dense) {
+            (Some(first), Some(last)) => {
+                vector.len() == first.inputs() && vector.len() != last.outputs()
+            }
+            _ => false,
+        };
+        if before_dense {
+            return self.sentence.finish(vector);
+        }
+        let mut vector = vector;
+        if self.sentence.normalizes() {
+            crate::pooling::normalize(&mut vector);
+        }
+        vector
     }
 
     fn pool(&self, output: EncoderOutput, spans: &[RowSpan]) -> Result<Vec<Vec<f32>>> {
@@ -139,7 +217,9 @@ impl EmbeddingPipeline {
             ));
         }
         Ok(match output {
-            EncoderOutput::Tokens { data, hidden } => pool(&data, hidden, spans, self.pooling),
+            EncoderOutput::Tokens { data, hidden } => {
+                self.sentence.pooling.pool(&data, hidden, spans)
+            }
             EncoderOutput::Pooled { data, hidden } => {
                 data.chunks(hidden).map(<[f32]>::to_vec).collect()
             }

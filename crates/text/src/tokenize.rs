@@ -4,7 +4,8 @@
 use model_manager_core::backend::TokenizedText;
 use model_manager_core::{ErrorCode, ModelError, Result};
 use std::path::Path;
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
+use tokenizers::normalizers::{Lowercase, Sequence};
+use tokenizers::{Encoding, NormalizerWrapper, Tokenizer, TruncationParams};
 
 /// Bytes of text tokenized at first per token of the limit. English averages under five
 /// bytes a token, so this prefix nearly always holds every token that is kept; when it does
@@ -46,6 +47,47 @@ impl TextTokenizer {
         })
     }
 
+    /// Lowercases texts first, unless the tokenizer already does (sentence-transformers'
+    /// `do_lower_case`).
+    pub fn lowercased(mut self) -> Result<Self> {
+        let current = self.inner.get_normalizer().cloned();
+        if current.as_ref().is_some_and(lowercases) {
+            return Ok(self);
+        }
+        let mut steps = vec![NormalizerWrapper::Lowercase(Lowercase)];
+        match current {
+            Some(NormalizerWrapper::Sequence(seq)) => steps.extend(seq.into_iter()),
+            Some(other) => steps.push(other),
+            None => {}
+        }
+        self.inner
+            .with_normalizer(Some(Sequence::new(steps)))
+            .map_err(|e| {
+                ModelError::new(
+                    ErrorCode::ModelLoadError,
+                    format!("cannot lowercase the tokenizer's input: {e}"),
+                )
+            })?;
+        Ok(self)
+    }
+
+    /// Tokenizes `prompt` followed by each text, as one string each (as sentence-
+    /// transformers does), and records the prompt's length in tokens: its special tokens
+    /// included, less a trailing special token (`[SEP]`, `</s>`, an end-of-text).
+    pub fn encode_with_prompt(&self, prompt: &str, texts: &[&str]) -> Result<Vec<TokenizedText>> {
+        if prompt.is_empty() {
+            return self.encode(texts);
+        }
+        let alone = self.encode_all(&[prompt])?.remove(0);
+        let trailing_special = alone.get_special_tokens_mask().last() == Some(&1);
+        let prompt_tokens = alone.get_ids().len() - usize::from(trailing_special);
+        let joined: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+        let refs: Vec<&str> = joined.iter().map(String::as_str).collect();
+        let mut out = self.encode(&refs)?;
+        out.iter_mut().for_each(|t| t.prompt_tokens = prompt_tokens);
+        Ok(out)
+    }
+
     /// The id used for padding.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
@@ -79,10 +121,10 @@ impl TextTokenizer {
             for ((i, cut), encoding) in todo.into_iter().zip(prefixes).zip(encodings) {
                 let whole = cut.len() == texts[i].len();
                 if whole || self.prefix_is_enough(cut, &encoding) {
-                    out[i] = Some(TokenizedText {
-                        ids: encoding.get_ids().to_vec(),
-                        type_ids: encoding.get_type_ids().to_vec(),
-                    });
+                    out[i] = Some(TokenizedText::new(
+                        encoding.get_ids().to_vec(),
+                        encoding.get_type_ids().to_vec(),
+                    ));
                 } else {
                     retry.push(i);
                 }
@@ -117,6 +159,16 @@ impl TextTokenizer {
             .unwrap_or(0);
         cut.get(kept_end..)
             .is_some_and(|rest| rest.contains(char::is_whitespace))
+    }
+}
+
+/// Whether a normalizer lowercases (itself, or one step of a sequence).
+fn lowercases(normalizer: &NormalizerWrapper) -> bool {
+    match normalizer {
+        NormalizerWrapper::Lowercase(_) => true,
+        NormalizerWrapper::BertNormalizer(b) => b.lowercase,
+        NormalizerWrapper::Sequence(seq) => seq.as_ref().iter().any(lowercases),
+        _ => false,
     }
 }
 

@@ -7,9 +7,33 @@ use crate::blocking::off_runtime;
 use crate::cache::CachedEmbedding;
 use crate::engine::{Admission, Work};
 use crate::error::{ErrorCode, ModelError, Result};
-use crate::model::TokenizedText;
+use crate::model::{Prompts, TokenizedText};
 use crate::spec::ModelSpec;
 use serde::Serialize;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// How [`ModelManager::generate_embeddings_with_options`] embeds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmbedOptions {
+    /// What to do when the engine's queue is full.
+    pub admission: Admission,
+    /// A prompt of the model's configuration to prepend, by name (`query`, `passage`…).
+    pub prompt_name: Option<String>,
+    /// A prompt text to prepend. Without it and without `prompt_name` the model's default
+    /// prompt applies, if its configuration names one; `Some("")` applies none.
+    pub prompt: Option<String>,
+}
+
+impl EmbedOptions {
+    /// Options with `admission` and the default prompt.
+    pub fn admission(admission: Admission) -> Self {
+        Self {
+            admission,
+            ..Self::default()
+        }
+    }
+}
 
 /// The result of [`ModelManager::generate_embeddings`], as the Python module's `result.data`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,33 +78,95 @@ impl ModelManager {
         texts: &[S],
         admission: Admission,
     ) -> Result<EmbeddingsOutput> {
+        let options = EmbedOptions::admission(admission);
+        self.generate_embeddings_with_options(model_id, texts, &options)
+            .await
+    }
+
+    /// [`Self::generate_embeddings`] with every option: admission, and the prompt prepended
+    /// to each text (sentence-transformers' `prompt_name` and `prompt`; the model's default
+    /// prompt otherwise). The cache keys the text the model saw, prompt included; to know
+    /// the prompt, the first request after the model's files change loads the model.
+    /// Embeddings of a model that leaves prompts out of its pooling are not cached when a
+    /// prompt applies (the text alone would not say where the prompt ends).
+    pub async fn generate_embeddings_with_options<S: AsRef<str>>(
+        &self,
+        model_id: &str,
+        texts: &[S],
+        options: &EmbedOptions,
+    ) -> Result<EmbeddingsOutput> {
         self.ensure_ready().await?;
         let inner = &self.inner;
         let spec = inner.spec(model_id)?;
-        let caching = inner.caches(spec);
+        let mut caching = inner.caches(spec);
         let mut fingerprint = match caching {
             true => Some(inner.cache_fingerprint(spec).await?),
             false => None,
         };
-        let mut found = cache_tiers::lookup(inner, spec, fingerprint, texts).await;
-        let mut misses = Misses::of(texts, &found);
+        let (prompts, mut handle) = match inner.known_prompts(spec, fingerprint) {
+            Some(prompts) => (prompts, None),
+            None => {
+                let handle = self.get_embedding_model(model_id).await?;
+                (handle.prompts()?, Some(handle))
+            }
+        };
+        let prompt = prompts
+            .select(options.prompt_name.as_deref(), options.prompt.as_deref())
+            .map_err(|e| e.for_model(model_id))?;
+        if prompts.excluded_from_pooling && !prompt.is_empty() {
+            caching = false;
+            fingerprint = None;
+        }
+        let seen: Vec<Cow<str>> = texts
+            .iter()
+            .map(|t| match prompt {
+                "" => Cow::Borrowed(t.as_ref()),
+                p => Cow::Owned(format!("{p}{}", t.as_ref())),
+            })
+            .collect();
+        let mut found = cache_tiers::lookup(inner, spec, fingerprint, &seen).await;
+        let mut misses = Misses::of(&seen, &found);
         if !misses.distinct.is_empty() {
-            let handle = self.get_embedding_model(model_id).await?;
+            let handle = match handle.take() {
+                Some(handle) => handle,
+                None => self.get_embedding_model(model_id).await?,
+            };
             // The instance that computes the misses decides the keys, so a response never
             // mixes vectors of a model and of its changed files.
             let own = caching.then(|| handle.instance().fingerprint);
             if own != fingerprint {
                 fingerprint = own;
-                found = cache_tiers::lookup(inner, spec, fingerprint, texts).await;
-                misses = Misses::of(texts, &found);
+                found = cache_tiers::lookup(inner, spec, fingerprint, &seen).await;
+                misses = Misses::of(&seen, &found);
             }
-            let computed = embed_distinct(spec, handle, misses.distinct.clone(), admission).await?;
+            let work = Texts {
+                prompt: prompt.to_owned(),
+                seen: misses.distinct.clone(),
+            };
+            let computed = embed_distinct(spec, handle, work, options.admission).await?;
             cache_tiers::store(inner, spec, fingerprint, &misses.distinct, &computed).await;
             let computed: Vec<_> = computed.into_iter().map(Some).collect();
             misses.fill(&mut found, &computed);
         }
         Ok(output(spec, found, misses.at.len(), texts.len()))
     }
+}
+
+impl super::Inner {
+    /// The prompts of the model's last load, while its files are those `fingerprint`
+    /// names (a model never loaded, or cached under no fingerprint, is asked itself).
+    fn known_prompts(&self, spec: &ModelSpec, fingerprint: Option<u64>) -> Option<Arc<Prompts>> {
+        let fingerprint = fingerprint?;
+        let state = self.state.lock();
+        let (of, prompts) = state.slots.get(&spec.id)?.prompts.as_ref()?;
+        (*of == fingerprint).then(|| prompts.clone())
+    }
+}
+
+/// Texts to compute: each as the model sees it, and the prompt it starts with.
+struct Texts {
+    prompt: String,
+    seen: Vec<String>,
 }
 
 impl ModelManager {
@@ -160,7 +246,7 @@ fn token_work(handle: &ModelHandle, inputs: &[Vec<u32>]) -> Result<Vec<(Work, us
             let ids: Vec<u32> = ids.iter().take(max).copied().collect();
             let n = ids.len();
             let type_ids = vec![0; n];
-            Ok((Work::Tokens(TokenizedText { ids, type_ids }), n))
+            Ok((Work::Tokens(TokenizedText::new(ids, type_ids)), n))
         })
         .collect()
 }
@@ -191,10 +277,10 @@ fn output(
 async fn embed_distinct(
     spec: &ModelSpec,
     handle: ModelHandle,
-    texts: Vec<String>,
+    texts: Texts,
     admission: Admission,
 ) -> Result<Vec<CachedEmbedding>> {
-    let count = texts.len();
+    let count = texts.seen.len();
     let panicked = || format!("the tokenizer of model `{}` panicked", spec.id);
     let (handle, work) = off_runtime(ErrorCode::GenerateEmbeddingsError, panicked, move || {
         let work = prepare(&handle, texts);
@@ -221,10 +307,11 @@ async fn embed_distinct(
 }
 
 /// The engine's work for `texts` and each text's token count.
-fn prepare(handle: &ModelHandle, texts: Vec<String>) -> Result<Vec<(Work, usize)>> {
+fn prepare(handle: &ModelHandle, texts: Texts) -> Result<Vec<(Work, usize)>> {
     let embedder = handle.embedder()?;
     let Some(tokenizer) = embedder.as_token_embedder() else {
         return Ok(texts
+            .seen
             .into_iter()
             .map(|t| {
                 let estimate = t.len() / 4 + 2;
@@ -232,15 +319,23 @@ fn prepare(handle: &ModelHandle, texts: Vec<String>) -> Result<Vec<(Work, usize)
             })
             .collect());
     };
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let tokenized = tokenizer.tokenize(&refs)?;
-    if tokenized.len() != texts.len() {
+    let count = texts.seen.len();
+    let tokenized = if texts.prompt.is_empty() {
+        let refs: Vec<&str> = texts.seen.iter().map(String::as_str).collect();
+        tokenizer.tokenize(&refs)?
+    } else {
+        // Each text was keyed with the prompt in front; the tokenizer is given them apart
+        // to know where the prompt ends.
+        let at = texts.prompt.len();
+        let refs: Vec<&str> = texts.seen.iter().map(|t| &t[at..]).collect();
+        tokenizer.tokenize_with_prompt(&texts.prompt, &refs)?
+    };
+    if tokenized.len() != count {
         return Err(ModelError::new(
             ErrorCode::GenerateEmbeddingsError,
             format!(
-                "the tokenizer returned {} sequences for {} texts",
+                "the tokenizer returned {} sequences for {count} texts",
                 tokenized.len(),
-                texts.len()
             ),
         ));
     }

@@ -82,6 +82,12 @@ impl ModelHandle {
             .ok_or_else(|| self.wrong_kind("a model that runs generic inference"))
     }
 
+    /// The model's prompts (see [`crate::Prompts`]); `INVALID_MODEL_TYPE` for a model that
+    /// does not embed.
+    pub fn prompts(&self) -> Result<Arc<crate::model::Prompts>> {
+        Ok(Arc::new(self.embedder()?.prompts()))
+    }
+
     /// The backend's concrete model type, for raw access (model, tokenizer, device).
     pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
         self.instance().model.as_any().downcast_ref::<T>()

@@ -163,6 +163,10 @@ impl LoadGuard {
             .as_ref()
             .ok()
             .and_then(|instance| instance.model.info().bytes);
+        let prompts = outcome.as_ref().ok().and_then(|instance| {
+            let embedder = instance.model.as_embedder()?;
+            Some((instance.fingerprint, Arc::new(embedder.prompts())))
+        });
         let mut state = self.inner.state.lock();
         let slot = state.slots.get_mut(id).expect("slot exists");
         if slot.load_id != self.load_id {
@@ -183,6 +187,7 @@ impl LoadGuard {
                     slot.estimated_bytes = Some(bytes);
                 }
                 slot.phase = Phase::Loaded(instance.clone());
+                slot.prompts = prompts;
                 slot.load_count += 1;
                 slot.loaded_at = Some(SystemTime::now());
                 slot.last_error = None;

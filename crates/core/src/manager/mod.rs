@@ -10,7 +10,7 @@ mod load;
 mod slot;
 mod status;
 
-pub use embeddings::EmbeddingsOutput;
+pub use embeddings::{EmbedOptions, EmbeddingsOutput};
 pub use handle::ModelHandle;
 pub use lifecycle::{InitReport, ShutdownReport};
 pub use status::{ModelStatus, ModelStatusReport, ServiceStatus};

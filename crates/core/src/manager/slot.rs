@@ -51,6 +51,8 @@ pub(crate) struct Slot {
     pub device: Option<DeviceChoice>,
     pub backend: Option<String>,
     pub fingerprint: Option<u64>,
+    /// The prompts of the last loaded instance and the fingerprint of its files.
+    pub prompts: Option<(u64, Arc<crate::model::Prompts>)>,
     /// The engine's counters, kept across reloads.
     pub engine_stats: Arc<EngineStats>,
 }
@@ -76,6 +78,7 @@ impl Slot {
             device: None,
             backend: None,
             fingerprint: None,
+            prompts: None,
             engine_stats: Arc::default(),
         }
     }

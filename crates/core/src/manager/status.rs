@@ -5,6 +5,7 @@ use super::ModelManager;
 use crate::cache::{CacheStats, RestoreReport};
 use crate::engine::EngineStatus;
 use crate::error::{ModelError, Result};
+use crate::model::Architecture;
 use crate::spec::ModelSpec;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -48,6 +49,8 @@ pub struct ModelStatus {
     pub estimated_bytes: Option<u64>,
     /// Embedding size, for loaded embedders.
     pub dimension: Option<usize>,
+    /// Family, pooling and packing of a loaded text model.
+    pub architecture: Option<Architecture>,
     /// The last load's error, until a load succeeds.
     pub last_error: Option<ModelError>,
     /// The embedding engine's queue, batches and timings, for models that embed (kept
@@ -119,10 +122,14 @@ fn unix_seconds(t: Option<SystemTime>) -> Option<f64> {
 }
 
 fn model_status(spec: &ModelSpec, slot: &Slot, now: Instant) -> ModelStatus {
-    let (state, dimension) = match &slot.phase {
-        Phase::Unloaded => ("unloaded", None),
-        Phase::Loading(_) => ("loading", None),
-        Phase::Loaded(i) => ("loaded", i.model.as_embedder().map(|e| e.dimension())),
+    let (state, dimension, architecture) = match &slot.phase {
+        Phase::Unloaded => ("unloaded", None, None),
+        Phase::Loading(_) => ("loading", None, None),
+        Phase::Loaded(i) => (
+            "loaded",
+            i.model.as_embedder().map(|e| e.dimension()),
+            i.model.architecture(),
+        ),
     };
     let engine = slot.engine_stats.snapshot();
     let engine_used = engine.batches + engine.texts_cancelled + engine.requests_rejected > 0;
@@ -145,6 +152,7 @@ fn model_status(spec: &ModelSpec, slot: &Slot, now: Instant) -> ModelStatus {
         last_load_ms: slot.last_load_duration.map(|d| d.as_secs_f64() * 1000.0),
         estimated_bytes: slot.estimated_bytes,
         dimension,
+        architecture,
         last_error: slot.last_error.clone(),
         engine: (dimension.is_some() || engine_used).then_some(engine),
     }

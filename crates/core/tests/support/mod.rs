@@ -283,10 +283,8 @@ impl TokenEmbedder for TokenHashEmbedder {
             .iter()
             .map(|t| {
                 let ids = test_tokens(t);
-                TokenizedText {
-                    type_ids: vec![0; ids.len()],
-                    ids,
-                }
+                let n = ids.len();
+                TokenizedText::new(ids, vec![0; n])
             })
             .collect())
     }
