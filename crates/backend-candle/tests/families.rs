@@ -216,3 +216,127 @@ async fn a_missing_tensor_is_named_with_its_family() {
         err.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_all_mpnet_base_v2_equals_sentence_transformers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = root.join("models/all-mpnet-base-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is missing: run scripts/fetch-models.sh",
+        dir.display()
+    );
+    let text =
+        std::fs::read_to_string(root.join("tests/fixtures/all_mpnet_base_v2_reference.json"))
+            .unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let items = reference["items"].as_array().unwrap();
+    let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().unwrap()).collect();
+    let want: Vec<Vec<f64>> = items
+        .iter()
+        .map(|i| {
+            i["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    let tokens: Vec<usize> = items
+        .iter()
+        .map(|i| i["tokens"].as_u64().unwrap() as usize)
+        .collect();
+    let manager = manager(&dir, "candle", "");
+    let out = manager.generate_embeddings("m", &texts).await.unwrap();
+    let (cos, norm) = agreement(&out.embeddings, &want);
+    println!(
+        "all-mpnet-base-v2: min cosine 1 - {:.1e}, norm within {norm:.1e}",
+        1.0 - cos
+    );
+    assert!(cos >= 0.99999 && norm < 1e-4, "{cos} {norm}");
+    // The same tokens as sentence-transformers, the 384-token cut included.
+    assert_eq!(out.token_counts, tokens);
+    assert_eq!(out.dimension, 768);
+    manager.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_are_chosen_as_sentence_transformers_does_and_cached_as_seen() {
+    let modern = fixtures()
+        .into_iter()
+        .find(|f| f.name == "modernbert")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&modern.dir, dir.path());
+    let prompts = serde_json::json!({"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"});
+    std::fs::write(
+        dir.path().join("config_sentence_transformers.json"),
+        prompts.to_string(),
+    )
+    .unwrap();
+    let toml = format!(
+        "models.m.type = \"embedding\"\nmodels.m.backend = \"candle\"\nmodels.m.local_path = \"{}\"\n",
+        dir.path().display()
+    );
+    let manager = model_manager_core::ModelManager::new(
+        model_manager_core::Settings::from_toml_str(&toml, ".").unwrap(),
+    );
+    let with = |name: Option<&str>, prompt: Option<&str>| model_manager_core::EmbedOptions {
+        prompt_name: name.map(str::to_owned),
+        prompt: prompt.map(str::to_owned),
+        ..Default::default()
+    };
+    let embed = |texts: &'static [&'static str], options| {
+        let manager = manager.clone();
+        async move {
+            manager
+                .generate_embeddings_with_options("m", texts, &options)
+                .await
+        }
+    };
+    // The default prompt applies: what the model sees is "query: a cat".
+    let default = embed(&["a cat"], with(None, None)).await.unwrap();
+    assert_eq!(default.cache_hits, 0);
+    // The same seen text three ways: cache hits, the same vector.
+    for options in [with(Some("query"), None), with(None, Some("query: "))] {
+        let again = embed(&["a cat"], options).await.unwrap();
+        assert_eq!(
+            (again.cache_hits, &again.embeddings),
+            (1, &default.embeddings)
+        );
+    }
+    let literal = embed(&["query: a cat"], with(None, Some("")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (literal.cache_hits, &literal.embeddings),
+        (1, &default.embeddings)
+    );
+    // No prompt at all, and another prompt: other texts, other vectors.
+    let bare = embed(&["a cat"], with(None, Some(""))).await.unwrap();
+    let passage = embed(&["a cat"], with(Some("passage"), None))
+        .await
+        .unwrap();
+    assert_eq!((bare.cache_hits, passage.cache_hits), (0, 0));
+    let (cos, _) = agreement(
+        &bare.embeddings,
+        &[default.embeddings[0]
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect()],
+    );
+    assert!(cos < 0.9999, "the prompt changed nothing: {cos}");
+    assert!(passage.tokens > bare.tokens);
+    // Bad choices are the caller's errors, naming the model's prompts.
+    let err = embed(&["a cat"], with(Some("search"), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+    assert!(err.message.contains("passage, query"), "{}", err.message);
+    let err = embed(&["a cat"], with(Some("query"), Some("x")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidInput, "{err}");
+    manager.shutdown().await.unwrap();
+}

@@ -81,6 +81,17 @@ impl ModelLoader for OnnxEmbeddingLoader {
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
         Ok(Arc::new(TextEmbedding(OnnxEmbedder::load(spec, device)?)))
     }
+    fn describe(&self, spec: &ModelSpec) -> Option<Architecture> {
+        let (folder, _, _) = model_files(spec).ok()?;
+        let sentence = model_manager_text::SentenceConfig::resolve(&folder, spec, true).ok()?;
+        Some(Architecture {
+            family: exported_model(&folder)
+                .0
+                .unwrap_or_else(|| "onnx graph".into()),
+            pooling: sentence.pooling.describe(),
+            packed: false,
+        })
+    }
 }
 
 /// How one graph input is fed.

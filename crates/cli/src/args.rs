@@ -68,6 +68,13 @@ pub struct EmbedArgs {
     /// Fail on a text longer than the model reads, instead of cutting it (and counting it).
     #[arg(long)]
     pub no_truncate: bool,
+    /// Prepend the model's prompt of this name to every text (its
+    /// config_sentence_transformers.json `prompts`, e.g. `query`).
+    #[arg(long, conflicts_with = "prompt")]
+    pub prompt_name: Option<String>,
+    /// Prepend this text to every text (`""`: no prompt, not even the model's default).
+    #[arg(long)]
+    pub prompt: Option<String>,
     /// Save the vectors: `.jsonl` ({"index", "line", "embedding"} per text), `.npy`
     /// (float32 [n, d]), or `-` for JSONL on stdout.
     #[arg(long, short = 'o')]

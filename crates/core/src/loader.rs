@@ -2,7 +2,7 @@
 
 use crate::device::DeviceChoice;
 use crate::error::{ErrorCode, Result};
-use crate::model::Model;
+use crate::model::{Architecture, Model};
 use crate::spec::ModelSpec;
 use std::sync::Arc;
 
@@ -55,6 +55,11 @@ pub trait ModelLoader: Send + Sync + 'static {
     }
     /// Loads the model. Blocking: the manager runs it on a blocking thread.
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>>;
+    /// How `spec`'s model would be built (family, pooling, packing), read from its files
+    /// without loading it, for `mm models`; `None` when the loader cannot tell. Cheap.
+    fn describe(&self, _spec: &ModelSpec) -> Option<Architecture> {
+        None
+    }
 }
 
 /// A statically registered loader: `inventory::submit! { LoaderRegistration::new(|| Arc::new(MyLoader)) }`.

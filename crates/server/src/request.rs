@@ -1,7 +1,8 @@
 //! The body of `POST /v1/embeddings`, checked field by field so that every malformed body
 //! is a 400 `INVALID_INPUT` that names the field (OpenAI's shape: `input` a string, an array
 //! of strings, an array of token ids or an array of such arrays; `model`,
-//! `encoding_format`, `dimensions`, `user`).
+//! `encoding_format`, `dimensions`, `user`; and, as text-embeddings-inference takes them,
+//! `prompt_name` or a literal `prompt` to prepend to every text).
 
 use crate::errors::ApiError;
 use axum::http::StatusCode;
@@ -38,6 +39,10 @@ pub struct EmbeddingsRequest {
     pub base64: bool,
     /// Leading dimensions to keep (then re-normalized).
     pub dimensions: Option<usize>,
+    /// A prompt of the model's configuration to prepend, by name.
+    pub prompt_name: Option<String>,
+    /// A prompt text to prepend.
+    pub prompt: Option<String>,
 }
 
 fn bad(field: &str, message: String) -> ModelError {
@@ -63,7 +68,23 @@ pub fn parse(body: &[u8], max_inputs: usize) -> Result<EmbeddingsRequest, ApiErr
         return Err(ApiError::with_status(error, StatusCode::PAYLOAD_TOO_LARGE));
     }
     string_field(&fields, "user")?;
+    let prompt_name = string_field(&fields, "prompt_name")?;
+    let prompt = string_field(&fields, "prompt")?;
+    if matches!(inputs, Inputs::Tokens(_)) && (prompt_name.is_some() || prompt.is_some()) {
+        let field = if prompt_name.is_some() {
+            "prompt_name"
+        } else {
+            "prompt"
+        };
+        return Err(bad(
+            field,
+            format!("`{field}` applies to texts, not to token ids"),
+        )
+        .into());
+    }
     Ok(EmbeddingsRequest {
+        prompt_name,
+        prompt,
         inputs,
         model: string_field(&fields, "model")?.unwrap_or_else(|| "embedding".into()),
         base64: match string_field(&fields, "encoding_format")?.as_deref() {
@@ -249,6 +270,13 @@ mod tests {
             (many.inputs, many.base64),
             (Inputs::Tokens(vec![vec![1, 2], vec![3]]), true)
         );
+        let prompted = parse(br#"{"input": "q", "prompt_name": "query"}"#, 4).unwrap();
+        assert_eq!(
+            (prompted.prompt_name.as_deref(), prompted.prompt),
+            (Some("query"), None)
+        );
+        let literal = parse(br#"{"input": "q", "prompt": "Represent: "}"#, 4).unwrap();
+        assert_eq!(literal.prompt.as_deref(), Some("Represent: "));
     }
 
     #[test]
@@ -273,6 +301,12 @@ mod tests {
             (r#"{"input": "a", "dimensions": 0}"#, "dimensions"),
             (r#"{"input": "a", "dimensions": 1.5}"#, "dimensions"),
             (r#"{"input": "a", "user": []}"#, "user"),
+            (r#"{"input": "a", "prompt_name": 1}"#, "prompt_name"),
+            (
+                r#"{"input": [1, 2], "prompt_name": "query"}"#,
+                "prompt_name",
+            ),
+            (r#"{"input": [1, 2], "prompt": "query: "}"#, "prompt"),
         ] {
             assert_eq!(field_of(body), field, "{body}");
         }

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
-use model_manager_core::{Admission, GenerationParams, ModelError};
+use model_manager_core::{Admission, EmbedOptions, GenerationParams, ModelError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,7 +51,16 @@ pub async fn embeddings(State(state): State<AppState>, body: Bytes) -> Answer {
     tag_model(&request.model);
     let manager = &state.manager;
     let mut out = match &request.inputs {
-        Inputs::Texts(texts) => manager.generate_embeddings(&request.model, texts).await?,
+        Inputs::Texts(texts) => {
+            let options = EmbedOptions {
+                prompt_name: request.prompt_name.clone(),
+                prompt: request.prompt.clone(),
+                ..EmbedOptions::default()
+            };
+            manager
+                .generate_embeddings_with_options(&request.model, texts, &options)
+                .await?
+        }
         Inputs::Tokens(ids) => {
             manager
                 .generate_embeddings_for_tokens(&request.model, ids, Admission::FailFast)

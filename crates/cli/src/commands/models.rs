@@ -34,6 +34,23 @@ fn loader_state(registry: &Registry, spec: &ModelSpec) -> String {
     }
 }
 
+/// Family, pooling and packing of the model the loader `backend = auto` picks would build.
+fn architecture(registry: &Registry, spec: &ModelSpec) -> Option<model_manager::Architecture> {
+    registry.resolve(spec).ok()?.describe(spec)
+}
+
+fn architecture_text(registry: &Registry, spec: &ModelSpec) -> String {
+    match architecture(registry, spec) {
+        Some(a) => format!(
+            "{} {}{}",
+            a.family,
+            a.pooling,
+            if a.packed { " packed" } else { "" }
+        ),
+        None => "-".into(),
+    }
+}
+
 /// `mm models`.
 pub async fn models(manager: &ModelManager, json_out: bool) -> Result<(), ModelError> {
     manager.load_plugins()?;
@@ -55,6 +72,7 @@ pub async fn models(manager: &ModelManager, json_out: bool) -> Result<(), ModelE
                         "files_present": spec.local_path.as_ref().map(|p| p.exists()),
                         "files": model_manager::files_state(spec),
                         "state": status.models[&spec.id].state,
+                        "architecture": architecture(registry, spec),
                     }),
                 )
             })
@@ -63,16 +81,17 @@ pub async fn models(manager: &ModelManager, json_out: bool) -> Result<(), ModelE
         return Ok(());
     }
     println!(
-        "{:<16} {:<12} {:<10} {:<24} FILES",
-        "ID", "TYPE", "STATE", "LOADERS"
+        "{:<16} {:<12} {:<10} {:<24} {:<28} FILES",
+        "ID", "TYPE", "STATE", "LOADERS", "ARCHITECTURE"
     );
     for spec in manager.settings().models.values() {
         println!(
-            "{:<16} {:<12} {:<10} {:<24} {}",
+            "{:<16} {:<12} {:<10} {:<24} {:<28} {}",
             spec.id,
             spec.model_type,
             status.models[&spec.id].state,
             loader_state(registry, spec),
+            architecture_text(registry, spec),
             files_state(spec)
         );
     }

@@ -4,7 +4,7 @@ use crate::args::{EmbedArgs, GenerateArgs};
 use crate::embed_io::{embed_all, EmbeddingFile, RunSummary, TextSource};
 use crate::output::{print_json, status};
 use crate::session::until_signal;
-use model_manager::{ErrorCode, GenerationParams, ModelError, ModelManager};
+use model_manager::{EmbedOptions, ErrorCode, GenerationParams, ModelError, ModelManager};
 use serde_json::json;
 use std::path::Path;
 
@@ -44,6 +44,7 @@ async fn embed_to_file(
         let summary = embed_all(
             manager,
             &args.model,
+            &prompt_options(args),
             source,
             args.no_truncate,
             |lines, vectors| file.append(lines, &vectors),
@@ -91,6 +92,15 @@ fn report_truncated(summary: &RunSummary) {
     ));
 }
 
+/// The prompt `--prompt-name` or `--prompt` chooses (else the model's default one).
+fn prompt_options(args: &EmbedArgs) -> EmbedOptions {
+    EmbedOptions {
+        prompt_name: args.prompt_name.clone(),
+        prompt: args.prompt.clone(),
+        ..EmbedOptions::default()
+    }
+}
+
 /// `mm embed`: the texts given, then those of `--input` (a file, or `-` for stdin).
 pub async fn embed(
     manager: &ModelManager,
@@ -130,6 +140,7 @@ async fn embed_to_stdout(
     let summary = embed_all(
         manager,
         &args.model,
+        &prompt_options(args),
         replay,
         args.no_truncate,
         |_, vectors| {

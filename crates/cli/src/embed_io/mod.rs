@@ -9,7 +9,7 @@ mod source;
 pub use sink::EmbeddingFile;
 pub use source::{InputText, TextSource};
 
-use model_manager::{Admission, EmbeddingsOutput, ModelError, ModelManager};
+use model_manager::{Admission, EmbedOptions, EmbeddingsOutput, ModelError, ModelManager};
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use tokio::task::JoinHandle;
@@ -55,12 +55,13 @@ type Window = (
     JoinHandle<Result<EmbeddingsOutput, ModelError>>,
 );
 
-/// Embeds every text of `source`, handing each window's input lines and vectors to `sink`
-/// in input order; `INVALID_INPUT` when there are none, or (with `no_truncate`) for the
-/// first text longer than the model reads.
+/// Embeds every text of `source` (with the prompt `options` choose), handing each window's
+/// input lines and vectors to `sink` in input order; `INVALID_INPUT` when there are none,
+/// or (with `no_truncate`) for the first text longer than the model reads.
 pub async fn embed_all(
     manager: &ModelManager,
     model: &str,
+    options: &EmbedOptions,
     mut source: TextSource,
     no_truncate: bool,
     mut sink: impl FnMut(&[Option<usize>], Vec<Vec<f32>>) -> Result<(), ModelError>,
@@ -82,7 +83,7 @@ pub async fn embed_all(
             let texts = source.next_texts(WINDOW)?;
             exhausted = texts.len() < WINDOW;
             if !texts.is_empty() {
-                in_flight.push_back(spawn_window(manager, model, texts));
+                in_flight.push_back(spawn_window(manager, model, options, texts));
             }
         }
         let Some((texts, window)) = in_flight.pop_front() else {
@@ -149,12 +150,21 @@ fn too_long(text: &InputText, limit: Option<usize>) -> ModelError {
 
 /// One window on its own task, waiting for room in the engine's queue rather than failing:
 /// a bulk job runs as fast as the engine does.
-fn spawn_window(manager: &ModelManager, model: &str, texts: Vec<InputText>) -> Window {
+fn spawn_window(
+    manager: &ModelManager,
+    model: &str,
+    options: &EmbedOptions,
+    texts: Vec<InputText>,
+) -> Window {
     let (manager, model) = (manager.clone(), model.to_owned());
+    let options = EmbedOptions {
+        admission: Admission::Wait,
+        ..options.clone()
+    };
     let strings: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
     let task = tokio::spawn(async move {
         manager
-            .generate_embeddings_with(&model, &strings, Admission::Wait)
+            .generate_embeddings_with_options(&model, &strings, &options)
             .await
     });
     (texts, task)
