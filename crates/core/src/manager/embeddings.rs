@@ -4,6 +4,7 @@ use super::cache_tiers::{self, Misses};
 use super::handle::ModelHandle;
 use super::ModelManager;
 use crate::blocking::off_runtime;
+use crate::cache::bounds::estimated_tokens;
 use crate::cache::CachedEmbedding;
 use crate::engine::{Admission, Work};
 use crate::error::{ErrorCode, ModelError, Result};
@@ -58,23 +59,30 @@ impl ModelManager {
         let inner = &self.inner;
         let spec = inner.spec(model_id)?;
         let caching = inner.caches(spec);
-        let mut fingerprint = match caching {
-            true => Some(inner.cache_fingerprint(spec).await?),
+        let mut key = match caching {
+            true => Some(inner.cache_key(spec).await?),
             false => None,
         };
-        let mut found = cache_tiers::lookup(inner, spec, fingerprint, texts).await;
+        let mut found = cache_tiers::lookup(inner, spec, key, texts).await;
         let mut misses = Misses::of(texts, &found);
         if !misses.distinct.is_empty() {
             let handle = self.get_embedding_model(model_id).await?;
             // The instance that computes the misses decides the keys, so a response never
-            // mixes vectors of a model and of its changed files.
-            let own = caching.then(|| handle.instance().fingerprint);
-            if own != fingerprint {
-                fingerprint = own;
-                found = cache_tiers::lookup(inner, spec, fingerprint, texts).await;
+            // mixes vectors of a model and of its changed files; and what it knows of its
+            // outputs checks the entries found before it was known.
+            let own = caching.then(|| handle.instance().cache_key(spec));
+            if own != key {
+                match (key, own) {
+                    (Some(was), Some(now)) if was.fingerprint == now.fingerprint => {
+                        cache_tiers::recheck(inner, spec, now, texts, &mut found)
+                    }
+                    _ => found = cache_tiers::lookup(inner, spec, own, texts).await,
+                }
+                key = own;
                 misses = Misses::of(texts, &found);
             }
             let computed = embed_distinct(spec, handle, misses.distinct.clone(), admission).await?;
+            let fingerprint = key.map(|k| k.fingerprint);
             cache_tiers::store(inner, spec, fingerprint, &misses.distinct, &computed).await;
             let computed: Vec<_> = computed.into_iter().map(Some).collect();
             misses.fill(&mut found, &computed);
@@ -227,7 +235,7 @@ fn prepare(handle: &ModelHandle, texts: Vec<String>) -> Result<Vec<(Work, usize)
         return Ok(texts
             .into_iter()
             .map(|t| {
-                let estimate = t.len() / 4 + 2;
+                let estimate = estimated_tokens(&t);
                 (Work::Text(t), estimate)
             })
             .collect());

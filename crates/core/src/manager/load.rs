@@ -183,6 +183,7 @@ impl LoadGuard {
                     slot.estimated_bytes = Some(bytes);
                 }
                 slot.phase = Phase::Loaded(instance.clone());
+                slot.learn_bounds(instance);
                 slot.load_count += 1;
                 slot.loaded_at = Some(SystemTime::now());
                 slot.last_error = None;

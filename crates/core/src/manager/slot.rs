@@ -51,6 +51,8 @@ pub(crate) struct Slot {
     pub device: Option<DeviceChoice>,
     pub backend: Option<String>,
     pub fingerprint: Option<u64>,
+    /// What the cached embeddings of the instance last loaded with a fingerprint must be.
+    pub bounds: Option<(u64, crate::cache::bounds::EntryBounds)>,
     /// The engine's counters, kept across reloads.
     pub engine_stats: Arc<EngineStats>,
 }
@@ -76,7 +78,16 @@ impl Slot {
             device: None,
             backend: None,
             fingerprint: None,
+            bounds: None,
             engine_stats: Arc::default(),
+        }
+    }
+
+    /// Remembers what `instance`'s cached embeddings must be, for look-ups made before the
+    /// next handle on it is taken (and after it unloads).
+    pub fn learn_bounds(&mut self, instance: &Instance) {
+        if let Some(bounds) = instance.bounds {
+            self.bounds = Some((instance.fingerprint, bounds));
         }
     }
 
