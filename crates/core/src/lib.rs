@@ -38,8 +38,8 @@ pub use manager::{
     ServiceStatus, ShutdownReport,
 };
 pub use model::{
-    Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo, NamedValues,
-    TensorData, TensorValue, TextGenerator,
+    check_infer_inputs, Embedder, GenerationParams, ImageValue, Infer, InferValue, Model,
+    ModelInfo, NamedValues, TensorData, TensorValue, TextGenerator,
 };
 pub use plugins::{PluginFailure, PluginLoadReport, PluginRecord, PluginTypeRecord};
 pub use registry::Registry;
