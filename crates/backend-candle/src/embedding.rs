@@ -15,11 +15,7 @@ use model_manager_text::{
 };
 
 /// Fetched too when downloading from the hub, where they exist.
-const OPTIONAL: &[&str] = &[
-    "modules.json",
-    "sentence_bert_config.json",
-    "1_Pooling/config.json",
-];
+pub(crate) const OPTIONAL: &[&str] = sentence_config::FILES;
 
 /// Option keys of `embedding` models: precision, packing and the sentence-transformers
 /// overrides.

@@ -5,7 +5,7 @@ use crate::embedding::{self, BertEmbedder};
 use crate::t5::{self, T5Generator};
 use crate::weights::{estimate_spec_bytes, probe_safetensors_folder, REQUIRED};
 use crate::BACKEND_NAME;
-use model_manager_core::backend::{ModelLoader, Probe};
+use model_manager_core::backend::{ModelFiles, ModelLoader, Probe};
 use model_manager_core::{DeviceChoice, Model, ModelSpec, Result};
 use model_manager_text::TextEmbedding;
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use std::sync::Arc;
 /// Loads one model type of this backend from a safetensors folder.
 pub struct SafetensorsLoader {
     model_type: &'static str,
+    /// Files read besides [`REQUIRED`], where they exist.
+    optional: &'static [&'static str],
     option_keys: fn() -> &'static [&'static str],
     load: fn(&ModelSpec, &DeviceChoice) -> Result<Arc<dyn Model>>,
 }
@@ -22,6 +24,7 @@ impl SafetensorsLoader {
     pub fn embedding() -> Self {
         Self {
             model_type: "embedding",
+            optional: embedding::OPTIONAL,
             option_keys: embedding::option_keys,
             load: |spec, device| Ok(Arc::new(TextEmbedding(BertEmbedder::load(spec, device)?))),
         }
@@ -31,6 +34,7 @@ impl SafetensorsLoader {
     pub fn text2text() -> Self {
         Self {
             model_type: "text2text",
+            optional: t5::OPTIONAL,
             option_keys: || t5::OPTION_KEYS,
             load: |spec, device| Ok(Arc::new(T5Generator::load(spec, device)?)),
         }
@@ -52,6 +56,9 @@ impl ModelLoader for SafetensorsLoader {
     }
     fn option_keys(&self) -> &[&str] {
         (self.option_keys)()
+    }
+    fn files(&self, _spec: &ModelSpec) -> Option<ModelFiles> {
+        Some(ModelFiles::of(REQUIRED, self.optional))
     }
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
         (self.load)(spec, device)

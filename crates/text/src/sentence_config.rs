@@ -9,6 +9,13 @@ use std::path::Path;
 /// Backend option keys this module reads under `models.<id>.`.
 pub const OPTION_KEYS: &[&str] = &["pooling", "normalize", "max_seq_length"];
 
+/// The files this module reads where they exist (a download fetches them too).
+pub const FILES: &[&str] = &[
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+];
+
 /// How a folder's model turns token embeddings into sentence vectors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SentenceConfig {
