@@ -675,3 +675,18 @@ fn shell_words(line: &str) -> Vec<String> {
     }
     words
 }
+
+#[test]
+fn ps_without_the_server_s_key_is_unauthorized() {
+    let server = Server::start(&["--api-key", "s3cret"], &[]);
+    let out = mm()
+        .env_remove("MM_API_KEY")
+        .args(["--json", "ps", "--url", &server.url()])
+        .assert()
+        .code(8);
+    let error = json_of(&out.get_output().stdout);
+    assert_eq!(error["code"], "UNAUTHORIZED", "{error}");
+    mm().args(["ps", "--url", &server.url(), "--api-key", "s3cret"])
+        .assert()
+        .success();
+}

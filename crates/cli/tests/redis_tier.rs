@@ -406,7 +406,7 @@ fn poisoned_values_with_valid_checksums_are_refused_and_never_reach_the_cache_fi
         // A fresh replica B each time: no file, so the text is not a local hit.
         let _ = std::fs::remove_file(dir.path().join("b.mmcache"));
         redis.set(&key, &poison);
-        let mut b = replica(&b_config);
+        let b = replica(&b_config);
         connected(&b);
         let (served, served_usage) = embed(&b, &text);
         assert_eq!(served, honest, "{what}: computed again, not served");
@@ -417,17 +417,14 @@ fn poisoned_values_with_valid_checksums_are_refused_and_never_reach_the_cache_fi
             (0, 1),
             "{what}: {stats}"
         );
-        b.terminate();
-        let b = replica(&b_config);
-        let status = b.get("/v1/status").1;
-        assert!(status["cache_restore_error"].is_null(), "{what}: {status}");
-        assert_eq!(status["cache_restored"]["restored"], 1, "{what}: {status}");
+        let restored = restarted(b, &b_config);
+        assert_eq!(restored["restored"], 1, "{what}: {restored}");
     }
     // A vector of another dimension than the model's: refused once the replica knows the
     // model (here it loads it for the second text).
     let _ = std::fs::remove_file(dir.path().join("b.mmcache"));
     redis.set(&key, &forged_v1(&key, &[0.05; 3], 9));
-    let mut b = replica(&b_config);
+    let b = replica(&b_config);
     connected(&b);
     let (served, _) = embed(&b, &[text[0], "a second text, computed here"]);
     assert_eq!(
@@ -439,11 +436,17 @@ fn poisoned_values_with_valid_checksums_are_refused_and_never_reach_the_cache_fi
         cache["rejected"], 1,
         "dropped once the model said 384: {cache}"
     );
+    let restored = restarted(b, &b_config);
+    assert_eq!(restored["dropped"], 0, "{restored}");
+}
+
+/// What replica `b` restored from its file after a SIGTERM and a start with `config`; the
+/// file restores without error.
+fn restarted(mut b: Server, config: &Path) -> Value {
     b.terminate();
-    let b = replica(&b_config);
-    let status = b.get("/v1/status").1;
+    let status = replica(config).get("/v1/status").1;
     assert!(status["cache_restore_error"].is_null(), "{status}");
-    assert_eq!(status["cache_restored"]["dropped"], 0, "{status}");
+    status["cache_restored"].clone()
 }
 
 #[test]

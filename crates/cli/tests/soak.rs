@@ -278,24 +278,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The pid of `parent`'s plugin child, if one runs.
-fn plugin_child(parent: u32) -> Option<u32> {
-    let parent = parent.to_string();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1));
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            ppid == Some(parent.as_str())
-                && environ
-                    .split(|b| *b == 0)
-                    .any(|v| v.starts_with(b"MM_PLUGIN_CHILD_LIBRARY="))
-        })
-}
-
 /// Kills Redis (restarting it a second later) and the plugin's child in turn, every
 /// `period`, until `until`; how many of each.
 fn chaos(redis: &mut RedisServer, server_pid: u32, period: Duration, until: Instant) -> (u32, u32) {
@@ -310,7 +292,7 @@ fn chaos(redis: &mut RedisServer, server_pid: u32, period: Duration, until: Inst
             std::thread::sleep(Duration::from_secs(1));
             *redis = RedisServer::start_on(port);
             redis_restarts += 1;
-        } else if let Some(pid) = plugin_child(server_pid) {
+        } else if let Some(pid) = support::plugin_child_of(server_pid, None) {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             child_kills += 1;
@@ -373,8 +355,22 @@ fn soak_mixed_load_with_redis_restarts_and_plugin_child_kills() {
         "server RSS after warm-up / middle / end: {} / {} / {} KiB",
         samples[0], samples[1], samples[2]
     );
-    let remote = server.get("/v1/status").1["cache"]["remote"].clone();
+    // After the last restart, the tier comes back by itself (the probe backs off to 5 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let remote = loop {
+        let remote = server.get("/v1/status").1["cache"]["remote"].clone();
+        if remote["state"] == "connected" || Instant::now() > deadline {
+            break remote;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     println!("shared tier: {remote}");
+    assert_eq!(remote["state"], "connected", "{remote}");
+    let (status, out) = server.post(
+        "/v1/models/echo/infer",
+        &json!({"inputs": {"text": "after the soak"}}).to_string(),
+    );
+    assert_eq!(status, 200, "the plugin answers after the kills: {out}");
     assert!(requests > seconds, "the load ran: {requests} requests");
     assert!(
         restarts >= 1 && kills >= 1,

@@ -267,26 +267,6 @@ impl Drop for Frozen {
     }
 }
 
-/// The pid of this process's plugin child serving `library`.
-fn child_serving(library: &Path) -> u32 {
-    let me = std::process::id().to_string();
-    let wanted = format!("MM_PLUGIN_CHILD_LIBRARY={}", library.display());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let parent = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1));
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            parent == Some(me.as_str())
-                && environ
-                    .split(|b| *b == 0)
-                    .any(|var| var == wanted.as_bytes())
-        })
-        .expect("the plugin child")
-}
-
 /// A child stuck in the kernel outlives its SIGKILL: the call still fails at its deadline,
 /// and the next call gets a new child instead of waiting behind the stuck one.
 #[test]
@@ -295,7 +275,8 @@ fn a_child_stuck_in_the_kernel_costs_one_call_its_deadline_not_the_library() {
     child.load(1, &config("f")).unwrap();
     child.infer(1, &config("f"), &input("ok")).unwrap();
     let library = child.record.path.clone();
-    let Some(frozen) = Frozen::freeze(child_serving(&library)) else {
+    let pid = support::plugin_child_of(std::process::id(), Some(&library)).expect("the child");
+    let Some(frozen) = Frozen::freeze(pid) else {
         eprintln!("skipped: freezing a process needs the cgroup v1 freezer (root)");
         return;
     };

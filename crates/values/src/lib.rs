@@ -109,10 +109,13 @@ impl ImageValue {
         if w == 0 || h == 0 || c == 0 {
             return Err("a raw image needs width, height and channels".to_owned());
         }
-        let stated = w * h * c;
-        if stated != self.bytes.len() as u64 {
+        let stated = w.checked_mul(h).and_then(|n| n.checked_mul(c));
+        if stated != Some(self.bytes.len() as u64) {
+            let stated = stated.map_or("more than memory holds".to_owned(), |n| {
+                format!("{n} bytes")
+            });
             return Err(format!(
-                "a raw image of {w} x {h} x {c} is {stated} bytes, but {} bytes were given",
+                "a raw image of {w} x {h} x {c} is {stated}, but {} bytes were given",
                 self.bytes.len()
             ));
         }
