@@ -19,13 +19,7 @@ use model_manager_text::{
 use std::path::Path;
 
 /// Fetched too when downloading from the hub, where they exist.
-const OPTIONAL: &[&str] = &[
-    "modules.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    "tokenizer_config.json",
-    "1_Pooling/config.json",
-];
+pub(crate) const OPTIONAL: &[&str] = sentence::FILES;
 
 /// Option keys of `embedding` models: precision, packing and the sentence-transformers
 /// overrides.

@@ -5,7 +5,7 @@ use crate::embedding::{self, read_config, CandleEmbedder};
 use crate::t5::{self, T5Generator};
 use crate::weights::{estimate_spec_bytes, probe_safetensors_folder, REQUIRED};
 use crate::BACKEND_NAME;
-use model_manager_core::backend::{locate_model_folder, ModelLoader, Probe};
+use model_manager_core::backend::{locate_model_folder, ModelFiles, ModelLoader, Probe};
 use model_manager_core::{Architecture, DeviceChoice, Model, ModelSpec, Result};
 use model_manager_text::TextEmbedding;
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use std::sync::Arc;
 /// Loads one model type of this backend from a safetensors folder.
 pub struct SafetensorsLoader {
     model_type: &'static str,
+    /// Files read besides [`REQUIRED`], where they exist.
+    optional: &'static [&'static str],
     option_keys: fn() -> &'static [&'static str],
     /// What the probe checks beyond the files being there.
     accepts: fn(&ModelSpec) -> Probe,
@@ -26,6 +28,7 @@ impl SafetensorsLoader {
     pub fn embedding() -> Self {
         Self {
             model_type: "embedding",
+            optional: embedding::OPTIONAL,
             option_keys: embedding::option_keys,
             accepts: known_family,
             describe: embedding::describe,
@@ -37,6 +40,7 @@ impl SafetensorsLoader {
     pub fn text2text() -> Self {
         Self {
             model_type: "text2text",
+            optional: t5::OPTIONAL,
             option_keys: || t5::OPTION_KEYS,
             accepts: |_| Probe::Accept,
             describe: |_| None,
@@ -63,6 +67,9 @@ impl ModelLoader for SafetensorsLoader {
     }
     fn option_keys(&self) -> &[&str] {
         (self.option_keys)()
+    }
+    fn files(&self, _spec: &ModelSpec) -> Option<ModelFiles> {
+        Some(ModelFiles::of(REQUIRED, self.optional))
     }
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
         (self.load)(spec, device)

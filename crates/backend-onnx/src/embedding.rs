@@ -1,8 +1,10 @@
 //! Type `embedding` on ONNX Runtime: the shared text pipeline around an ONNX graph.
 
-use crate::session::{build_session, onnx_file, SESSION_OPTION_KEYS};
+use crate::session::{
+    build_session, downloadable, fetch_if_named, graph_entry, onnx_file, SESSION_OPTION_KEYS,
+};
 use crate::BACKEND_NAME;
-use model_manager_core::backend::{locate_model_folder, ModelLoader, Probe};
+use model_manager_core::backend::{locate_model_folder, ModelFiles, ModelLoader, Probe};
 use model_manager_core::{
     Architecture, DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelSpec, Result,
 };
@@ -63,8 +65,10 @@ impl ModelLoader for OnnxEmbeddingLoader {
         10
     }
     fn probe(&self, spec: &ModelSpec) -> Probe {
-        if let Err(e) = model_files(spec) {
-            return Probe::reject(e.code, e.message);
+        match model_files(spec) {
+            Err(_) if downloadable(spec, false) => {}
+            Err(e) => return Probe::reject(e.code, e.message),
+            Ok(_) => {}
         }
         match crate::ensure_runtime(spec) {
             Ok(_) => Probe::Accept,
@@ -78,7 +82,22 @@ impl ModelLoader for OnnxEmbeddingLoader {
     fn option_keys(&self) -> &[&str] {
         option_keys()
     }
+    fn files(&self, spec: &ModelSpec) -> Option<ModelFiles> {
+        let tokenizer = match spec.option_str("tokenizer_path").ok()? {
+            Some(path) if std::path::Path::new(path).is_absolute() => None,
+            Some(path) => Some(path.to_owned()),
+            None => Some("tokenizer.json".to_owned()),
+        };
+        let mut files = ModelFiles::of(&[], model_manager_text::sentence_config::FILES);
+        files.required.push(graph_entry(spec).ok()?);
+        files.required.extend(tokenizer);
+        files.optional.push("config.json".to_owned());
+        Some(files)
+    }
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
+        if let Some(files) = self.files(spec) {
+            fetch_if_named(spec, &files, false)?;
+        }
         Ok(Arc::new(TextEmbedding(OnnxEmbedder::load(spec, device)?)))
     }
     fn describe(&self, spec: &ModelSpec) -> Option<Architecture> {

@@ -116,12 +116,45 @@ fn with_cuda(
     .for_model(&spec.id))
 }
 
-/// The `.onnx` file of a folder: `model_file` if set, else `model.onnx`, else `onnx/model.onnx`.
-pub fn onnx_file(spec: &ModelSpec, folder: &Path) -> Result<std::path::PathBuf> {
-    let names: Vec<String> = match spec.option_str("model_file")? {
+/// The names the graph of `spec` may have in its folder: `model_file` if set, else
+/// `model.onnx`, else `onnx/model.onnx`.
+fn graph_names(spec: &ModelSpec) -> Result<Vec<String>> {
+    Ok(match spec.option_str("model_file")? {
         Some(name) => vec![name.to_owned()],
         None => vec!["model.onnx".into(), "onnx/model.onnx".into()],
-    };
+    })
+}
+
+/// The graph as a required file of [`model_manager_core::backend::ModelFiles`] (`a|b`).
+pub fn graph_entry(spec: &ModelSpec) -> Result<String> {
+    Ok(graph_names(spec)?.join("|"))
+}
+
+/// Whether a model of `spec` whose files are not here may be downloaded by its `name`
+/// (with a build that can): only when `backend = "onnx"` is explicit, or `auto` picks
+/// among no other backend, since the hub's repositories hold ONNX graphs only sometimes.
+pub fn downloadable(spec: &ModelSpec, only_backend_of_its_type: bool) -> bool {
+    (spec.backend == crate::BACKEND_NAME || only_backend_of_its_type)
+        && model_manager_core::can_download(spec)
+}
+
+/// Downloads `files` by `spec`'s name when they are not here and [`downloadable`] allows
+/// it; otherwise leaves finding them (and saying what is missing) to the loader.
+pub fn fetch_if_named(
+    spec: &ModelSpec,
+    files: &model_manager_core::backend::ModelFiles,
+    only_backend_of_its_type: bool,
+) -> Result<()> {
+    if downloadable(spec, only_backend_of_its_type) {
+        let (required, optional) = files.names();
+        model_manager_core::backend::locate_or_download(spec, &required, &optional)?;
+    }
+    Ok(())
+}
+
+/// The `.onnx` file of a folder: `model_file` if set, else `model.onnx`, else `onnx/model.onnx`.
+pub fn onnx_file(spec: &ModelSpec, folder: &Path) -> Result<std::path::PathBuf> {
+    let names = graph_names(spec)?;
     names
         .iter()
         .map(|n| folder.join(n))

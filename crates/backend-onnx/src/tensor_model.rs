@@ -1,8 +1,10 @@
 //! Type `onnx`: a generic model from named tensors to named tensors.
 
-use crate::session::{build_session, onnx_file, SESSION_OPTION_KEYS};
+use crate::session::{
+    build_session, downloadable, fetch_if_named, graph_entry, onnx_file, SESSION_OPTION_KEYS,
+};
 use crate::BACKEND_NAME;
-use model_manager_core::backend::{locate_model_folder, ModelLoader, Probe};
+use model_manager_core::backend::{locate_model_folder, ModelFiles, ModelLoader, Probe};
 use model_manager_core::{
     DeviceChoice, ErrorCode, Infer, InferValue, Model, ModelError, ModelInfo, ModelSpec,
     NamedValues, Result, TensorData, TensorValue,
@@ -25,6 +27,10 @@ impl ModelLoader for OnnxTensorLoader {
     }
     fn probe(&self, spec: &ModelSpec) -> Probe {
         let found = locate_model_folder(spec, &[]).and_then(|f| onnx_file(spec, &f.path));
+        let found = match found {
+            Err(_) if downloadable(spec, true) => Ok(()),
+            other => other.map(drop),
+        };
         match found.and_then(|_| crate::ensure_runtime(spec)) {
             Ok(_) => Probe::Accept,
             Err(e) => Probe::reject(e.code, e.message),
@@ -33,7 +39,16 @@ impl ModelLoader for OnnxTensorLoader {
     fn option_keys(&self) -> &[&str] {
         SESSION_OPTION_KEYS
     }
+    fn files(&self, spec: &ModelSpec) -> Option<ModelFiles> {
+        Some(ModelFiles {
+            required: vec![graph_entry(spec).ok()?],
+            optional: Vec::new(),
+        })
+    }
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
+        if let Some(files) = self.files(spec) {
+            fetch_if_named(spec, &files, true)?;
+        }
         let folder = locate_model_folder(spec, &[])?;
         let file = onnx_file(spec, &folder.path)?;
         let session = build_session(spec, &file, device)?;

@@ -2,24 +2,35 @@
 //!
 //! Linking this crate (the facade's `redis` feature) registers a store for `redis://` and
 //! `rediss://` URLs; `embedding_cache.redis_url` turns it on. Connections are made lazily and
-//! remade after a failure by redis-rs's connection manager; the core's tier bounds every
-//! call with `embedding_cache.redis_timeout_ms` and probes a failing store in the
-//! background.
+//! remade after a failure by redis-rs's connection manager; when Redis refuses the
+//! credentials (`WRONGPASS`, `NOAUTH`: the password was changed), the password file is read
+//! again and a new connection manager made, so a rotation needs no restart. The core's tier
+//! bounds every call with `embedding_cache.redis_timeout_ms` and probes a failing store in
+//! the background.
 
 use model_manager_core::backend::{RemoteStore, RemoteStoreRegistration, StoreFuture};
 use model_manager_core::settings::RemoteCacheSettings;
 use model_manager_core::{ErrorCode, ModelError, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, RedisError};
-use std::sync::Arc;
-use std::time::Duration;
+use redis::{Client, ErrorKind, IntoConnectionInfo, RedisError, RedisResult};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How long one connection attempt may take (the tier's own timeout bounds requests).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Credentials are read again at most this often while Redis keeps refusing them.
+const RELOGIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A store on one Redis server.
 pub struct RedisStore {
-    connection: ConnectionManager,
+    settings: RemoteCacheSettings,
+    connection: Mutex<Connection>,
+}
+
+/// The connection manager in use, and when it was made.
+struct Connection {
+    manager: ConnectionManager,
+    made: Instant,
 }
 
 inventory::submit! {
@@ -42,6 +53,18 @@ fn store_error(e: RedisError) -> ModelError {
 /// Opens a store for `settings` without connecting. `CONFIG_ERROR` for a malformed URL or
 /// an unreadable password file.
 pub fn open(settings: &RemoteCacheSettings) -> Result<Arc<dyn RemoteStore>> {
+    let manager = connection_manager(settings)?;
+    Ok(Arc::new(RedisStore {
+        settings: settings.clone(),
+        connection: Mutex::new(Connection {
+            manager,
+            made: Instant::now(),
+        }),
+    }))
+}
+
+/// A lazy connection manager for `settings`, with the password file's current content.
+fn connection_manager(settings: &RemoteCacheSettings) -> Result<ConnectionManager> {
     let mut info = settings
         .url
         .as_str()
@@ -75,20 +98,64 @@ pub fn open(settings: &RemoteCacheSettings) -> Result<Arc<dyn RemoteStore>> {
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(None)
         .set_number_of_retries(1);
-    let connection = ConnectionManager::new_lazy_with_config(client, config)
-        .map_err(|e| config_error(settings, format!("embedding_cache.redis_url: {e}")))?;
-    Ok(Arc::new(RedisStore { connection }))
+    ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| config_error(settings, format!("embedding_cache.redis_url: {e}")))
+}
+
+/// Whether Redis refused the credentials (rather than failed otherwise).
+fn credentials_refused(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+}
+
+impl RedisStore {
+    fn manager(&self) -> ConnectionManager {
+        self.lock().manager.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `result` as the tier's error; when Redis refused the credentials, the password file
+    /// is read again for the next call.
+    fn checked<T>(&self, result: RedisResult<T>) -> Result<T> {
+        result.map_err(|e| {
+            if credentials_refused(&e) {
+                self.log_in_again();
+            }
+            store_error(e)
+        })
+    }
+
+    /// A new connection manager with the password file's content now (at most once per
+    /// [`RELOGIN_INTERVAL`]).
+    fn log_in_again(&self) {
+        let mut connection = self.lock();
+        if connection.made.elapsed() < RELOGIN_INTERVAL {
+            return;
+        }
+        connection.made = Instant::now();
+        match connection_manager(&self.settings) {
+            Ok(manager) => {
+                tracing::info!(url = %self.settings.redacted_url(), "Redis refused the credentials; read them again");
+                connection.manager = manager;
+            }
+            Err(e) => {
+                tracing::warn!("Redis refused the credentials and they cannot be read again: {e}")
+            }
+        }
+    }
 }
 
 impl RemoteStore for RedisStore {
     fn get_many(&self, keys: Vec<String>) -> StoreFuture<'_, Vec<Option<Vec<u8>>>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.manager();
         Box::pin(async move {
-            redis::cmd("MGET")
+            let values = redis::cmd("MGET")
                 .arg(&keys)
                 .query_async(&mut connection)
-                .await
-                .map_err(store_error)
+                .await;
+            self.checked(values)
         })
     }
 
@@ -97,7 +164,7 @@ impl RemoteStore for RedisStore {
         entries: Vec<(String, Vec<u8>)>,
         ttl: Option<Duration>,
     ) -> StoreFuture<'_, ()> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.manager();
         Box::pin(async move {
             let mut pipe = redis::pipe();
             for (key, value) in &entries {
@@ -107,20 +174,18 @@ impl RemoteStore for RedisStore {
                 }
                 set.ignore();
             }
-            pipe.query_async::<()>(&mut connection)
-                .await
-                .map_err(store_error)
+            let written = pipe.query_async::<()>(&mut connection).await;
+            self.checked(written)
         })
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.manager();
         Box::pin(async move {
-            redis::cmd("PING")
+            let answer = redis::cmd("PING")
                 .query_async::<String>(&mut connection)
-                .await
-                .map(drop)
-                .map_err(store_error)
+                .await;
+            self.checked(answer).map(drop)
         })
     }
 }
@@ -133,6 +198,7 @@ mod tests {
         RemoteCacheSettings {
             url: url.into(),
             password_file: password_file.map(Into::into),
+            secret_file: None,
             key_prefix: "t:".into(),
             timeout: Duration::from_millis(50),
         }

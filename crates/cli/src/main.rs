@@ -28,9 +28,33 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             output::print_error(&error, cli.json);
+            if let Some(signal) = output::interrupting_signal(&error) {
+                die_of(signal);
+            }
             ExitCode::from(output::exit_code(&error))
         }
     }
+}
+
+/// Ends the process by `signal` (its cleanup done), as the shell convention wants: a
+/// shell or script waiting on `mm` sees it killed by SIGINT and stops too, where an exit
+/// status of 130 would read as "handled, carry on".
+fn die_of(signal: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: restoring the default action and raising a signal have no memory-safety
+    // preconditions; the runtime that watched for it has already shut down.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    // Not reached: the default action of SIGINT and SIGTERM ends the process.
+    std::process::exit(128 + signal)
 }
 
 /// A command line clap refuses: its usage text (exit 2), or with `--json` the error as

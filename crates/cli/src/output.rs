@@ -21,19 +21,22 @@ pub mod exit {
     pub const LOAD: u8 = 6;
     /// Out of room: capacity, queue, or shutting down.
     pub const CAPACITY: u8 = 7;
-    /// Interrupted by SIGINT (128 + 2).
-    pub const SIGINT: u8 = 130;
-    /// Interrupted by SIGTERM (128 + 15).
-    pub const SIGTERM: u8 = 143;
+    /// Refused: a server wants another API key.
+    pub const ACCESS: u8 = 8;
 }
 
-/// The exit code for `error`.
-pub fn exit_code(error: &ModelError) -> u8 {
+/// The signal that interrupted the command `error` reports, if one did: `mm` re-raises it
+/// after its cleanup, so its parent sees it killed by that signal (see `main`).
+pub fn interrupting_signal(error: &ModelError) -> Option<i32> {
     match error.details.get("signal").and_then(|s| s.as_str()) {
-        Some("SIGINT") => return exit::SIGINT,
-        Some("SIGTERM") => return exit::SIGTERM,
-        _ => {}
+        Some("SIGINT") => Some(libc::SIGINT),
+        Some("SIGTERM") => Some(libc::SIGTERM),
+        _ => None,
     }
+}
+
+/// The exit code for `error` (an interrupted command dies of its signal instead).
+pub fn exit_code(error: &ModelError) -> u8 {
     match error.code {
         ErrorCode::ConfigError
         | ErrorCode::ModelNotConfigured
@@ -48,6 +51,7 @@ pub fn exit_code(error: &ModelError) -> u8 {
         | ErrorCode::PluginLoadError
         | ErrorCode::PluginAbiMismatch => exit::LOAD,
         ErrorCode::CapacityExhausted | ErrorCode::ShuttingDown => exit::CAPACITY,
+        ErrorCode::Unauthorized => exit::ACCESS,
         _ => exit::INTERNAL,
     }
 }
@@ -92,5 +96,60 @@ pub fn set_quiet(quiet: bool) {
 pub fn status(line: std::fmt::Arguments<'_>) {
     if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
         eprintln!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of exit codes, as (code, error codes of its row).
+    fn readme_rows() -> Vec<(u8, Vec<String>)> {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("**Exit codes**")
+            .nth(1)
+            .expect("the README's exit code table");
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.parse().ok()?;
+                // The words in backticks.
+                let errors = cells
+                    .get(3)?
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect();
+                Some((code, errors))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_error_code_exits_as_the_readme_says() {
+        let rows = readme_rows();
+        for code in ErrorCode::ALL {
+            let row = rows
+                .iter()
+                .find(|(_, errors)| errors.iter().any(|e| e == code.as_str()))
+                .unwrap_or_else(|| panic!("{code} is in no row of the README's exit codes"));
+            let error = ModelError::new(code, "x");
+            assert_eq!(exit_code(&error), row.0, "{code}");
+        }
+    }
+
+    #[test]
+    fn an_interrupted_command_names_its_signal() {
+        let error = ModelError::new(ErrorCode::ShuttingDown, "x").with("signal", "SIGTERM");
+        assert_eq!(interrupting_signal(&error), Some(libc::SIGTERM));
+        assert_eq!(
+            interrupting_signal(&ModelError::new(ErrorCode::ShuttingDown, "x")),
+            None
+        );
     }
 }

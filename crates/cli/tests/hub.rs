@@ -377,3 +377,95 @@ fn small_files_behind_the_hubs_relative_redirect_are_followed() {
         .iter()
         .any(|r| r.contains("/api/resolve-cache/")));
 }
+
+#[test]
+fn a_hub_that_trickles_a_body_fails_within_the_whole_file_deadline() {
+    // One byte every 50 ms: every read brings something, so a read timeout never fires;
+    // config.json (612 bytes) would take half a minute.
+    let world = World::new();
+    world.hub.fault("config.json", Fault::Trickle, usize::MAX);
+    let started = Instant::now();
+    let (ok, out) = world.pull();
+    let took = started.elapsed();
+    assert!(!ok, "{out}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let message = out["message"].as_str().unwrap();
+    assert!(message.contains("config.json"), "{out}");
+    assert!(message.contains("hub.timeout_seconds"), "{out}");
+}
+
+#[test]
+fn a_429_is_retried_after_the_hub_s_retry_after() {
+    let world = World::new();
+    world.hub.fault("config.json", Fault::RateLimited(3), 1);
+    let started = Instant::now();
+    let (ok, out) = world.pull();
+    assert!(ok, "{out}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "retried after {:?}, before the 3 s the hub asked for",
+        started.elapsed()
+    );
+}
+
+/// A hub repository of the int8 ONNX export with its tokenizer and sentence-transformers
+/// configs, and a world whose `onnx` model names it (backend `onnx`, no `local_path`).
+fn onnx_world(runtime: &Path) -> World {
+    // The hub reads the repository into memory when it starts.
+    let folder = tempfile::tempdir().unwrap();
+    let served = folder.path();
+    let minilm = model_dir();
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "README.md",
+    ] {
+        std::fs::copy(minilm.join(file), served.join(file)).unwrap();
+    }
+    std::fs::create_dir(served.join("1_Pooling")).unwrap();
+    std::fs::copy(
+        minilm.join("1_Pooling/config.json"),
+        served.join("1_Pooling/config.json"),
+    )
+    .unwrap();
+    std::fs::create_dir(served.join("onnx")).unwrap();
+    let graph = common::repo().join("models/all-MiniLM-L6-v2-int8-onnx/model.onnx");
+    std::fs::hard_link(&graph, served.join("onnx/model.onnx")).unwrap();
+    let world = World::serving(served);
+    let settings = format!(
+        "hub.timeout_seconds = 2\nembedding_cache.enabled = false\n\
+         onnx.runtime_path = \"{}\"\n\
+         models.embedding.type = \"embedding\"\nmodels.embedding.backend = \"onnx\"\n\
+         models.embedding.name = \"{REPO}\"\n",
+        runtime.display()
+    );
+    std::fs::write(world.dir.path().join("settings.toml"), settings).unwrap();
+    world
+}
+
+#[test]
+fn an_onnx_model_is_pulled_by_hub_name_without_loading_it() {
+    // No runtime at that path: a pull that loaded the model would fail.
+    let world = onnx_world(Path::new("/nonexistent/libonnxruntime.so"));
+    let (ok, out) = world.pull();
+    assert!(ok, "{out}");
+    let snapshot = world.repo_cache().join("snapshots").join(COMMIT);
+    for file in ["onnx/model.onnx", "tokenizer.json", "1_Pooling/config.json"] {
+        assert!(snapshot.join(file).is_file(), "{file}: {out}");
+    }
+    assert_eq!(
+        world.hub.content_gets("README.md"),
+        0,
+        "only what the loader reads"
+    );
+
+    // With the runtime, the pulled files embed offline like the local export does.
+    let runtime = common::repo().join("models/onnxruntime/capi/libonnxruntime.so.1.32.0");
+    let settings = std::fs::read_to_string(world.dir.path().join("settings.toml")).unwrap();
+    let settings = settings.replace("/nonexistent/libonnxruntime.so", runtime.to_str().unwrap());
+    std::fs::write(world.dir.path().join("settings.toml"), settings).unwrap();
+    let out = world.embed("embedding", true);
+    assert_eq!(out["dimension"], 384, "{out}");
+}

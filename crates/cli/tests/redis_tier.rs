@@ -1,6 +1,7 @@
 //! The shared (Redis) cache tier across `mm serve` replicas, against a real `redis-server`
 //! started by the tests: remote hits with identical floats, keys that follow the model's
-//! content, a Redis outage that fails no request, and damaged values refused.
+//! content, a Redis outage that fails no request, damaged, poisoned and forged values
+//! refused, and a changed Redis password picked up without a restart.
 mod common;
 
 use common::redis_server::RedisServer;
@@ -29,6 +30,19 @@ fn settings_with_timeout(
     local_entries: u64,
     timeout_ms: u64,
 ) -> PathBuf {
+    settings_with(dir, name, redis, model, local_entries, timeout_ms, "")
+}
+
+/// [`settings_with_timeout`] plus `extra` lines.
+fn settings_with(
+    dir: &Path,
+    name: &str,
+    redis: &str,
+    model: &Path,
+    local_entries: u64,
+    timeout_ms: u64,
+    extra: &str,
+) -> PathBuf {
     let toml = format!(
         "embedding_cache.redis_url = \"{redis}\"\n\
          embedding_cache.redis_key_prefix = \"{PREFIX}\"\n\
@@ -36,7 +50,7 @@ fn settings_with_timeout(
          embedding_cache.max_cache_size = {local_entries}\n\
          embedding_cache.ttl_seconds = 600\n\
          models.embedding.type = \"embedding\"\n\
-         models.embedding.local_path = \"{}\"\n",
+         models.embedding.local_path = \"{}\"\n{extra}\n",
         model.display()
     );
     let path = dir.join(format!("{name}.toml"));
@@ -328,4 +342,232 @@ fn mm_status_reports_the_tier_and_refuses_a_malformed_url() {
             "{status}"
         );
     }
+}
+
+/// The first (only) key the tier wrote, once its write is counted.
+fn only_key(server: &Server, redis: &RedisServer) -> String {
+    wait_remote(server, "written", |r| count(r, "writes") >= 1);
+    let keys = redis.keys(&format!("{PREFIX}*"));
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys[0].clone()
+}
+
+/// An `MMv1` value (the unauthenticated format) for `key` with a correct xxh3 checksum:
+/// what anyone who can write to Redis can make.
+fn forged_v1(key: &str, vector: &[f32], tokens: u32) -> Vec<u8> {
+    let mut out = b"MMv1".to_vec();
+    out.extend_from_slice(&(vector.len() as u32).to_le_bytes());
+    out.extend_from_slice(&tokens.to_le_bytes());
+    for v in vector {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(key.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(&out);
+    out.extend_from_slice(&hasher.digest().to_le_bytes());
+    out
+}
+
+#[test]
+fn poisoned_values_with_valid_checksums_are_refused_and_never_reach_the_cache_file() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&settings(dir.path(), "a", &redis.url(), &model_dir(), 0));
+    connected(&a);
+    let text = ["a text someone poisons in the shared tier"];
+    let (honest, usage) = embed(&a, &text);
+    let key = only_key(&a, &redis);
+
+    // Replica B keeps a local cache and persists it: a poisoned remote hit would be copied
+    // in and saved, and the next start would refuse the whole file.
+    let persist = format!(
+        "embedding_cache.persist_to_disk = true\nembedding_cache.path = \"{}\"",
+        dir.path().join("b.mmcache").display()
+    );
+    let b_config = settings_with(
+        dir.path(),
+        "b",
+        &redis.url(),
+        &model_dir(),
+        1000,
+        2000,
+        &persist,
+    );
+    // Values no model makes, whatever the model: refused before this replica loads it.
+    for (poison, what) in [
+        (forged_v1(&key, &[f32::NAN; 384], 9), "NaN floats"),
+        (forged_v1(&key, &[f32::INFINITY; 384], 9), "infinite floats"),
+        (
+            forged_v1(&key, &[0.05; 384], u32::MAX),
+            "a token count of 2^32 - 1",
+        ),
+    ] {
+        // A fresh replica B each time: no file, so the text is not a local hit.
+        let _ = std::fs::remove_file(dir.path().join("b.mmcache"));
+        redis.set(&key, &poison);
+        let b = replica(&b_config);
+        connected(&b);
+        let (served, served_usage) = embed(&b, &text);
+        assert_eq!(served, honest, "{what}: computed again, not served");
+        assert_eq!(served_usage, usage, "{what}: usage is the model's");
+        let stats = remote(&b);
+        assert_eq!(
+            (count(&stats, "hits"), count(&stats, "corrupt")),
+            (0, 1),
+            "{what}: {stats}"
+        );
+        let restored = restarted(b, &b_config);
+        assert_eq!(restored["restored"], 1, "{what}: {restored}");
+    }
+    // A vector of another dimension than the model's: refused once the replica knows the
+    // model (here it loads it for the second text).
+    let _ = std::fs::remove_file(dir.path().join("b.mmcache"));
+    redis.set(&key, &forged_v1(&key, &[0.05; 3], 9));
+    let b = replica(&b_config);
+    connected(&b);
+    let (served, _) = embed(&b, &[text[0], "a second text, computed here"]);
+    assert_eq!(
+        served[0], honest[0],
+        "3 dimensions: computed again, not served"
+    );
+    let cache = b.get("/v1/status").1["cache"].clone();
+    assert_eq!(
+        cache["rejected"], 1,
+        "dropped once the model said 384: {cache}"
+    );
+    let restored = restarted(b, &b_config);
+    assert_eq!(restored["dropped"], 0, "{restored}");
+}
+
+/// What replica `b` restored from its file after a SIGTERM and a start with `config`; the
+/// file restores without error.
+fn restarted(mut b: Server, config: &Path) -> Value {
+    b.terminate();
+    let status = replica(config).get("/v1/status").1;
+    assert!(status["cache_restore_error"].is_null(), "{status}");
+    status["cache_restored"].clone()
+}
+
+#[test]
+fn with_a_secret_a_forged_value_is_a_miss_and_status_says_values_are_authenticated() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a shared secret of the replicas, 32+ bytes\n").unwrap();
+    let extra = format!(
+        "embedding_cache.redis_secret_file = \"{}\"",
+        secret.display()
+    );
+    let a_config = settings_with(dir.path(), "a", &redis.url(), &model_dir(), 0, 2000, &extra);
+    let a = replica(&a_config);
+    connected(&a);
+    assert_eq!(remote(&a)["authenticated"], true, "{}", remote(&a));
+    let text = ["a text whose vector someone forges"];
+    let (honest, usage) = embed(&a, &text);
+    let key = only_key(&a, &redis);
+    // Another replica with the same secret is served the authenticated value.
+    let b = replica(&settings_with(
+        dir.path(),
+        "b",
+        &redis.url(),
+        &model_dir(),
+        0,
+        2000,
+        &extra,
+    ));
+    connected(&b);
+    assert_eq!(embed(&b, &text).0, honest);
+    assert_eq!(count(&remote(&b), "hits"), 1);
+
+    // A well-formed, finite, plausible forgery in the old unauthenticated format.
+    redis.set(&key, &forged_v1(&key, &[0.05; 384], 7));
+    let (served, served_usage) = embed(&b, &text);
+    assert_eq!(served, honest, "the forged vector is not served");
+    assert_eq!(served_usage, usage);
+    let stats = remote(&b);
+    assert_eq!(count(&stats, "hits"), 1, "{stats}");
+    assert_eq!(count(&stats, "unauthenticated"), 1, "{stats}");
+
+    // The same forgery in the authenticated format, tagged with another secret.
+    let genuine = wait_for_value(&redis, &key);
+    let mut tampered = genuine.clone();
+    let at = 12 + 4 * 17;
+    tampered[at..at + 4].copy_from_slice(&0.25f32.to_le_bytes());
+    redis.set(&key, &tampered);
+    assert_eq!(embed(&b, &text).0, honest);
+    assert_eq!(count(&remote(&b), "unauthenticated"), 2);
+
+    // A replica without the secret neither trusts nor serves authenticated values.
+    let c = replica(&settings(dir.path(), "c", &redis.url(), &model_dir(), 0));
+    connected(&c);
+    assert_eq!(remote(&c)["authenticated"], false);
+    redis.set(&key, &genuine);
+    assert_eq!(embed(&c, &text).0, honest);
+    assert_eq!(count(&remote(&c), "hits"), 0, "{}", remote(&c));
+}
+
+/// The value under `key` once a rewrite put an authenticated one back.
+fn wait_for_value(redis: &RedisServer, key: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = redis.get(key).filter(|v| v.starts_with(b"MMv2")) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no authenticated value under {key}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_changed_redis_password_is_read_again_from_the_password_file() {
+    let mut redis = RedisServer::start_with_password(free_port(), Some("first-password"));
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("redis-password");
+    std::fs::write(&password, "first-password\n").unwrap();
+    let extra = format!(
+        "embedding_cache.redis_password_file = \"{}\"",
+        password.display()
+    );
+    let a = replica(&settings_with(
+        dir.path(),
+        "a",
+        &redis.url(),
+        &model_dir(),
+        0,
+        2000,
+        &extra,
+    ));
+    connected(&a);
+    embed(&a, &["before the password changed"]);
+    wait_remote(&a, "written", |r| count(r, "writes") == 1);
+
+    // The operator rotates the password: Redis restarts with the new one, and the file
+    // the replicas read says it.
+    let port = redis.port;
+    redis.kill();
+    std::fs::write(&password, "second-password\n").unwrap();
+    let _redis = RedisServer::start_with_password(port, Some("second-password"));
+    for i in 0..10 {
+        embed(&a, &[format!("during the rotation {i}").as_str()]);
+    }
+    connected(&a);
+    let before = remote(&a);
+    let again = ["after the password changed"];
+    embed(&a, &again);
+    wait_remote(&a, "written with the new password", |r| {
+        count(r, "writes") > count(&before, "writes")
+    });
+    embed(&a, &again);
+    assert_eq!(count(&remote(&a), "hits"), count(&before, "hits") + 1);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
 }

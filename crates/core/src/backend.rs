@@ -34,6 +34,6 @@
 pub use crate::cache::remote::{OpenStore, RemoteStore, RemoteStoreRegistration, StoreFuture};
 pub use crate::device::GpuProbe;
 pub use crate::files::{locate_model_folder, locate_or_download, ModelFolder};
-pub use crate::loader::{LoaderRegistration, ModelLoader, Probe};
+pub use crate::loader::{LoaderRegistration, ModelFiles, ModelLoader, Probe};
 pub use crate::model::{BatchCost, TokenEmbedder, TokenizedText};
 pub use inventory;

@@ -45,11 +45,13 @@ pub enum ErrorCode {
     /// Running a model through generic inference failed at run time (including a plugin
     /// model that panicked).
     InferenceError,
+    /// The caller did not prove it may call (a missing or wrong API key).
+    Unauthorized,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::ModelNotConfigured,
         ErrorCode::InvalidModelType,
         ErrorCode::ModelNotFound,
@@ -68,6 +70,7 @@ impl ErrorCode {
         ErrorCode::PluginAbiMismatch,
         ErrorCode::GenerationError,
         ErrorCode::InferenceError,
+        ErrorCode::Unauthorized,
     ];
 
     /// The code as it appears on the wire, e.g. `MODEL_NOT_CONFIGURED`.
@@ -91,6 +94,7 @@ impl ErrorCode {
             ErrorCode::PluginAbiMismatch => "PLUGIN_ABI_MISMATCH",
             ErrorCode::GenerationError => "GENERATION_ERROR",
             ErrorCode::InferenceError => "INFERENCE_ERROR",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
         }
     }
 }

@@ -38,8 +38,8 @@ pub use manager::{
     ModelStatusReport, ServiceStatus, ShutdownReport,
 };
 pub use model::{
-    Architecture, Embedder, GenerationParams, ImageValue, Infer, InferValue, Model, ModelInfo,
-    NamedValues, Prompts, TensorData, TensorValue, TextGenerator,
+    check_infer_inputs, Architecture, Embedder, GenerationParams, ImageValue, Infer, InferValue,
+    Model, ModelInfo, NamedValues, Prompts, TensorData, TensorValue, TextGenerator,
 };
 pub use plugins::{PluginFailure, PluginLoadReport, PluginRecord, PluginTypeRecord};
 pub use registry::Registry;

@@ -30,6 +30,36 @@ impl Probe {
     }
 }
 
+/// The files a loader reads from a model's folder, named relative to it, so they can be
+/// brought in (`mm pull`) without loading the model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// Files the model cannot load without; `a|b` is satisfied by either. An index
+    /// (`*.index.json`) brings the shards it names.
+    pub required: Vec<String>,
+    /// Files read when they exist (sentence-transformers configs and the like).
+    pub optional: Vec<String>,
+}
+
+impl ModelFiles {
+    /// The required and the optional names, borrowed.
+    pub fn names(&self) -> (Vec<&str>, Vec<&str>) {
+        fn names(list: &[String]) -> Vec<&str> {
+            list.iter().map(String::as_str).collect()
+        }
+        (names(&self.required), names(&self.optional))
+    }
+
+    /// `required` and `optional` from static lists.
+    pub fn of(required: &[&str], optional: &[&str]) -> Self {
+        let owned = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+        Self {
+            required: owned(required),
+            optional: owned(optional),
+        }
+    }
+}
+
 /// Loads models of one `type` with one backend. Registered statically with
 /// [`inventory::submit!`] of a [`LoaderRegistration`], or at run time with
 /// [`crate::Registry::register`].
@@ -52,6 +82,12 @@ pub trait ModelLoader: Send + Sync + 'static {
     /// reported as typos.
     fn option_keys(&self) -> &[&str] {
         &[]
+    }
+    /// The files this loader reads for `spec`, so that `mm pull` (and
+    /// [`crate::ModelManager::fetch_files`]) can bring them without loading the model.
+    /// `None` (the default): the loader does not say, and fetching means loading.
+    fn files(&self, _spec: &ModelSpec) -> Option<ModelFiles> {
+        None
     }
     /// Loads the model. Blocking: the manager runs it on a blocking thread.
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>>;

@@ -1,7 +1,7 @@
 //! What a loaded model is and what it can do.
 
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 
@@ -229,4 +229,27 @@ pub use model_manager_values::{ImageValue, InferValue, NamedValues, TensorData, 
 pub trait Infer {
     /// Runs the model. Blocking; call it off the async runtime.
     fn infer(&self, inputs: &NamedValues) -> Result<NamedValues>;
+}
+
+/// Checks generic-inference inputs before any model sees them: each tensor's shape against
+/// its data, each raw image's dimensions against its bytes, and, with `max_elements`, the
+/// elements of all inputs together (tensor values and image bytes). Returns that total;
+/// `INVALID_INPUT` naming the input as `details.field` = `inputs.NAME`.
+pub fn check_infer_inputs(inputs: &NamedValues, max_elements: Option<usize>) -> Result<usize> {
+    let mut total = 0usize;
+    for (name, value) in inputs {
+        let field = format!("inputs.{name}");
+        let elements = value.checked_len().map_err(|why| {
+            ModelError::invalid_input(format!("input `{name}`: {why}"))
+                .with("field", field.as_str())
+        })?;
+        total = total.saturating_add(elements);
+        if let Some(max) = max_elements.filter(|max| total > *max) {
+            return Err(ModelError::invalid_input(format!(
+                "input `{name}` brings the request to {total} elements, over server.max_tensor_elements ({max})"
+            ))
+            .with("field", field));
+        }
+    }
+    Ok(total)
 }

@@ -122,6 +122,19 @@ impl Registry {
         }
     }
 
+    /// The loader whose files `spec` needs: the named backend's without probing (its
+    /// runtime need not be here to fetch files), else as [`Registry::resolve`] picks.
+    pub(crate) fn loader_of(&self, spec: &ModelSpec) -> Result<Arc<dyn ModelLoader>> {
+        let named = self
+            .for_type(&spec.model_type)
+            .into_iter()
+            .find(|l| spec.backend != "auto" && l.backend() == spec.backend);
+        match named {
+            Some(loader) => Ok(loader),
+            None => self.resolve(spec),
+        }
+    }
+
     /// Refuses option keys that none of the type's loaders reads.
     fn check_options(&self, spec: &ModelSpec, loaders: &[Arc<dyn ModelLoader>]) -> Result<()> {
         let known: BTreeSet<&str> = loaders

@@ -16,9 +16,6 @@ fn refused(path: &Path, why: String) -> ModelError {
 /// allowed: others cannot rename what they do not own in them.
 #[cfg(unix)]
 pub fn check_permissions(path: &Path) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
     for (depth, p) in path.ancestors().enumerate() {
         let what = match depth {
             0 => "the file".to_owned(),
@@ -27,30 +24,48 @@ pub fn check_permissions(path: &Path) -> Result<()> {
         };
         let meta =
             std::fs::metadata(p).map_err(|e| refused(path, format!("cannot stat {what}: {e}")))?;
-        let mode = meta.permissions().mode();
-        let sticky = depth > 0 && mode & 0o1000 != 0;
-        if meta.uid() != me && meta.uid() != 0 && !sticky {
-            return Err(refused(
-                path,
-                format!(
-                    "{what} ({}) belongs to another user (uid {}), who could replace it",
-                    p.display(),
-                    meta.uid()
-                ),
-            ));
-        }
-        if mode & 0o022 != 0 && !sticky {
-            return Err(refused(
-                path,
-                format!(
-                    "{what} ({}) is writable by group or others (mode {:o}); run `chmod go-w {}`",
-                    p.display(),
-                    mode & 0o777,
-                    p.display()
-                ),
-            )
-            .with("mode", format!("{:o}", mode & 0o777)));
-        }
+        check_owner_and_mode(path, &what, p, &meta, depth > 0)?;
+    }
+    Ok(())
+}
+
+/// The rule of [`check_permissions`] for one file or folder `p` on `path` (`meta`, its
+/// metadata): owned by this user or root, writable only by its owner (a folder with the
+/// sticky bit passes when `folder`).
+#[cfg(unix)]
+fn check_owner_and_mode(
+    path: &Path,
+    what: &str,
+    p: &Path,
+    meta: &std::fs::Metadata,
+    folder: bool,
+) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mode = meta.permissions().mode();
+    let sticky = folder && mode & 0o1000 != 0;
+    if meta.uid() != me && meta.uid() != 0 && !sticky {
+        return Err(refused(
+            path,
+            format!(
+                "{what} ({}) belongs to another user (uid {}), who could replace it",
+                p.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    if mode & 0o022 != 0 && !sticky {
+        return Err(refused(
+            path,
+            format!(
+                "{what} ({}) is writable by group or others (mode {:o}); run `chmod go-w {}`",
+                p.display(),
+                mode & 0o777,
+                p.display()
+            ),
+        )
+        .with("mode", format!("{:o}", mode & 0o777)));
     }
     Ok(())
 }
@@ -61,10 +76,33 @@ pub fn check_permissions(_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The library file's bytes (checked and hashed before the dynamic loader sees the file).
-pub fn read_library(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path)
-        .map_err(|e| refused(path, format!("cannot read it: {e}")).caused_by("IoError", e))
+/// The library file opened once, and its bytes read through that descriptor (checked and
+/// hashed before the dynamic loader sees it). The opened file itself must be a regular
+/// file of this user or root, writable by nobody else: the path's checks may have seen
+/// another file than the one opened.
+pub fn open_library(path: &Path) -> Result<(std::fs::File, Vec<u8>)> {
+    use std::io::Read;
+    let unreadable =
+        |e: std::io::Error| refused(path, format!("cannot read it: {e}")).caused_by("IoError", e);
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    check_opened(path, &file.metadata().map_err(unreadable)?)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(unreadable)?;
+    Ok((file, bytes))
+}
+
+/// The rule of [`check_permissions`] for the file, on what was actually opened.
+#[cfg(unix)]
+fn check_opened(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    if !meta.is_file() {
+        return Err(refused(path, "it is not a regular file".to_owned()));
+    }
+    check_owner_and_mode(path, "the file opened", path, meta, false)
+}
+
+#[cfg(not(unix))]
+fn check_opened(_path: &Path, _meta: &std::fs::Metadata) -> Result<()> {
+    Ok(())
 }
 
 /// sha256 of `bytes`, lowercase hex.

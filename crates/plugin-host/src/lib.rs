@@ -19,7 +19,7 @@ mod loader;
 mod opened;
 mod process;
 
-pub use library::{open_plugin, LoadedPlugin};
+pub use library::{open_plugin, open_plugin_with, LoadedPlugin};
 pub use model_manager_core::plugin_host::{PluginHost, PluginHostRegistration};
 pub use process::{serve_child_if_asked, ChildPlugin};
 
@@ -85,10 +85,11 @@ fn open(path: &Path, settings: &PluginSettings) -> Result<Opened> {
             false,
         )?)),
         PluginIsolation::Process => {
-            let (canonical, sha256) = library::vet_library(path, &settings.sha256)?;
+            // The child vets the file again (with its digest pinned) and opens what it vetted.
+            let vetted = library::vet_library(path, &settings.sha256)?;
             let child = ChildPlugin::start(
-                &canonical,
-                sha256,
+                &vetted.canonical,
+                vetted.sha256,
                 host_program(settings)?,
                 settings.timeout,
             )?;

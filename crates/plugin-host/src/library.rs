@@ -28,9 +28,42 @@ fn opened() -> &'static Mutex<HashMap<PathBuf, Arc<LoadedPlugin>>> {
     OPENED.get_or_init(Default::default)
 }
 
+/// A library file that passed the checks, held open: the dynamic loader is given this
+/// descriptor (`/proc/self/fd/N`), not the path, so what runs is the file that was checked
+/// even if the path is replaced in between.
+pub struct VettedLibrary {
+    /// The file as opened and checked.
+    file: std::fs::File,
+    /// Its canonical path.
+    pub canonical: PathBuf,
+    /// The sha256 of its bytes, lowercase hex.
+    pub sha256: String,
+}
+
+impl VettedLibrary {
+    /// What to hand the dynamic loader: the checked descriptor where the system names
+    /// descriptors as paths, else the canonical path.
+    fn loader_path(&self) -> PathBuf {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+        }
+        #[cfg(not(target_os = "linux"))]
+        self.canonical.clone()
+    }
+
+    /// Keeps the descriptor open for the life of the process: the loader knows the library
+    /// by `/proc/self/fd/N`, and would take a later library opened as the same N for this
+    /// one if the number were reused.
+    fn keep_open(self) {
+        std::mem::forget(self.file);
+    }
+}
+
 /// The checks made before a library's code may run (permissions of the file and every
-/// folder above it, ELF structure, sha256 pin): its canonical path and sha256.
-pub fn vet_library(path: &Path, pins: &BTreeMap<String, String>) -> Result<(PathBuf, String)> {
+/// folder above it, ELF structure, sha256 pin), made on one open descriptor of it.
+pub fn vet_library(path: &Path, pins: &BTreeMap<String, String>) -> Result<VettedLibrary> {
     let canonical = path.canonicalize().map_err(|e| {
         plugin_load_error(
             path,
@@ -39,13 +72,17 @@ pub fn vet_library(path: &Path, pins: &BTreeMap<String, String>) -> Result<(Path
         .caused_by("IoError", e)
     })?;
     guard::check_permissions(&canonical)?;
-    let bytes = guard::read_library(&canonical)?;
+    let (file, bytes) = guard::open_library(&canonical)?;
     #[cfg(target_os = "linux")]
     crate::elf::check_shared_library(path, &bytes)?;
     let sha256 = guard::sha256_hex(&bytes);
     drop(bytes);
     guard::check_pin(path, &canonical, &sha256, pins)?;
-    Ok((canonical, sha256))
+    Ok(VettedLibrary {
+        file,
+        canonical,
+        sha256,
+    })
 }
 
 /// Checks and opens the plugin at `path` (or returns it if this process opened it already).
@@ -56,7 +93,21 @@ pub fn open_plugin(
     pins: &BTreeMap<String, String>,
     allow_panic_abort: bool,
 ) -> Result<Arc<LoadedPlugin>> {
-    let (canonical, sha256) = vet_library(path, pins)?;
+    open_plugin_with(path, pins, allow_panic_abort, &mut || {})
+}
+
+/// [`open_plugin`] running `after_vetting` between the checks and the opening: for tests
+/// that change the file in that window, as an attacker would.
+#[doc(hidden)]
+pub fn open_plugin_with(
+    path: &Path,
+    pins: &BTreeMap<String, String>,
+    allow_panic_abort: bool,
+    after_vetting: &mut dyn FnMut(),
+) -> Result<Arc<LoadedPlugin>> {
+    let vetted = vet_library(path, pins)?;
+    after_vetting();
+    let (canonical, sha256) = (vetted.canonical.clone(), vetted.sha256.clone());
     let mut opened = opened().lock();
     if let Some(plugin) = opened.get(&canonical) {
         if plugin.record.sha256 == sha256 {
@@ -71,7 +122,14 @@ pub fn open_plugin(
             ),
         ));
     }
-    let header = lib_header_from_path(&canonical).map_err(|e| library_error(path, None, e))?;
+    let header = match lib_header_from_path(&vetted.loader_path()) {
+        // The loader did not open it: nothing knows the descriptor's name.
+        Err(e @ LibraryError::OpenError { .. }) => return Err(library_error(path, None, e)),
+        header => {
+            vetted.keep_open();
+            header.map_err(|e| library_error(path, None, e))?
+        }
+    };
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| library_error(path, Some(header), e))?;

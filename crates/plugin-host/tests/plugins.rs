@@ -310,3 +310,24 @@ async fn a_failed_initialize_registers_nothing_and_can_be_retried() {
     assert_eq!(first_err.code, ErrorCode::ConfigError);
     assert_eq!(second_err, first_err);
 }
+
+/// The file is swapped for another library between the checks and the opening (as an
+/// attacker racing the host would): what runs is what was checked, or nothing.
+#[test]
+fn a_library_swapped_after_its_checks_is_not_the_one_opened() {
+    let (dir, library) = install(&workspace_plugin("mm-plugin-echo"), "libswapped.so");
+    let other = dir.path().join("other.so");
+    std::fs::copy(support::faulty_plugins().0, &other).unwrap();
+    set_mode(&other, 0o644);
+    let mut swap = || std::fs::rename(&other, &library).unwrap();
+    let opened = model_manager_plugin_host::open_plugin_with(
+        &library,
+        &Default::default(),
+        false,
+        &mut swap,
+    );
+    match opened {
+        Ok(plugin) => assert_eq!(plugin.record.name, "echo", "the vetted library runs"),
+        Err(e) => assert_eq!(e.code, ErrorCode::PluginLoadError, "{e}"),
+    }
+}

@@ -237,3 +237,61 @@ async fn a_plugin_option_typo_sets_aside_only_that_model() {
     assert!(err.message.contains("memory_bytez"), "{}", err.message);
     assert!(infer(&manager, "ok").await.is_ok());
 }
+
+/// A cgroup (v1 freezer) whose processes are frozen: in the kernel, where SIGKILL does not
+/// end them until they are thawed, like a child stuck in uninterruptible I/O. Thawed and
+/// removed when dropped.
+struct Frozen(std::path::PathBuf);
+
+impl Frozen {
+    /// Freezes `pid`; `None` where the v1 freezer cannot be used (not root, no hierarchy).
+    fn freeze(pid: u32) -> Option<Self> {
+        let dir = Path::new("/sys/fs/cgroup/freezer").join(format!("mm-test-{pid}"));
+        std::fs::create_dir(&dir).ok()?;
+        let frozen = Self(dir);
+        std::fs::write(frozen.0.join("cgroup.procs"), pid.to_string()).ok()?;
+        std::fs::write(frozen.0.join("freezer.state"), "FROZEN").ok()?;
+        Some(frozen)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A child stuck in the kernel outlives its SIGKILL: the call still fails at its deadline,
+/// and the next call gets a new child instead of waiting behind the stuck one.
+#[test]
+fn a_child_stuck_in_the_kernel_costs_one_call_its_deadline_not_the_library() {
+    let (_dir, child) = faulty_child();
+    child.load(1, &config("f")).unwrap();
+    child.infer(1, &config("f"), &input("ok")).unwrap();
+    let library = child.record.path.clone();
+    let pid = support::plugin_child_of(std::process::id(), Some(&library)).expect("the child");
+    let Some(frozen) = Frozen::freeze(pid) else {
+        eprintln!("skipped: freezing a process needs the cgroup v1 freezer (root)");
+        return;
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    let calls = child.clone();
+    std::thread::spawn(move || {
+        let stuck = calls.infer(1, &config("f"), &input("ok"));
+        let next = calls.infer(1, &config("f"), &input("ok"));
+        let _ = done.send((stuck, next));
+    });
+    let answered = finished.recv_timeout(Duration::from_secs(20));
+    drop(frozen);
+    let (stuck, next) = answered.expect("the calls returned while the old child was stuck");
+    let err = stuck.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InferenceError, "{err}");
+    assert!(err.message.contains("did not answer"), "{}", err.message);
+    assert_eq!(next.unwrap()["ok"], InferValue::Text("x".into()));
+}

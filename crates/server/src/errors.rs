@@ -25,14 +25,12 @@ impl ApiError {
         }
     }
 
-    /// 401 for a missing or wrong API key.
+    /// 401 `UNAUTHORIZED` for a missing or wrong API key.
     pub fn unauthorized() -> Self {
-        Self::with_status(
-            ModelError::invalid_input(
-                "missing or wrong API key: send `Authorization: Bearer <key>`",
-            ),
-            StatusCode::UNAUTHORIZED,
-        )
+        Self::from(ModelError::new(
+            ErrorCode::Unauthorized,
+            "missing or wrong API key: send `Authorization: Bearer <key>`",
+        ))
     }
 
     /// The error, with every detail (the client sees only [`public`] ones).
@@ -41,10 +39,12 @@ impl ApiError {
     }
 
     /// The status sent: the explicit one, else 404 for an unknown model, 400 for bad
-    /// input, 503 when out of capacity or shutting down, 500 otherwise.
+    /// input, 401 for a missing or wrong key, 503 when out of capacity or shutting down,
+    /// 500 otherwise.
     pub fn status(&self) -> StatusCode {
         self.status.unwrap_or(match self.error.code {
             ErrorCode::ModelNotConfigured => StatusCode::NOT_FOUND,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::InvalidInput
             | ErrorCode::InvalidModelType
             | ErrorCode::UnsupportedModelType => StatusCode::BAD_REQUEST,

@@ -35,6 +35,7 @@
 //! adds what `axum::serve` lacks: a cap on open connections and a header timeout.
 
 mod config;
+mod drain;
 mod errors;
 mod keep_alive;
 mod limits;
@@ -68,16 +69,23 @@ pub struct AppState {
     permits: Arc<Semaphore>,
     metrics: Arc<metrics::Metrics>,
     keep_alive: Arc<keep_alive::KeepAlive>,
+    drain: drain::Drain,
 }
 
 /// The routes with their middleware.
 pub fn router(manager: ModelManager, config: ServerConfig) -> Router {
+    app(manager, config, drain::Drain::default())
+}
+
+/// [`router`], whose requests still running when `drain` expires are answered 503.
+fn app(manager: ModelManager, config: ServerConfig, drain: drain::Drain) -> Router {
     let state = AppState {
         permits: Arc::new(Semaphore::new(config.limits.max_concurrent)),
         metrics: Arc::new(metrics::Metrics::new(&manager)),
         keep_alive: Arc::default(),
         config: Arc::new(config),
         manager,
+        drain,
     };
     let inference = Router::new()
         .route("/v1/embeddings", post(routes::embeddings))
@@ -100,6 +108,10 @@ pub fn router(manager: ModelManager, config: ServerConfig) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limits::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            drain::answer_before_close,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -129,8 +141,10 @@ pub async fn bind(config: &ServerConfig) -> Result<TcpListener, ModelError> {
 }
 
 /// Serves [`router`] on `listener` within `config`'s connection limits until `shutdown`
-/// completes, then lets in-flight requests finish (within `server.shutdown_grace_seconds`).
-/// The manager is the caller's: initialize it before and shut it down after.
+/// completes, then lets in-flight requests finish within `server.shutdown_grace_seconds`;
+/// those still running then are answered 503 `SHUTTING_DOWN` (with `Retry-After` and
+/// `Connection: close`). The manager is the caller's: initialize it before and shut it
+/// down after.
 pub async fn serve(
     listener: TcpListener,
     manager: ModelManager,
@@ -142,7 +156,9 @@ pub async fn serve(
         header_timeout: config.limits.header_timeout,
         shutdown_grace: config.limits.shutdown_grace,
     };
-    listener::serve(listener, router(manager, config), limits, shutdown).await;
+    let drain = drain::Drain::default();
+    let app = app(manager, config, drain.clone());
+    listener::serve(listener, app, limits, shutdown, drain).await;
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM: the usual `shutdown` of [`serve`].

@@ -15,12 +15,14 @@ use subtle::ConstantTimeEq;
 /// Routes open without a key: liveness probes.
 const OPEN_ROUTES: &[&str] = &["/health"];
 
-/// Whether `given` (an `Authorization` header value) carries `key`, compared in constant
-/// time. An empty key matches nothing: a configuration that set one by mistake stays shut.
+/// Whether `given` (an `Authorization` header value) carries `key` with the `Bearer`
+/// scheme, written in any case (RFC 7235), compared in constant time. An empty key matches
+/// nothing: a configuration that set one by mistake stays shut.
 pub fn key_matches(given: Option<&str>, key: &str) -> bool {
     let token = given
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim_start_matches(' '));
     !key.trim().is_empty() && bool::from(token.as_bytes().ct_eq(key.as_bytes()))
 }
 
@@ -104,14 +106,22 @@ mod tests {
     use super::key_matches;
 
     #[test]
-    fn keys_match_only_exactly() {
-        assert!(key_matches(Some("Bearer s3cret"), "s3cret"));
+    fn keys_match_only_exactly_whatever_the_scheme_s_case() {
+        for given in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "Bearer  s3cret",
+        ] {
+            assert!(key_matches(Some(given), "s3cret"), "{given}");
+        }
         for wrong in [
             None,
             Some("s3cret"),
             Some("Bearer s3cre"),
             Some("Bearer s3cret "),
-            Some("bearer s3cret"),
+            Some("Basic s3cret"),
+            Some("Bearers3cret"),
         ] {
             assert!(!key_matches(wrong, "s3cret"), "{wrong:?}");
         }

@@ -1,7 +1,9 @@
 //! Accepting connections within limits: a cap on open connections (more are answered 503
 //! and closed, never left to pile up), a header timeout that also closes idle keep-alive
-//! connections, and a shutdown deadline after which connections still open are dropped.
+//! connections, and a shutdown deadline after which requests still running are answered
+//! 503 and connections still open then are dropped.
 
+use crate::drain::Drain;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,6 +27,10 @@ pub struct ListenLimits {
     /// Time in-flight requests get after shutdown begins.
     pub shutdown_grace: Duration,
 }
+
+/// How long the 503s of requests cut short by the end of the grace may take to be written
+/// before their connections are dropped.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// What a refused connection is told before it is closed.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 119\r\n\r\n{\"success\": false, \"code\": \"CAPACITY_EXHAUSTED\", \"message\": \"the server has too many open connections\", \"details\": {}}\n";
@@ -64,12 +70,14 @@ pub fn connection_cap(max_connections: usize) -> usize {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// within the grace period and drops what is left.
+/// within the grace period, answers those still running 503 (`drain`), and drops what is
+/// left.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ListenLimits,
     shutdown: impl Future<Output = ()>,
+    drain: Drain,
 ) {
     let slots = Arc::new(Semaphore::new(connection_cap(limits.max_connections)));
     let graceful = GracefulShutdown::new();
@@ -114,15 +122,27 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    let closed = graceful.shutdown();
+    tokio::pin!(closed);
+    if tokio::time::timeout(limits.shutdown_grace, &mut closed)
         .await
         .is_err()
     {
         tracing::warn!(
             open = connections.len(),
-            "connections still open after the shutdown grace period; dropping them"
+            "requests still running after the shutdown grace period; answering them 503"
         );
-        connections.abort_all();
+        drain.expire();
+        if tokio::time::timeout(ANSWER_GRACE, &mut closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = connections.len(),
+                "connections still open after their 503; dropping them"
+            );
+            connections.abort_all();
+        }
     }
     while connections.join_next().await.is_some() {}
 }

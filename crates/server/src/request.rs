@@ -229,13 +229,28 @@ fn inputs(value: Option<&Value>) -> Result<Inputs, ModelError> {
 /// shortened embeddings).
 pub fn shorten(vector: &mut Vec<f32>, dimensions: usize) {
     vector.truncate(dimensions);
-    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    vector.iter_mut().for_each(|x| *x /= norm);
+    // In f64: squares of large finite f32 values would overflow to an infinite norm.
+    let squares: f64 = vector.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    let norm = squares.sqrt().max(1e-12);
+    vector
+        .iter_mut()
+        .for_each(|x| *x = (f64::from(*x) / norm) as f32);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shortened_vectors_have_unit_length_even_from_huge_values() {
+        let mut v = vec![3e38f32, -3e38, 1e38, 5.0];
+        shorten(&mut v, 3);
+        let length: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((length - 1.0).abs() < 1e-6, "{v:?}");
+        let mut small = vec![3.0f32, 4.0, 12.0];
+        shorten(&mut small, 2);
+        assert_eq!(small, vec![0.6, 0.8]);
+    }
 
     fn field_of(body: &str) -> String {
         let err = parse(body.as_bytes(), 4).unwrap_err();

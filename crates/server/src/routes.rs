@@ -179,6 +179,8 @@ pub struct InferRequest {
 pub async fn infer(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Answer {
     tag_model(&id);
     let request: InferRequest = json_body(&body)?;
+    let most = state.config.limits.max_tensor_elements;
+    model_manager_core::check_infer_inputs(&request.inputs, Some(most))?;
     let outputs = state.manager.infer(&id, request.inputs).await?;
     Ok(Json(
         json!({"success": true, "model": id, "outputs": outputs}),

@@ -53,6 +53,28 @@ pub struct TensorValue {
     pub data: TensorData,
 }
 
+impl TensorValue {
+    /// The element count, once the shape is checked against the data: the product of the
+    /// dimensions (without overflow) must be the number of values. A model can then index
+    /// by the shape without reading past the data.
+    pub fn checked_len(&self) -> Result<usize, String> {
+        let stated = self
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| format!("shape {:?} holds more elements than memory", self.shape))?;
+        if stated != self.data.len() {
+            return Err(format!(
+                "shape {:?} holds {stated} elements, but data has {} {} values",
+                self.shape,
+                self.data.len(),
+                self.data.dtype()
+            ));
+        }
+        Ok(stated)
+    }
+}
+
 /// An image for generic inference: encoded file bytes (`format` png, jpeg…) or raw pixels
 /// (`format` raw, with width, height and channels). In JSON the bytes are base64.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -73,6 +95,32 @@ pub struct ImageValue {
     /// `png`, `jpeg`, `raw`, or empty to let the model guess.
     #[serde(default)]
     pub format: String,
+}
+
+impl ImageValue {
+    /// The byte count, once checked: raw pixels must be exactly width × height × channels
+    /// bytes (each at least 1), so a model that trusts the dimensions neither reads past the
+    /// bytes nor allocates for pixels that are not there.
+    pub fn checked_len(&self) -> Result<usize, String> {
+        if self.format != "raw" {
+            return Ok(self.bytes.len());
+        }
+        let (w, h, c) = (self.width as u64, self.height as u64, self.channels as u64);
+        if w == 0 || h == 0 || c == 0 {
+            return Err("a raw image needs width, height and channels".to_owned());
+        }
+        let stated = w.checked_mul(h).and_then(|n| n.checked_mul(c));
+        if stated != Some(self.bytes.len() as u64) {
+            let stated = stated.map_or("more than memory holds".to_owned(), |n| {
+                format!("{n} bytes")
+            });
+            return Err(format!(
+                "a raw image of {w} x {h} x {c} is {stated}, but {} bytes were given",
+                self.bytes.len()
+            ));
+        }
+        Ok(self.bytes.len())
+    }
 }
 
 mod base64_bytes {
@@ -132,6 +180,17 @@ impl InferValue {
         }
     }
 
+    /// The elements the value carries (tensor values, image bytes; none for text and
+    /// JSON), once a tensor's shape and a raw image's dimensions are checked against their
+    /// data.
+    pub fn checked_len(&self) -> Result<usize, String> {
+        match self {
+            InferValue::Tensor(t) => t.checked_len(),
+            InferValue::Image(i) => i.checked_len(),
+            InferValue::Text(_) | InferValue::Json(_) => Ok(0),
+        }
+    }
+
     /// What kind of value this is, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -145,3 +204,35 @@ impl InferValue {
 
 /// Values by name: the inputs or outputs of generic inference.
 pub type NamedValues = BTreeMap<String, InferValue>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_and_raw_dimensions_must_match_their_data() {
+        let tensor = |shape: Vec<usize>, n: usize| TensorValue {
+            shape,
+            data: TensorData::F32(vec![0.0; n]),
+        };
+        assert_eq!(tensor(vec![2, 3], 6).checked_len(), Ok(6));
+        assert_eq!(tensor(vec![], 1).checked_len(), Ok(1));
+        assert_eq!(tensor(vec![2, 0], 0).checked_len(), Ok(0));
+        assert!(tensor(vec![2, 2], 3).checked_len().is_err());
+        assert!(tensor(vec![usize::MAX, 2], 1).checked_len().is_err());
+        let image = |format: &str, w, h, c, n| ImageValue {
+            bytes: vec![0; n],
+            width: w,
+            height: h,
+            channels: c,
+            format: format.into(),
+        };
+        assert_eq!(image("raw", 2, 2, 3, 12).checked_len(), Ok(12));
+        assert!(image("raw", 1000, 1000, 3, 9).checked_len().is_err());
+        assert!(image("raw", u32::MAX, u32::MAX, u32::MAX, 9)
+            .checked_len()
+            .is_err());
+        assert!(image("raw", 0, 2, 3, 0).checked_len().is_err());
+        assert_eq!(image("png", 1000, 1000, 3, 9).checked_len(), Ok(9));
+    }
+}

@@ -27,7 +27,7 @@ use std::any::Any;
 use stepper::Decoder;
 
 /// Fetched too when downloading from the hub, where they exist.
-const OPTIONAL: &[&str] = &[];
+pub(crate) const OPTIONAL: &[&str] = &[];
 const CODE: ErrorCode = ErrorCode::T5ModelLoadError;
 /// Most beams a request may ask for: each beam is a row of every decoder step and keeps its
 /// own KV cache, so the bound keeps one request's memory within reason.

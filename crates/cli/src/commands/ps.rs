@@ -27,10 +27,12 @@ fn fetch(url: &str, api_key: Option<&str>) -> Result<Value, ModelError> {
         request = request.set("Authorization", &format!("Bearer {key}"));
     }
     let response = request.call().map_err(|e| match e {
-        ureq::Error::Status(401, _) => unreachable(
-            url,
-            "401: the server wants an API key (--api-key or MM_API_KEY)",
-        ),
+        ureq::Error::Status(401, _) => ModelError::new(
+            ErrorCode::Unauthorized,
+            format!("{url}/v1/status refused the API key (401)"),
+        )
+        .with("url", url)
+        .with("hint", "give the server's key with --api-key or MM_API_KEY"),
         e => unreachable(url, e),
     })?;
     let text = response.into_string().map_err(|e| unreachable(url, e))?;

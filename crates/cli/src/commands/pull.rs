@@ -57,12 +57,17 @@ fn wanted(file: &str) -> bool {
     top_or_module && kind
 }
 
-/// `mm pull TARGET`: a configured model id (its loader fetches what it needs, then the
-/// model is loaded once to check it and released), else a hub repository `org/name`.
+/// `mm pull TARGET`: a configured model id (the files its loader lists, fetched and
+/// verified without loading the model; a loader that lists none, a plugin's, loads it once
+/// instead), else a hub repository `org/name`.
 pub async fn pull(manager: &ModelManager, target: &str, json_out: bool) -> Result<(), ModelError> {
     show_progress();
     if let Some(spec) = manager.settings().models.get(target).cloned() {
-        // Released at once: the model is loaded only to check what was fetched.
+        if let Some(folder) = manager.fetch_files(target).await? {
+            report(json_out, target, &folder.path.display().to_string(), None);
+            return Ok(());
+        }
+        // Released at once: the model is loaded only to fetch its files.
         drop(manager.get_model(target).await?);
         let place = match (&spec.local_path, &spec.name) {
             (Some(dir), _) if dir.exists() => dir.display().to_string(),

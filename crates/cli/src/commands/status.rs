@@ -54,12 +54,17 @@ pub async fn status(manager: &ModelManager, json_out: bool) -> Result<(), ModelE
 
 fn print_remote_cache(remote: &RemoteCacheStats) {
     println!(
-        "remote cache: {} {}; {} hits, {} misses ({} refused), {} errors, {} timeouts",
+        "remote cache: {} {} ({}); {} hits, {} misses ({} refused, {} unauthenticated), {} errors, {} timeouts",
         remote.url,
         remote.state.as_str(),
+        match remote.authenticated {
+            true => "values authenticated",
+            false => "values trusted as they are: no embedding_cache.redis_secret_file",
+        },
         remote.hits,
         remote.misses,
         remote.corrupt,
+        remote.unauthenticated,
         remote.errors,
         remote.timeouts
     );

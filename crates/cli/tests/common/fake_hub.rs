@@ -69,12 +69,20 @@ pub enum Fault {
     /// Accepts the request and never answers (HEAD and GET), holding the connection open (until
     /// the FakeHub is dropped).
     Hang,
+    /// GET of the content: the whole, correct body, one byte every 50 ms (each read brings
+    /// something, so a per-read timeout never fires).
+    Trickle,
+    /// 429 Too Many Requests with `Retry-After: N` seconds (to HEAD and GET).
+    RateLimited(u32),
 }
 
 impl Fault {
     /// Whether the fault applies to content GETs only (rather than to every request).
     fn on_content(self) -> bool {
-        matches!(self, Fault::Truncate | Fault::Cut | Fault::Corrupt)
+        matches!(
+            self,
+            Fault::Truncate | Fault::Cut | Fault::Corrupt | Fault::Trickle
+        )
     }
 }
 
@@ -412,6 +420,8 @@ struct Response {
     content_length: usize,
     /// How many bytes of the body to send (all but for [`Fault::Cut`]).
     send: usize,
+    /// Send the body one byte at a time ([`Fault::Trickle`]).
+    trickle: bool,
 }
 
 impl Response {
@@ -423,6 +433,7 @@ impl Response {
             body,
             content_length: len,
             send: len,
+            trickle: false,
         }
     }
 
@@ -456,6 +467,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         _ => "Unknown",
     }
@@ -546,8 +558,18 @@ fn write_response(stream: &mut TcpStream, response: &Response, head: bool) {
         response.content_length
     );
     let mut bytes = out.into_bytes();
+    let send = response.send.min(response.body.len());
+    if response.trickle && !head {
+        let _ = stream.write_all(&bytes);
+        for byte in &response.body[..send] {
+            if stream.write_all(std::slice::from_ref(byte)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        return;
+    }
     if !head {
-        let send = response.send.min(response.body.len());
         bytes.extend_from_slice(&response.body[..send]);
     }
     let _ = stream.write_all(&bytes);
@@ -681,6 +703,11 @@ impl Shared {
         Some(match fault {
             Fault::NotFound => Some(Response::entry_not_found()),
             Fault::ServerError => Some(Response::server_error()),
+            Fault::RateLimited(seconds) => {
+                let mut busy = Response::error(429, None, "Too Many Requests");
+                busy.headers.push(("retry-after", seconds.to_string()));
+                Some(busy)
+            }
             _ => None,
         })
     }
@@ -809,6 +836,7 @@ impl Shared {
             body,
             content_length,
             send,
+            trickle: fault == Some(Fault::Trickle),
         }
     }
 }

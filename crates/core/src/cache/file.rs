@@ -1,4 +1,4 @@
-//! The persisted cache file: versioned, checksummed, restored all or nothing.
+//! The persisted cache file: versioned and checksummed; restored entry by entry.
 //!
 //! ```text
 //! header   "MMCACHE\0" | version u32 (3) | reserved u32 | entries u64
@@ -6,11 +6,13 @@
 //! trailer  xxh3-64 of every byte before it, u64 | "MMCEND\0\0"
 //! ```
 //!
-//! Little-endian throughout. A file is restored only when its checksum matches and every
-//! entry is sound (finite values, one dimension per model namespace); otherwise nothing of
-//! it is, and the error says why. Writes go to a unique temporary file, are synced, renamed
-//! over the old one and the folder synced, so a crash at any point leaves the previous
-//! complete file or the new one.
+//! Little-endian throughout. A file whose header, size or checksum is wrong restores
+//! nothing, and the error says why. In a sound file, an entry that no model could have
+//! made (a NaN or infinite value, no or an impossible dimension, another dimension than the
+//! most common one of its model namespace) is left out and counted: one bad entry costs
+//! that entry, not the file. Writes go to a unique temporary file, are synced, renamed over
+//! the old one and the folder synced, so a crash at any point leaves the previous complete
+//! file or the new one.
 
 use crate::error::{ErrorCode, ModelError, Result};
 use std::collections::HashMap;
@@ -186,8 +188,28 @@ fn write_file(tmp: &Path, entries: &[FileEntry]) -> std::io::Result<()> {
     inner.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
-/// The entries of `path`, all or none; `None` when there is no file.
-pub(crate) fn read(path: &Path) -> Result<Option<Vec<FileEntry>>> {
+/// What a sound file gave back.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    /// Its sound entries.
+    pub entries: Vec<FileEntry>,
+    /// Entries left out, and why the first was.
+    pub dropped: u64,
+    pub first_flaw: Option<String>,
+}
+
+impl Restored {
+    fn drop_entry(&mut self, why: impl FnOnce() -> String) {
+        self.dropped += 1;
+        if self.first_flaw.is_none() {
+            self.first_flaw = Some(why());
+        }
+    }
+}
+
+/// The sound entries of `path` (none when its header, size or checksum is wrong: an
+/// error); `None` when there is no file.
+pub(crate) fn read(path: &Path) -> Result<Option<Restored>> {
     remove_stale_temporaries(path);
     let mut file = match File::open(path) {
         Ok(f) => f,
@@ -202,9 +224,9 @@ pub(crate) fn read(path: &Path) -> Result<Option<Vec<FileEntry>>> {
     verify_checksum(&mut file, len).map_err(&fail)?;
     file.seek(SeekFrom::Start(0))
         .map_err(|e| cache_error(path, "read", e))?;
-    let entries = parse(BufReader::new(file), len - TRAILER_LEN).map_err(&fail)?;
-    check_dimensions(&entries).map_err(fail)?;
-    Ok(Some(entries))
+    let mut restored = parse(BufReader::new(file), len - TRAILER_LEN).map_err(&fail)?;
+    keep_one_dimension_per_namespace(&mut restored);
+    Ok(Some(restored))
 }
 
 fn verify_checksum(file: &mut File, len: u64) -> std::result::Result<(), String> {
@@ -249,7 +271,8 @@ fn take<const N: usize>(input: &mut impl Read) -> std::result::Result<[u8; N], S
 }
 
 /// Parses the entries of a file whose checksum matched; `body_len` excludes the trailer.
-fn parse(mut input: impl Read, body_len: u64) -> std::result::Result<Vec<FileEntry>, String> {
+/// Entries with a NaN, an infinity or an impossible dimension are left out and counted.
+fn parse(mut input: impl Read, body_len: u64) -> std::result::Result<Restored, String> {
     let header: [u8; HEADER_LEN as usize] = take(&mut input)?;
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     if version != VERSION {
@@ -259,7 +282,10 @@ fn parse(mut input: impl Read, body_len: u64) -> std::result::Result<Vec<FileEnt
     if count > (body_len - HEADER_LEN) / ENTRY_FIXED_LEN {
         return Err(format!("claims {count} entries, more than its size holds"));
     }
-    let mut entries = Vec::with_capacity(count as usize);
+    let mut restored = Restored {
+        entries: Vec::with_capacity(count as usize),
+        ..Restored::default()
+    };
     let mut consumed = HEADER_LEN;
     for index in 0..count {
         let key = u128::from_le_bytes(take(&mut input)?);
@@ -268,10 +294,20 @@ fn parse(mut input: impl Read, body_len: u64) -> std::result::Result<Vec<FileEnt
         let tokens = u32::from_le_bytes(take(&mut input)?);
         let dimension = u32::from_le_bytes(take(&mut input)?);
         consumed += ENTRY_FIXED_LEN + 4 * dimension as u64;
-        if dimension == 0 || dimension > MAX_DIMENSION || consumed > body_len {
+        if consumed > body_len {
             return Err(format!(
-                "entry {index} has an impossible dimension {dimension}"
+                "entry {index} claims {dimension} dimensions, past the end of the file"
             ));
+        }
+        if dimension == 0 || dimension > MAX_DIMENSION {
+            std::io::copy(
+                &mut (&mut input).take(4 * dimension as u64),
+                &mut std::io::sink(),
+            )
+            .map_err(|e| e.to_string())?;
+            restored
+                .drop_entry(|| format!("entry {index} has an impossible dimension {dimension}"));
+            continue;
         }
         let mut raw = vec![0u8; 4 * dimension as usize];
         input.read_exact(&mut raw).map_err(|e| e.to_string())?;
@@ -280,9 +316,10 @@ fn parse(mut input: impl Read, body_len: u64) -> std::result::Result<Vec<FileEnt
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         if vector.iter().any(|x| !x.is_finite()) {
-            return Err(format!("entry {index} holds a NaN or infinite value"));
+            restored.drop_entry(|| format!("entry {index} holds a NaN or infinite value"));
+            continue;
         }
-        entries.push(FileEntry {
+        restored.entries.push(FileEntry {
             key,
             namespace,
             inserted_ms,
@@ -296,20 +333,37 @@ fn parse(mut input: impl Read, body_len: u64) -> std::result::Result<Vec<FileEnt
             body_len - consumed
         ));
     }
-    Ok(entries)
+    Ok(restored)
 }
 
-/// Every vector of one model namespace has that model's one dimension.
-fn check_dimensions(entries: &[FileEntry]) -> std::result::Result<(), String> {
-    let mut seen: HashMap<u64, usize> = HashMap::new();
-    for entry in entries {
-        let dimension = *seen.entry(entry.namespace).or_insert(entry.vector.len());
-        if dimension != entry.vector.len() {
-            return Err(format!(
-                "vectors of one model have {dimension} and {} dimensions",
-                entry.vector.len()
-            ));
+/// Every vector of one model namespace has that model's one dimension: entries of another
+/// dimension than the namespace's most common one (the first seen among equals) are left
+/// out and counted.
+fn keep_one_dimension_per_namespace(restored: &mut Restored) {
+    let mut counts: HashMap<(u64, usize), (u64, usize)> = HashMap::new();
+    for (at, entry) in restored.entries.iter().enumerate() {
+        counts
+            .entry((entry.namespace, entry.vector.len()))
+            .or_insert((0, at))
+            .0 += 1;
+    }
+    let mut chosen: HashMap<u64, (usize, u64, usize)> = HashMap::new();
+    for (&(namespace, dimension), &(count, first)) in &counts {
+        let best = chosen.entry(namespace).or_insert((dimension, count, first));
+        if (count, std::cmp::Reverse(first)) > (best.1, std::cmp::Reverse(best.2)) {
+            *best = (dimension, count, first);
         }
     }
-    Ok(())
+    let entries = std::mem::take(&mut restored.entries);
+    for entry in entries {
+        let dimension = chosen[&entry.namespace].0;
+        if entry.vector.len() == dimension {
+            restored.entries.push(entry);
+        } else {
+            let found = entry.vector.len();
+            restored.drop_entry(|| {
+                format!("an entry has {found} dimensions where its model's others have {dimension}")
+            });
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The embedding cache: one entry per (model, model files and config, text), bounded in
 //! size, expiring by age, and optionally persisted (see [`file`] for the crash-safe format).
+//! Whatever a tier holds is checked against its model when read ([`bounds`]).
 
+pub(crate) mod bounds;
 mod file;
 pub mod remote;
 
@@ -101,6 +103,7 @@ struct Counters {
     misses: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
+    rejected: AtomicU64,
     /// Inserts since the last save, so an unchanged cache is not rewritten.
     unsaved: AtomicU64,
 }
@@ -122,6 +125,10 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Entries dropped because their TTL passed.
     pub expirations: u64,
+    /// Entries found but refused and dropped: not what the model makes (a NaN or infinity,
+    /// another dimension, more tokens than the model reads from the text). Counted as
+    /// misses too.
+    pub rejected: u64,
     /// The shared tier behind this cache, when `embedding_cache.redis_url` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<remote::RemoteCacheStats>,
@@ -134,6 +141,9 @@ pub struct RestoreReport {
     pub restored: u64,
     /// Entries of the file whose lifetime had passed, left out.
     pub expired: u64,
+    /// Entries of the file no model could have made (a NaN or infinite value, an
+    /// impossible dimension, another dimension than the rest of their model's), left out.
+    pub dropped: u64,
 }
 
 /// Per-text embedding cache with a size bound and TTL, backed by moka.
@@ -179,15 +189,42 @@ impl EmbeddingCache {
     }
 
     /// The entry cached under `key`, counting a hit or a miss.
+    #[cfg(test)]
     pub fn get(&self, key: u128) -> Option<CachedEmbedding> {
-        let found = self.entries.as_ref()?.get(&key);
-        let counter = if found.is_some() {
-            &self.counters.hits
-        } else {
-            &self.counters.misses
+        self.get_admitted(key, |_| true)
+    }
+
+    /// Drops the entry under `key`, found not to be what its model makes, and counts it.
+    pub fn reject(&self, key: u128) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate(&key);
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The entry cached under `key` if `admit` takes it, counting a hit or a miss; an
+    /// entry `admit` refuses is dropped and counted as rejected (and a miss).
+    pub fn get_admitted(
+        &self,
+        key: u128,
+        admit: impl FnOnce(&CachedEmbedding) -> bool,
+    ) -> Option<CachedEmbedding> {
+        let entries = self.entries.as_ref()?;
+        let found = entries.get(&key).map(|held| held.embedding);
+        let admitted = match found {
+            Some(entry) if admit(&entry) => Some(entry),
+            Some(_) => {
+                self.reject(key);
+                None
+            }
+            None => None,
+        };
+        let counter = match admitted {
+            Some(_) => &self.counters.hits,
+            None => &self.counters.misses,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        found.map(|held| held.embedding)
+        admitted
     }
 
     /// Caches `entry` under `key` of `namespace`.
@@ -225,6 +262,7 @@ impl EmbeddingCache {
             misses: self.counters.misses.load(Ordering::Relaxed),
             evictions: self.counters.evictions.load(Ordering::Relaxed),
             expirations: self.counters.expirations.load(Ordering::Relaxed),
+            rejected: self.counters.rejected.load(Ordering::Relaxed),
             remote: None,
         }
     }
@@ -257,8 +295,9 @@ impl EmbeddingCache {
         Ok(snapshot.len() as u64)
     }
 
-    /// Restores the entries of `path`, all or none (a damaged file is a `CACHE_ERROR` and
-    /// restores nothing); entries past their lifetime are left out. A missing file restores
+    /// Restores the entries of `path`: a file whose header, size or checksum is wrong is a
+    /// `CACHE_ERROR` and restores nothing; in a sound file, entries past their lifetime or
+    /// that no model could have made are left out (and counted). A missing file restores
     /// nothing. Blocking.
     pub fn load(&self, path: &Path) -> Result<RestoreReport> {
         let Some(entries) = &self.entries else {
@@ -268,8 +307,18 @@ impl EmbeddingCache {
             return Ok(RestoreReport::default());
         };
         let now = now_ms();
-        let mut report = RestoreReport::default();
-        for entry in stored {
+        let mut report = RestoreReport {
+            dropped: stored.dropped,
+            ..RestoreReport::default()
+        };
+        if let Some(why) = &stored.first_flaw {
+            tracing::warn!(
+                path = %path.display(),
+                dropped = stored.dropped,
+                "left out cache entries no model could have made (first: {why})"
+            );
+        }
+        for entry in stored.entries {
             let age = Duration::from_millis(now.saturating_sub(entry.inserted_ms));
             if self.ttl.is_some_and(|ttl| age >= ttl) {
                 report.expired += 1;

@@ -101,12 +101,11 @@ fn damaged_files_restore_nothing_and_say_why() {
     let mut nan = good.clone();
     nan[64..68].copy_from_slice(&f32::NAN.to_le_bytes());
     assert_rejected(&path, &nan, "checksum");
+    // Resealed, the file is sound: the entry alone is left out (see below).
     reseal(&mut nan);
-    assert_rejected(&path, &nan, "NaN");
-    let mut inf = good.clone();
-    inf[64..68].copy_from_slice(&f32::INFINITY.to_le_bytes());
-    reseal(&mut inf);
-    assert_rejected(&path, &inf, "infinite");
+    std::fs::write(&path, &nan).unwrap();
+    let report = EmbeddingCache::new(&settings(10)).load(&path).unwrap();
+    assert_eq!((report.restored, report.dropped), (1, 1));
     // The first entry rewritten to 3 dimensions (as an editor would leave it).
     let mut dims = good.clone();
     dims[60..64].copy_from_slice(&3u32.to_le_bytes());
@@ -116,15 +115,23 @@ fn damaged_files_restore_nothing_and_say_why() {
 }
 
 #[test]
-fn one_model_s_vectors_have_one_dimension() {
+fn one_model_s_vectors_have_one_dimension_the_most_common() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.mmcache");
     let cache = EmbeddingCache::new(&settings(10));
-    cache.insert(NS, 7, entry(&[0.5, -1.5]));
-    cache.insert(NS, 8, entry(&[2.0, 4.0, 8.0]));
+    cache.insert(NS, 7, entry(&[0.5, -1.5, 1.0]));
+    cache.insert(NS, 8, entry(&[2.0, 4.0]));
+    cache.insert(NS, 9, entry(&[2.0, 4.0]));
+    cache.insert(CacheNamespace(12), 10, entry(&[1.0, 2.0, 3.0]));
     cache.save(&path).unwrap();
-    let err = EmbeddingCache::new(&settings(10)).load(&path).unwrap_err();
-    assert!(err.message.contains("dimensions"), "{}", err.message);
+    let restored = EmbeddingCache::new(&settings(10));
+    let report = restored.load(&path).unwrap();
+    assert_eq!((report.restored, report.dropped), (3, 1));
+    assert!(restored.get(7).is_none(), "the odd one of its model");
+    assert!(
+        restored.get(10).is_some(),
+        "another model's dimension is its own"
+    );
 }
 
 #[test]
@@ -171,4 +178,44 @@ fn restored_entries_keep_their_age() {
     assert_eq!((report.restored, report.expired), (1, 1));
     assert!(cache.get(1).is_none(), "older than the 60 s lifetime");
     assert!(cache.get(2).is_some());
+}
+
+/// A file that holds, among good entries, one whose vector is NaN (as a poisoned shared
+/// tier once copied in) and one of another dimension than its model's others.
+fn file_with_bad_entries(path: &Path) {
+    let good = |key: u128, v: f32| file::FileEntry {
+        key,
+        namespace: 5,
+        inserted_ms: now_ms(),
+        tokens: 2,
+        vector: vec![v, -v],
+    };
+    let mut entries: Vec<file::FileEntry> = (1..=5).map(|k| good(k, k as f32)).collect();
+    entries.insert(
+        2,
+        file::FileEntry {
+            vector: vec![f32::NAN, 1.0],
+            ..good(100, 0.0)
+        },
+    );
+    entries.push(file::FileEntry {
+        vector: vec![1.0, 2.0, 3.0],
+        ..good(101, 0.0)
+    });
+    file::write(path, &entries).unwrap();
+}
+
+#[test]
+fn a_bad_entry_costs_that_entry_not_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.mmcache");
+    file_with_bad_entries(&path);
+    let cache = EmbeddingCache::new(&settings(10));
+    let report = cache.load(&path).expect("the good entries are restored");
+    assert_eq!(report.restored, 5, "{report:?}");
+    for key in 1..=5 {
+        assert!(cache.get(key).is_some(), "entry {key}");
+    }
+    assert!(cache.get(100).is_none() && cache.get(101).is_none());
+    assert_eq!(report.dropped, 2, "{report:?}");
 }

@@ -318,6 +318,7 @@ fn install_private(
         return Err((shutting_down_error(), Some(instance)));
     }
     slot.exclusive_instances += 1;
+    slot.learn_bounds(&instance);
     slot.load_count += 1;
     slot.loaded_at = Some(SystemTime::now());
     slot.last_error = None;

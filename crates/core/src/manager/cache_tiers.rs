@@ -1,15 +1,37 @@
 //! The cache tiers in front of a model's engine: the in-process cache, then the shared
-//! (remote) one for what the first misses. Remote hits are copied into the local tier;
-//! computed vectors go into both.
+//! (remote) one for what the first misses. Every entry found is checked against the model
+//! before it is served; remote hits are then copied into the local tier; computed vectors
+//! go into both.
 
+use super::instance::Instance;
 use super::Inner;
 use crate::blocking::off_runtime;
+use crate::cache::bounds::{EntryBounds, EntryCheck};
 use crate::cache::{CacheNamespace, CachedEmbedding};
 use crate::error::{ErrorCode, Result};
 use crate::fingerprint::model_fingerprint;
 use crate::spec::ModelSpec;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// How one model's cache entries are named and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CacheKey {
+    /// The fingerprint of the model's files and settings: the entries' namespace.
+    pub fingerprint: u64,
+    /// What its entries must be.
+    pub bounds: EntryBounds,
+}
+
+impl Instance {
+    /// The key of this instance's entries.
+    pub(super) fn cache_key(&self, spec: &ModelSpec) -> CacheKey {
+        CacheKey {
+            fingerprint: self.fingerprint,
+            bounds: self.bounds.unwrap_or_else(|| EntryBounds::of_spec(spec)),
+        }
+    }
+}
 
 /// The texts a request must compute: each distinct miss once.
 pub(super) struct Misses {
@@ -47,21 +69,31 @@ impl Misses {
     }
 }
 
-/// The cached entry of each text (`None` for every text when `fingerprint` is `None`,
-/// that is, when the model's embeddings are not cached).
+/// The cached entry of each text that the model's bounds admit (`None` for every text when
+/// `key` is `None`, that is, when the model's embeddings are not cached).
 pub(super) async fn lookup<S: AsRef<str>>(
     inner: &Inner,
     spec: &ModelSpec,
-    fingerprint: Option<u64>,
+    key: Option<CacheKey>,
     texts: &[S],
 ) -> Vec<Option<CachedEmbedding>> {
-    let Some(fingerprint) = fingerprint else {
+    let Some(key) = key else {
         return vec![None; texts.len()];
     };
-    let namespace = CacheNamespace::new(&spec.id, fingerprint);
+    let namespace = CacheNamespace::new(&spec.id, key.fingerprint);
+    let mut check = EntryCheck::new(key.bounds);
     let mut found: Vec<_> = texts
         .iter()
-        .map(|t| inner.cache.get(namespace.key(t.as_ref())))
+        .map(|t| {
+            let text = t.as_ref();
+            inner.cache.get_admitted(namespace.key(text), |entry| {
+                let admitted = check.admit(text, entry);
+                if let Err(flaw) = admitted {
+                    tracing::warn!(model_id = %spec.id, "cached entry dropped: it holds {flaw}");
+                }
+                admitted.is_ok()
+            })
+        })
         .collect();
     let Some(tier) = inner.remote.get() else {
         return found;
@@ -70,12 +102,12 @@ pub(super) async fn lookup<S: AsRef<str>>(
     if missing.distinct.is_empty() {
         return found;
     }
-    let Some(keyspace) = tier.keyspace(spec, fingerprint).await else {
+    let Some(keyspace) = tier.keyspace(spec, key.fingerprint).await else {
         tier.skip(missing.distinct.len());
         return found;
     };
     let refs: Vec<&str> = missing.distinct.iter().map(String::as_str).collect();
-    let remote = tier.lookup(keyspace, &refs, spec.dimension).await;
+    let remote = tier.lookup(keyspace, &refs, &mut check).await;
     for (text, entry) in missing.distinct.iter().zip(&remote) {
         if let Some(entry) = entry {
             inner
@@ -85,6 +117,28 @@ pub(super) async fn lookup<S: AsRef<str>>(
     }
     missing.fill(&mut found, &remote);
     found
+}
+
+/// Checks entries found under `key`'s fingerprint again, against `key`'s bounds (learned
+/// since the look-up, by the load that computes the misses): one that fails becomes a miss
+/// and leaves the local tier.
+pub(super) fn recheck<S: AsRef<str>>(
+    inner: &Inner,
+    spec: &ModelSpec,
+    key: CacheKey,
+    texts: &[S],
+    found: &mut [Option<CachedEmbedding>],
+) {
+    let namespace = CacheNamespace::new(&spec.id, key.fingerprint);
+    let mut check = EntryCheck::new(key.bounds);
+    for (text, slot) in texts.iter().zip(found.iter_mut()) {
+        let text = text.as_ref();
+        if let Some(flaw) = slot.as_ref().and_then(|e| check.admit(text, e).err()) {
+            tracing::warn!(model_id = %spec.id, "cached entry dropped: it holds {flaw}");
+            inner.cache.reject(namespace.key(text));
+            *slot = None;
+        }
+    }
 }
 
 /// Caches computed entries in both tiers (the remote write goes on behind the caller).
@@ -120,9 +174,24 @@ impl Inner {
         spec.cache_embeddings && (self.cache.is_enabled() || self.remote.get().is_some())
     }
 
+    /// The key of a model's cache entries: the fingerprint of its last load (else computed
+    /// once), and the bounds that load learned (else what the settings say).
+    pub(super) async fn cache_key(self: &Arc<Self>, spec: &ModelSpec) -> Result<CacheKey> {
+        let fingerprint = self.cache_fingerprint(spec).await?;
+        let learned = self.state.lock().slots.get(&spec.id).and_then(|s| s.bounds);
+        let bounds = match learned {
+            Some((of, bounds)) if of == fingerprint => bounds,
+            _ => EntryBounds::of_spec(spec),
+        };
+        Ok(CacheKey {
+            fingerprint,
+            bounds,
+        })
+    }
+
     /// The fingerprint that keys a model's cache entries: from its last load, else computed
     /// once (a folder walk, so on a blocking thread).
-    pub(super) async fn cache_fingerprint(self: &Arc<Self>, spec: &ModelSpec) -> Result<u64> {
+    async fn cache_fingerprint(self: &Arc<Self>, spec: &ModelSpec) -> Result<u64> {
         let known = self
             .state
             .lock()

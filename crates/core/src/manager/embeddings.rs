@@ -4,6 +4,7 @@ use super::cache_tiers::{self, Misses};
 use super::handle::ModelHandle;
 use super::ModelManager;
 use crate::blocking::off_runtime;
+use crate::cache::bounds::estimated_tokens;
 use crate::cache::CachedEmbedding;
 use crate::engine::{Admission, Work};
 use crate::error::{ErrorCode, ModelError, Result};
@@ -99,14 +100,16 @@ impl ModelManager {
         let inner = &self.inner;
         let spec = inner.spec(model_id)?;
         let mut caching = inner.caches(spec);
-        let mut fingerprint = match caching {
-            true => Some(inner.cache_fingerprint(spec).await?),
+        let mut key = match caching {
+            true => Some(inner.cache_key(spec).await?),
             false => None,
         };
-        let (prompts, mut handle) = match inner.known_prompts(spec, fingerprint) {
+        let (prompts, mut handle) = match inner.known_prompts(spec, key.map(|k| k.fingerprint)) {
             Some(prompts) => (prompts, None),
             None => {
                 let handle = self.get_embedding_model(model_id).await?;
+                // The loaded instance knows its outputs: its key checks what is found.
+                key = caching.then(|| handle.instance().cache_key(spec));
                 (handle.prompts()?, Some(handle))
             }
         };
@@ -115,7 +118,7 @@ impl ModelManager {
             .map_err(|e| e.for_model(model_id))?;
         if prompts.excluded_from_pooling && !prompt.is_empty() {
             caching = false;
-            fingerprint = None;
+            key = None;
         }
         let seen: Vec<Cow<str>> = texts
             .iter()
@@ -124,7 +127,7 @@ impl ModelManager {
                 p => Cow::Owned(format!("{p}{}", t.as_ref())),
             })
             .collect();
-        let mut found = cache_tiers::lookup(inner, spec, fingerprint, &seen).await;
+        let mut found = cache_tiers::lookup(inner, spec, key, &seen).await;
         let mut misses = Misses::of(&seen, &found);
         if !misses.distinct.is_empty() {
             let handle = match handle.take() {
@@ -132,11 +135,17 @@ impl ModelManager {
                 None => self.get_embedding_model(model_id).await?,
             };
             // The instance that computes the misses decides the keys, so a response never
-            // mixes vectors of a model and of its changed files.
-            let own = caching.then(|| handle.instance().fingerprint);
-            if own != fingerprint {
-                fingerprint = own;
-                found = cache_tiers::lookup(inner, spec, fingerprint, &seen).await;
+            // mixes vectors of a model and of its changed files; and what it knows of its
+            // outputs checks the entries found before it was known.
+            let own = caching.then(|| handle.instance().cache_key(spec));
+            if own != key {
+                match (key, own) {
+                    (Some(was), Some(now)) if was.fingerprint == now.fingerprint => {
+                        cache_tiers::recheck(inner, spec, now, &seen, &mut found)
+                    }
+                    _ => found = cache_tiers::lookup(inner, spec, own, &seen).await,
+                }
+                key = own;
                 misses = Misses::of(&seen, &found);
             }
             let work = Texts {
@@ -144,6 +153,7 @@ impl ModelManager {
                 seen: misses.distinct.clone(),
             };
             let computed = embed_distinct(spec, handle, work, options.admission).await?;
+            let fingerprint = key.map(|k| k.fingerprint);
             cache_tiers::store(inner, spec, fingerprint, &misses.distinct, &computed).await;
             let computed: Vec<_> = computed.into_iter().map(Some).collect();
             misses.fill(&mut found, &computed);
@@ -314,7 +324,7 @@ fn prepare(handle: &ModelHandle, texts: Texts) -> Result<Vec<(Work, usize)>> {
             .seen
             .into_iter()
             .map(|t| {
-                let estimate = t.len() / 4 + 2;
+                let estimate = estimated_tokens(&t);
                 (Work::Text(t), estimate)
             })
             .collect());

@@ -1,5 +1,6 @@
 //! A loaded instance of a model together with its embedding engine.
 
+use crate::cache::bounds::EntryBounds;
 use crate::engine::{Engine, EngineConfig, EngineStats};
 use crate::error::Result;
 use crate::model::Model;
@@ -13,6 +14,8 @@ pub(crate) struct Instance {
     /// Fingerprint of the files and settings this instance was loaded from: its cache
     /// namespace.
     pub fingerprint: u64,
+    /// What its cached embeddings must be (`None`: it does not embed).
+    pub bounds: Option<EntryBounds>,
     model_id: String,
     config: EngineConfig,
     stats: Arc<EngineStats>,
@@ -27,6 +30,7 @@ impl Instance {
         stats: Arc<EngineStats>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            bounds: EntryBounds::of_model(model.as_ref()),
             model,
             fingerprint,
             model_id: spec.id.clone(),

@@ -188,6 +188,7 @@ impl LoadGuard {
                 }
                 slot.phase = Phase::Loaded(instance.clone());
                 slot.prompts = prompts;
+                slot.learn_bounds(instance);
                 slot.load_count += 1;
                 slot.loaded_at = Some(SystemTime::now());
                 slot.last_error = None;

@@ -153,12 +153,15 @@ impl ModelManager {
     }
 
     /// Runs generic inference with `model_id` on a blocking thread, holding a reference
-    /// meanwhile (`INVALID_MODEL_TYPE` for a model that does not infer).
+    /// meanwhile (`INVALID_MODEL_TYPE` for a model that does not infer). Inputs whose
+    /// stated shape lies about their data never reach the model ([`crate::check_infer_inputs`]).
     pub async fn infer(
         &self,
         model_id: &str,
         inputs: crate::NamedValues,
     ) -> Result<crate::NamedValues> {
+        self.inner.spec(model_id)?;
+        crate::check_infer_inputs(&inputs, None).map_err(|e| e.for_model(model_id))?;
         let handle = self.get_model(model_id).await?;
         handle.infer_model()?;
         on_blocking_thread(
@@ -186,6 +189,26 @@ impl ModelManager {
     pub async fn release_model(&self, model_id: &str) -> Result<usize> {
         self.inner.spec(model_id)?;
         handle::release_detached(&self.inner, model_id)
+    }
+
+    /// Brings `model_id`'s files into place without loading it: found in `local_path` or
+    /// the Hugging Face cache, else downloaded by `name` (verified, resumable; with the
+    /// `hub` feature). The folder, or `None` when its loader does not list its files
+    /// ([`crate::backend::ModelLoader::files`]): then loading it is the way to fetch them.
+    pub async fn fetch_files(&self, model_id: &str) -> Result<Option<crate::files::ModelFolder>> {
+        self.ensure_ready().await?;
+        let spec = self.inner.spec(model_id)?.clone();
+        let registry = self.inner.registry.clone();
+        let panicked = || format!("fetching the files of model `{model_id}` panicked");
+        off_runtime(ErrorCode::ModelLoadError, panicked, move || {
+            let Some(files) = registry.loader_of(&spec)?.files(&spec) else {
+                return Ok(None);
+            };
+            let (required, optional) = files.names();
+            crate::files::locate_or_download(&spec, &required, &optional).map(Some)
+        })
+        .await?
+        .map_err(|e| e.for_model(model_id))
     }
 
     /// Loads a model now and keeps it loaded (idle) without holding a reference.
@@ -234,27 +257,42 @@ impl ModelManager {
     }
 }
 
+/// The most characters of a caller's model id an error repeats.
+const MAX_ECHOED_ID: usize = 256;
+
 impl Inner {
     pub fn spec(&self, model_id: &str) -> Result<&ModelSpec> {
-        self.settings.models.get(model_id).ok_or_else(|| {
-            let configured: Vec<&String> = self.settings.models.keys().collect();
-            let near =
-                crate::settings::schema::nearest(model_id, configured.iter().map(|k| k.as_str()));
-            let hint = match near {
-                Some(near) => format!(
-                    "did you mean `{near}`? configured models: {}",
-                    join(&configured)
-                ),
-                None => format!("configured models: {}", join(&configured)),
+        self.settings
+            .models
+            .get(model_id)
+            .ok_or_else(|| self.not_configured(model_id))
+    }
+
+    /// `MODEL_NOT_CONFIGURED` for `model_id`, with a "did you mean" hint. An id longer than
+    /// [`MAX_ECHOED_ID`] characters (a caller's mistake or abuse) is repeated once, cut
+    /// there, in `details.model_id`, never in the message.
+    fn not_configured(&self, model_id: &str) -> ModelError {
+        let configured: Vec<&String> = self.settings.models.keys().collect();
+        let listed = format!("configured models: {}", join(&configured));
+        let cut: String = model_id.chars().take(MAX_ECHOED_ID).collect();
+        let (message, hint) = if cut.len() < model_id.len() {
+            let message = format!(
+                "Model id of {} bytes not found in configuration (shown cut to {MAX_ECHOED_ID} characters in details.model_id)",
+                model_id.len()
+            );
+            (message, listed)
+        } else {
+            let names = configured.iter().map(|k| k.as_str());
+            let hint = match crate::settings::schema::nearest(model_id, names) {
+                Some(near) => format!("did you mean `{near}`? {listed}"),
+                None => listed,
             };
-            ModelError::new(
-                ErrorCode::ModelNotConfigured,
-                format!("Model {model_id} not found in configuration"),
-            )
-            .for_model(model_id)
+            (format!("Model {model_id} not found in configuration"), hint)
+        };
+        ModelError::new(ErrorCode::ModelNotConfigured, message)
+            .for_model(&cut)
             .with("configured_models", serde_json::json!(configured))
             .with("hint", hint)
-        })
     }
 
     pub fn check_accepting(&self) -> Result<()> {

@@ -53,6 +53,8 @@ pub(crate) struct Slot {
     pub fingerprint: Option<u64>,
     /// The prompts of the last loaded instance and the fingerprint of its files.
     pub prompts: Option<(u64, Arc<crate::model::Prompts>)>,
+    /// What the cached embeddings of the instance last loaded with a fingerprint must be.
+    pub bounds: Option<(u64, crate::cache::bounds::EntryBounds)>,
     /// The engine's counters, kept across reloads.
     pub engine_stats: Arc<EngineStats>,
 }
@@ -79,7 +81,16 @@ impl Slot {
             backend: None,
             fingerprint: None,
             prompts: None,
+            bounds: None,
             engine_stats: Arc::default(),
+        }
+    }
+
+    /// Remembers what `instance`'s cached embeddings must be, for look-ups made before the
+    /// next handle on it is taken (and after it unloads).
+    pub fn learn_bounds(&mut self, instance: &Instance) {
+        if let Some(bounds) = instance.bounds {
+            self.bounds = Some((instance.fingerprint, bounds));
         }
     }
 

@@ -94,6 +94,7 @@ pub const GLOBAL_KEYS: &[KeyDef] = &[
     key("embedding_cache.path", Kind::Path, "\"./cache/embeddings.mmcache\"", "Where the persisted cache lives."),
     key("embedding_cache.redis_url", Kind::Str, "", "A shared cache tier behind the in-process one, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS; empty: off)."),
     key("embedding_cache.redis_password_file", Kind::Path, "", "File holding the Redis password, for a URL without one."),
+    key("embedding_cache.redis_secret_file", Kind::Path, "", "File holding the secret the replicas share (16+ bytes; or MM_REDIS_SECRET): every Redis value is authenticated with HMAC-SHA256 under it, so only its holders can write what the tier serves. Without one, values are only checksummed and trusted as they are."),
     key("embedding_cache.redis_key_prefix", Kind::Str, "\"mm:emb:\"", "Prefix of every key the tier writes."),
     key("embedding_cache.redis_timeout_ms", Kind::Int { min: 1 }, "50", "Longest wait for a Redis look-up or write; past it the request goes on without the tier (counted as a timeout)."),
     key("enabled", Kind::Bool, "true", "false refuses every model call with CONFIG_ERROR."),
@@ -117,7 +118,8 @@ pub const GLOBAL_KEYS: &[KeyDef] = &[
     key("server.header_timeout_seconds", Kind::Float { min: 0.1, max: 3600.0 }, "10", "Time to send a request's headers; also how long an idle keep-alive connection stays open."),
     key("server.body_timeout_seconds", Kind::Float { min: 0.1, max: 3600.0 }, "30", "Time to send a request's whole body once its headers arrived; more is 408."),
     key("server.max_response_bytes", Kind::Int { min: 1024 }, "8388608", "Largest response body; a request whose answer would be larger is 413 (base64 embeddings are a quarter of the size)."),
-    key("server.shutdown_grace_seconds", Kind::Float { min: 0.0, max: 3600.0 }, "10", "After SIGTERM, how long in-flight requests may finish before their connections are dropped."),
+    key("server.max_tensor_elements", Kind::Int { min: 1 }, "16777216", "Most elements (tensor values and image bytes, all inputs together) in one generic inference request; more is 400 naming the input."),
+    key("server.shutdown_grace_seconds", Kind::Float { min: 0.0, max: 3600.0 }, "10", "After SIGTERM, how long in-flight requests may finish; those still running then are answered 503 SHUTTING_DOWN with Retry-After and Connection: close."),
     key("server.api_key_file", Kind::Path, "", "File holding the API key required as `Authorization: Bearer KEY` (or MM_API_KEY_FILE, --api-key-file)."),
     key("shutdown_timeout_seconds", Kind::Float { min: 0.0, max: 86400.0 }, "30", "How long shutdown waits for in-flight work before unloading."),
 ];

@@ -22,6 +22,8 @@ pub struct ServerSettings {
     pub body_timeout: Duration,
     /// Largest response body in bytes (413 for a request that would produce more).
     pub max_response_bytes: usize,
+    /// Most elements (tensor values, image bytes) in one generic inference request (400).
+    pub max_tensor_elements: usize,
     /// After SIGTERM, how long in-flight requests may finish before their connections are
     /// dropped.
     pub shutdown_grace: Duration,
@@ -40,6 +42,7 @@ impl ServerSettings {
             header_timeout: seconds("server.header_timeout_seconds"),
             body_timeout: seconds("server.body_timeout_seconds"),
             max_response_bytes: r.u64("server.max_response_bytes") as usize,
+            max_tensor_elements: r.u64("server.max_tensor_elements") as usize,
             shutdown_grace: seconds("server.shutdown_grace_seconds"),
             api_key_file: r.path("server.api_key_file"),
         }

@@ -6,6 +6,7 @@
 mod child;
 mod models;
 mod protocol;
+mod reap;
 mod supervisor;
 
 pub use child::serve_child_if_asked;

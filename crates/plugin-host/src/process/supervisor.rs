@@ -7,6 +7,7 @@ use super::protocol::{
     encode_frame, from_wire, read_frame_bytes, to_wire, Reply, Request, WireError, WireType,
     PROTOCOL_VERSION,
 };
+use super::reap::Process;
 use crate::error::plugin_load_error;
 use model_manager_core::{ErrorCode, ModelError, NamedValues, PluginRecord, Result};
 use model_manager_plugin::LoadConfig;
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -56,46 +57,23 @@ impl Deadline {
 /// A running child: its process (leading its own process group), its request stream, and a
 /// reader thread's replies (at most one waiting).
 struct Running {
-    process: Child,
+    process: Process,
     requests: Option<ChildStdin>,
     replies: Receiver<Received>,
     started: Instant,
 }
 
 impl Running {
-    /// Kills the child and, while it is alive, whatever it started; reaps it.
+    /// Kills the child and, while it is alive, whatever it started; reaps it (within a
+    /// bound: see [`Process::kill_and_reap`]).
     fn kill(&mut self) {
-        if let Ok(None) = self.process.try_wait() {
-            kill_group(&self.process);
-        }
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        self.process.kill_and_reap();
     }
 
     /// Closes the request stream, lets the child exit on its own, then makes sure.
     fn stop(&mut self) {
         self.requests = None;
-        let deadline = Instant::now() + EXIT_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.process.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.kill();
-    }
-}
-
-/// SIGKILL to the process group `process` leads (spawned with `process_group(0)`). Only for
-/// a leader not yet reaped: its pid, and so the group id, cannot have been reused.
-fn kill_group(process: &Child) {
-    let pid = process.id() as libc::pid_t;
-    // SAFETY: kill has no memory-safety preconditions; see above for why the id is ours.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
+        self.process.wait_for(EXIT_GRACE);
         self.kill();
     }
 }
@@ -218,7 +196,7 @@ impl ChildPlugin {
                 }
             });
         let mut running = Running {
-            process,
+            process: Process::new(process),
             requests,
             replies,
             started: Instant::now(),
@@ -461,8 +439,7 @@ impl ChildPlugin {
                 Ok(result) => Some(result),
                 Err(_) => {
                     // Unblocks the writer (broken pipe) so the scope can end.
-                    kill_group(process);
-                    let _ = process.kill();
+                    process.kill();
                     None
                 }
             }
@@ -549,21 +526,11 @@ impl ChildPlugin {
     }
 
     /// The error for a child that went away; reaps it to say how.
-    fn died(&self, process: &mut Child, code: ErrorCode, doing: &str) -> ModelError {
+    fn died(&self, process: &mut Process, code: ErrorCode, doing: &str) -> ModelError {
         use std::os::unix::process::ExitStatusExt;
-        let deadline = Instant::now() + EXIT_GRACE;
-        let status = loop {
-            match process.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                _ => {
-                    let _ = process.kill();
-                    break process.wait().ok();
-                }
-            }
-        };
+        let status = process
+            .wait_for(EXIT_GRACE)
+            .or_else(|| process.kill_and_reap());
         let how = match status.map(|s| (s.code(), s.signal())) {
             Some((_, Some(signal))) => {
                 format!("was killed by signal {signal} ({})", signal_name(signal))
@@ -583,14 +550,12 @@ impl ChildPlugin {
 
     fn overran(
         &self,
-        process: &mut Child,
+        process: &mut Process,
         code: ErrorCode,
         deadline: Deadline,
         doing: &str,
     ) -> ModelError {
-        kill_group(process);
-        let _ = process.kill();
-        let _ = process.wait();
+        process.kill_and_reap();
         self.error(
             code,
             format!(

@@ -80,6 +80,27 @@ pub fn install(library: &Path, name: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, dest)
 }
 
+/// The pid of a plugin child of process `parent` (serving `library`, when given), found in
+/// `/proc` by its parent and the environment variable the host starts it with.
+pub fn plugin_child_of(parent: u32, library: Option<&Path>) -> Option<u32> {
+    let parent = parent.to_string();
+    let wanted = library.map(|l| format!("MM_PLUGIN_CHILD_LIBRARY={}", l.display()));
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1));
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let serves = |var: &[u8]| match &wanted {
+                Some(wanted) => var == wanted.as_bytes(),
+                None => var.starts_with(b"MM_PLUGIN_CHILD_LIBRARY="),
+            };
+            ppid == Some(parent.as_str()) && environ.split(|b| *b == 0).any(serves)
+        })
+}
+
 /// Sets a file's permission bits.
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;

@@ -145,7 +145,7 @@ fn encode_remote_cache(
         None,
         MetricType::Gauge,
     )?)?;
-    let counters: [(&str, &str, RemoteFigure); 9] = [
+    let counters: [(&str, &str, RemoteFigure); 10] = [
         (
             "embedding_cache_remote_hits",
             "Texts found in the shared tier",
@@ -158,8 +158,13 @@ fn encode_remote_cache(
         ),
         (
             "embedding_cache_remote_corrupt",
-            "Shared-tier values refused (damaged, another key's, wrong dimension)",
+            "Shared-tier values refused (damaged, another key's, or not what the model makes)",
             |r| r.corrupt,
+        ),
+        (
+            "embedding_cache_remote_unauthenticated",
+            "Shared-tier values refused for not carrying this tier's seal (forged, another secret)",
+            |r| r.unauthenticated,
         ),
         (
             "embedding_cache_remote_errors",

@@ -17,6 +17,18 @@ use std::path::Path;
 /// Backend option keys this module reads under `models.<id>.`.
 pub const OPTION_KEYS: &[&str] = &["pooling", "normalize", "max_seq_length"];
 
+/// The files this module reads where they exist (a download fetches them too; `Dense`
+/// modules at their conventional place).
+pub const FILES: &[&str] = &[
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "tokenizer_config.json",
+    "1_Pooling/config.json",
+    "2_Dense/config.json",
+    "2_Dense/model.safetensors",
+];
+
 /// tokenizers' "no limit" (`VERY_LARGE_INTEGER`) and anything near it is no length.
 const NO_LIMIT: u64 = 1 << 40;
 

@@ -1,6 +1,8 @@
 //! The remote tier: an embedding cache shared by replicas (Redis), behind the in-process
 //! one. Keys carry the model's content fingerprint (files, pooling, normalization,
-//! truncation, dimension) and a hash of the text; values carry their key in a checksum.
+//! truncation, dimension) and a hash of the text; values carry their key in a seal (an
+//! HMAC under the replicas' secret, else a checksum; see [`value`]), and every value found
+//! is checked against the model ([`super::bounds`]) before it is served.
 //! Look-ups are one round trip per request, bounded by `embedding_cache.redis_timeout_ms`;
 //! writes go behind the response. A failing store costs requests nothing: see [`health`].
 
@@ -10,7 +12,9 @@ mod value;
 
 pub use health::RemoteState;
 pub use store::{open_store, OpenStore, RemoteStore, RemoteStoreRegistration, StoreFuture};
+pub use value::Seal;
 
+use super::bounds::EntryCheck;
 use super::CachedEmbedding;
 use crate::blocking::off_runtime;
 use crate::error::{ErrorCode, Result};
@@ -47,6 +51,7 @@ struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     corrupt: AtomicU64,
+    unauthenticated: AtomicU64,
     errors: AtomicU64,
     timeouts: AtomicU64,
     skipped: AtomicU64,
@@ -62,13 +67,21 @@ pub struct RemoteCacheStats {
     pub url: String,
     /// Connected, connecting or down.
     pub state: RemoteState,
+    /// Whether values are authenticated with the replicas' secret
+    /// (`embedding_cache.redis_secret_file` or `MM_REDIS_SECRET`); false: they are only
+    /// checksummed, and a value anyone wrote into Redis in the right shape is served.
+    pub authenticated: bool,
     /// Texts found there.
     pub hits: u64,
     /// Texts looked up and not found.
     pub misses: u64,
-    /// Values found but refused (damaged, another key's, wrong dimension): counted as misses
-    /// too, never served.
+    /// Values found but refused (damaged, another key's, or not what the model makes: a NaN
+    /// or infinity, another dimension, more tokens than the model reads from the text):
+    /// counted as misses too, never served.
     pub corrupt: u64,
+    /// Values found but not sealed with this tier's secret (forged, written with another
+    /// secret, or by a replica in the other mode): counted as misses too, never served.
+    pub unauthenticated: u64,
     /// Look-ups and writes that failed.
     pub errors: u64,
     /// Look-ups and writes that took longer than `redis_timeout_ms`.
@@ -89,6 +102,7 @@ pub struct RemoteCacheStats {
 pub struct RemoteTier {
     store: Arc<dyn RemoteStore>,
     settings: RemoteCacheSettings,
+    seal: Seal,
     ttl: Option<Duration>,
     counters: Counters,
     health: Health,
@@ -106,21 +120,24 @@ const KEYSPACE_RETRY: Duration = Duration::from_secs(60);
 
 impl RemoteTier {
     /// Opens the store `settings` names and starts probing it; entries live for `ttl`.
-    /// Runs inside a Tokio runtime.
+    /// Runs inside a Tokio runtime. `CONFIG_ERROR` for an unusable secret or URL.
     pub fn open(settings: &RemoteCacheSettings, ttl: Option<Duration>) -> Result<Arc<Self>> {
+        let seal = Seal::new(settings.secret()?);
         let store = open_store(settings)?;
-        Ok(Self::with_store(store, settings.clone(), ttl))
+        Ok(Self::with_store(store, settings.clone(), ttl, seal))
     }
 
-    /// A tier over an already open store; starts probing it.
+    /// A tier over an already open store, sealing values with `seal`; starts probing it.
     pub fn with_store(
         store: Arc<dyn RemoteStore>,
         settings: RemoteCacheSettings,
         ttl: Option<Duration>,
+        seal: Seal,
     ) -> Arc<Self> {
         let tier = Arc::new(Self {
             store,
             settings,
+            seal,
             ttl,
             counters: Counters::default(),
             health: Health::default(),
@@ -204,13 +221,13 @@ impl RemoteTier {
         key
     }
 
-    /// The stored entry of each text (`None` for misses, refused values, and for every text
-    /// when the tier is down or does not answer in time).
-    pub async fn lookup(
+    /// The stored entry of each text that `check` admits (`None` for misses, refused
+    /// values, and for every text when the tier is down or does not answer in time).
+    pub(crate) async fn lookup(
         self: &Arc<Self>,
         keyspace: RemoteKeyspace,
         texts: &[&str],
-        dimension: Option<usize>,
+        check: &mut EntryCheck,
     ) -> Vec<Option<CachedEmbedding>> {
         let mut found = vec![None; texts.len()];
         if texts.is_empty() {
@@ -239,21 +256,38 @@ impl RemoteTier {
             }
         };
         self.health.succeeded(&self.settings.redacted_url());
-        for ((slot, key), value) in found.iter_mut().zip(&keys).zip(values) {
+        for (((slot, key), value), text) in found.iter_mut().zip(&keys).zip(values).zip(texts) {
             let Some(bytes) = value else {
                 self.count(&self.counters.misses, 1);
                 continue;
             };
-            match value::decode(key, &bytes, dimension) {
+            let decoded = self.seal.decode(key, &bytes, check.dimension());
+            let admitted = decoded.and_then(|entry| match check.admit(text, &entry) {
+                Ok(()) => Ok(entry),
+                Err(flaw) => {
+                    tracing::debug!(key, "remote entry refused: it holds {flaw}");
+                    Err(Refused::Corrupt)
+                }
+            });
+            match admitted {
                 Ok(entry) => {
                     self.count(&self.counters.hits, 1);
                     *slot = Some(entry);
                 }
                 Err(refused) => {
-                    if let Refused::WrongDimension(d) = refused {
-                        tracing::debug!(key, dimension = d, "remote entry of another dimension");
-                    }
-                    self.count(&self.counters.corrupt, 1);
+                    let counter = match refused {
+                        Refused::WrongDimension(d) => {
+                            tracing::debug!(
+                                key,
+                                dimension = d,
+                                "remote entry of another dimension"
+                            );
+                            &self.counters.corrupt
+                        }
+                        Refused::Corrupt => &self.counters.corrupt,
+                        Refused::Unauthenticated => &self.counters.unauthenticated,
+                    };
+                    self.count(counter, 1);
                     self.count(&self.counters.misses, 1);
                 }
             }
@@ -281,7 +315,7 @@ impl RemoteTier {
             .iter()
             .map(|(text, entry)| {
                 let key = self.key(keyspace, text);
-                let bytes = value::encode(&key, entry);
+                let bytes = self.seal.encode(&key, entry);
                 (key, bytes)
             })
             .collect();
@@ -337,9 +371,11 @@ impl RemoteTier {
         RemoteCacheStats {
             url: self.settings.redacted_url(),
             state: self.health.state(),
+            authenticated: self.seal.authenticated(),
             hits: get(&c.hits),
             misses: get(&c.misses),
             corrupt: get(&c.corrupt),
+            unauthenticated: get(&c.unauthenticated),
             errors: get(&c.errors),
             timeouts: get(&c.timeouts),
             skipped: get(&c.skipped),

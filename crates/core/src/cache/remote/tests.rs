@@ -52,6 +52,7 @@ fn settings() -> RemoteCacheSettings {
     RemoteCacheSettings {
         url: "memory://test".into(),
         password_file: None,
+        secret_file: None,
         key_prefix: "t:".into(),
         timeout: Duration::from_millis(50),
     }
@@ -59,7 +60,7 @@ fn settings() -> RemoteCacheSettings {
 
 async fn connected_tier() -> (Arc<MemoryStore>, Arc<RemoteTier>) {
     let store = Arc::new(MemoryStore::default());
-    let tier = RemoteTier::with_store(store.clone(), settings(), None);
+    let tier = RemoteTier::with_store(store.clone(), settings(), None, Seal::new(None));
     wait_for(&tier, RemoteState::Connected).await;
     (store, tier)
 }
@@ -83,6 +84,14 @@ fn entry(v: f32) -> CachedEmbedding {
 
 const KS: RemoteKeyspace = RemoteKeyspace(42);
 
+/// Checks against a model of dimension `d` (when given) not loaded in this process.
+fn check(d: Option<usize>) -> EntryCheck {
+    EntryCheck::new(crate::cache::bounds::EntryBounds {
+        dimension: d,
+        tokens: crate::cache::bounds::TokenLimit::Unknown,
+    })
+}
+
 async fn written(tier: &RemoteTier, n: u64) {
     for _ in 0..200 {
         if tier.stats().writes >= n {
@@ -99,7 +108,7 @@ async fn stores_then_serves_in_one_round_trip() {
     tier.store(KS, &[("a", &entry(1.0)), ("b", &entry(2.0))]);
     written(&tier, 2).await;
     let before = store.round_trips.load(Ordering::Relaxed);
-    let found = tier.lookup(KS, &["a", "x", "b"], Some(2)).await;
+    let found = tier.lookup(KS, &["a", "x", "b"], &mut check(Some(2))).await;
     assert_eq!(store.round_trips.load(Ordering::Relaxed), before + 1);
     assert_eq!(found[0], Some(entry(1.0)));
     assert_eq!(found[1], None);
@@ -107,7 +116,10 @@ async fn stores_then_serves_in_one_round_trip() {
     let stats = tier.stats();
     assert_eq!((stats.hits, stats.misses, stats.corrupt), (2, 1, 0));
     let other = RemoteKeyspace(43);
-    assert_eq!(tier.lookup(other, &["a"], None).await, vec![None]);
+    assert_eq!(
+        tier.lookup(other, &["a"], &mut check(None)).await,
+        vec![None]
+    );
     assert_ne!(tier.key(KS, "a"), tier.key(other, "a"));
     assert!(tier.key(KS, "a").starts_with("t:"));
 }
@@ -123,9 +135,12 @@ async fn refused_values_are_counted_misses() {
         .insert(tier.key(KS, "a"), b"garbage".to_vec());
     let b_bytes = store.values.lock()[&tier.key(KS, "b")].clone();
     store.values.lock().insert(tier.key(KS, "c"), b_bytes);
-    let found = tier.lookup(KS, &["a", "c", "b"], Some(2)).await;
+    let found = tier.lookup(KS, &["a", "c", "b"], &mut check(Some(2))).await;
     assert_eq!(found, vec![None, None, Some(entry(2.0))]);
-    assert_eq!(tier.lookup(KS, &["b"], Some(3)).await, vec![None]);
+    assert_eq!(
+        tier.lookup(KS, &["b"], &mut check(Some(3))).await,
+        vec![None]
+    );
     let stats = tier.stats();
     assert_eq!((stats.hits, stats.misses, stats.corrupt), (1, 3, 3));
 }
@@ -135,12 +150,15 @@ async fn a_failing_store_is_skipped_then_probed_back() {
     let (store, tier) = connected_tier().await;
     store.failing.store(true, Ordering::Relaxed);
     for _ in 0..3 {
-        assert_eq!(tier.lookup(KS, &["a"], None).await, vec![None]);
+        assert_eq!(tier.lookup(KS, &["a"], &mut check(None)).await, vec![None]);
     }
     assert_eq!(tier.stats().state, RemoteState::Down);
     assert_eq!(tier.stats().errors, 3);
     let trips = store.round_trips.load(Ordering::Relaxed);
-    assert_eq!(tier.lookup(KS, &["a", "b"], None).await, vec![None, None]);
+    assert_eq!(
+        tier.lookup(KS, &["a", "b"], &mut check(None)).await,
+        vec![None, None]
+    );
     tier.store(KS, &[("a", &entry(1.0))]);
     let stats = tier.stats();
     assert_eq!((stats.skipped, stats.writes_dropped), (2, 1));
@@ -152,7 +170,10 @@ async fn a_failing_store_is_skipped_then_probed_back() {
     wait_for(&tier, RemoteState::Connected).await;
     tier.store(KS, &[("a", &entry(1.0))]);
     written(&tier, 1).await;
-    assert_eq!(tier.lookup(KS, &["a"], None).await, vec![Some(entry(1.0))]);
+    assert_eq!(
+        tier.lookup(KS, &["a"], &mut check(None)).await,
+        vec![Some(entry(1.0))]
+    );
 }
 
 #[tokio::test]
@@ -160,7 +181,7 @@ async fn a_hanging_store_costs_at_most_the_timeout() {
     let (store, tier) = connected_tier().await;
     store.hanging.store(true, Ordering::Relaxed);
     let started = std::time::Instant::now();
-    assert_eq!(tier.lookup(KS, &["a"], None).await, vec![None]);
+    assert_eq!(tier.lookup(KS, &["a"], &mut check(None)).await, vec![None]);
     assert!(started.elapsed() < Duration::from_secs(2));
     tier.store(KS, &[("a", &entry(1.0))]);
     tokio::time::sleep(Duration::from_millis(350)).await;
@@ -177,8 +198,49 @@ async fn a_hanging_store_costs_at_most_the_timeout() {
 async fn an_unanswered_first_contact_leaves_the_tier_down() {
     let store = Arc::new(MemoryStore::default());
     store.failing.store(true, Ordering::Relaxed);
-    let tier = RemoteTier::with_store(store.clone(), settings(), None);
+    let tier = RemoteTier::with_store(store.clone(), settings(), None, Seal::new(None));
     wait_for(&tier, RemoteState::Down).await;
-    assert_eq!(tier.lookup(KS, &["a"], None).await, vec![None]);
+    assert_eq!(tier.lookup(KS, &["a"], &mut check(None)).await, vec![None]);
     assert_eq!(tier.stats().skipped, 1);
+}
+
+#[tokio::test]
+async fn intact_values_no_model_makes_are_refused() {
+    let (store, tier) = connected_tier().await;
+    let nan = CachedEmbedding {
+        vector: vec![f32::NAN, 1.0].into(),
+        tokens: 3,
+    };
+    let inflated = CachedEmbedding {
+        vector: vec![1.0, 1.0].into(),
+        tokens: u32::MAX,
+    };
+    tier.store(KS, &[("a", &nan), ("b", &inflated), ("c", &entry(1.0))]);
+    written(&tier, 3).await;
+    let found = tier.lookup(KS, &["a", "b", "c"], &mut check(None)).await;
+    assert_eq!(found, vec![None, None, Some(entry(1.0))]);
+    let stats = tier.stats();
+    assert_eq!((stats.hits, stats.corrupt), (1, 2), "{stats:?}");
+    drop(store);
+}
+
+#[tokio::test]
+async fn with_a_secret_only_sealed_values_are_served() {
+    let store = Arc::new(MemoryStore::default());
+    let secret = Seal::new(Some(b"0123456789abcdef".to_vec()));
+    let sealed = RemoteTier::with_store(store.clone(), settings(), None, secret);
+    let open = RemoteTier::with_store(store.clone(), settings(), None, Seal::new(None));
+    wait_for(&sealed, RemoteState::Connected).await;
+    wait_for(&open, RemoteState::Connected).await;
+    assert!(sealed.stats().authenticated && !open.stats().authenticated);
+    open.store(KS, &[("a", &entry(1.0))]);
+    sealed.store(KS, &[("b", &entry(2.0))]);
+    written(&open, 1).await;
+    written(&sealed, 1).await;
+    let found = sealed.lookup(KS, &["a", "b"], &mut check(Some(2))).await;
+    assert_eq!(found, vec![None, Some(entry(2.0))]);
+    assert_eq!(sealed.stats().unauthenticated, 1);
+    let found = open.lookup(KS, &["a", "b"], &mut check(Some(2))).await;
+    assert_eq!(found, vec![Some(entry(1.0)), None]);
+    assert_eq!(open.stats().unauthenticated, 1);
 }

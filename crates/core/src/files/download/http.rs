@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a request did not give what was asked.
 #[derive(Debug)]
@@ -15,6 +15,10 @@ pub enum Failure {
     Timeout(String),
     /// A status the hub should not send, or one worth retrying (5xx).
     Status(u16, String),
+    /// 429 (or 503) with the wait the hub asked for in `Retry-After`, when it said one.
+    Busy(u16, String, Option<Duration>),
+    /// The whole file did not arrive by its deadline (a hub that trickles).
+    TooSlow(String),
     /// The connection failed or was cut.
     Network(String),
     /// The endpoint cannot be reached at all (no such host, connection refused).
@@ -29,8 +33,16 @@ impl Failure {
     pub fn retryable(&self) -> bool {
         match self {
             Self::Status(code, _) => *code >= 500 || *code == 429,
-            Self::Network(_) => true,
+            Self::Network(_) | Self::Busy(..) => true,
             _ => false,
+        }
+    }
+
+    /// How long the hub asked to wait before the next try.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Busy(_, _, wait) => *wait,
+            _ => None,
         }
     }
 }
@@ -41,11 +53,30 @@ impl std::fmt::Display for Failure {
             Self::Absent => write!(f, "not found on the hub"),
             Self::Timeout(e) => write!(f, "no answer in time ({e})"),
             Self::Status(code, url) => write!(f, "HTTP {code} from {url}"),
+            Self::Busy(code, url, Some(wait)) => {
+                write!(
+                    f,
+                    "HTTP {code} from {url} (retry after {} s)",
+                    wait.as_secs()
+                )
+            }
+            Self::Busy(code, url, None) => write!(f, "HTTP {code} from {url}"),
+            Self::TooSlow(e) => write!(f, "{e}"),
             Self::Network(e) => write!(f, "connection failed: {e}"),
             Self::Unreachable(e) => write!(f, "cannot reach the hub: {e}"),
             Self::Io(e) => write!(f, "cannot write the cache: {e}"),
         }
     }
+}
+
+/// The slowest a file may arrive, on average, past the first `hub.timeout_seconds`: its
+/// deadline is that timeout plus a second per this many bytes (a 90 MB model gets 23
+/// minutes).
+pub const MIN_BYTES_PER_SECOND: u64 = 64 * 1024;
+
+/// The deadline of a whole file of `size` bytes, from now.
+pub fn file_deadline(timeout: Duration, size: u64) -> Instant {
+    Instant::now() + timeout + Duration::from_secs(size / MIN_BYTES_PER_SECOND)
 }
 
 /// Redirects followed for one file's metadata.
@@ -67,6 +98,8 @@ pub struct FileMeta {
 /// An HTTP client for one hub endpoint.
 pub struct Hub {
     agent: ureq::Agent,
+    /// `hub.timeout_seconds`: connect and read timeout, and the base of a file's deadline.
+    pub timeout: Duration,
     /// Bound on a whole metadata request (HEAD, file list), beside the per-read timeout.
     request_timeout: Duration,
     /// The endpoint, e.g. `https://huggingface.co`.
@@ -79,9 +112,18 @@ fn is_timeout(e: &ureq::Transport) -> bool {
     text.contains("timed out") || text.contains("timeout") || text.contains("would block")
 }
 
+/// `Retry-After` in seconds (the HTTP-date form is not used by the hub).
+fn retry_after(response: &ureq::Response) -> Option<Duration> {
+    let seconds: u64 = response.header("retry-after")?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
 fn failure(e: ureq::Error, url: &str) -> Failure {
     match e {
         ureq::Error::Status(404, _) => Failure::Absent,
+        ureq::Error::Status(code @ (429 | 503), response) => {
+            Failure::Busy(code, url.to_owned(), retry_after(&response))
+        }
         ureq::Error::Status(code, _) => Failure::Status(code, url.to_owned()),
         ureq::Error::Transport(t) if is_timeout(&t) => Failure::Timeout(t.to_string()),
         ureq::Error::Transport(t)
@@ -120,6 +162,7 @@ impl Hub {
             .build();
         Self {
             agent,
+            timeout,
             request_timeout: timeout * 2,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             token,
@@ -214,13 +257,26 @@ impl Hub {
 
     /// Appends the content past what `part` holds (all of it when it holds nothing or the
     /// server ignores `Range`), calling `progress` with the bytes held. Never writes past
-    /// `size`. Returns when the body ends; the caller checks the size.
+    /// `size`. Returns when the body ends (the caller checks the size), or `TooSlow` at
+    /// `deadline` (a body that trickles never trips a read timeout).
     pub fn fetch_into(
         &self,
         meta: &FileMeta,
         part: &Path,
         progress: &mut dyn FnMut(u64),
+        deadline: Instant,
     ) -> Result<(), Failure> {
+        let too_slow = || {
+            Failure::TooSlow(format!(
+                "{} did not arrive by its deadline (hub.timeout_seconds plus a second per {} KiB)",
+                meta.content_url,
+                MIN_BYTES_PER_SECOND / 1024
+            ))
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(too_slow());
+        }
         let io = |e: std::io::Error| Failure::Io(format!("{}: {e}", part.display()));
         let mut have = std::fs::metadata(part).map_or(0, |m| m.len());
         if have > meta.size {
@@ -238,11 +294,17 @@ impl Hub {
         }
         let mut request = self
             .request("GET", &meta.content_url)
+            .timeout(left)
             .set("Accept-Encoding", "identity");
         if have > 0 {
             request = request.set("Range", &format!("bytes={have}-"));
         }
-        let response = request.call().map_err(|e| failure(e, &meta.content_url))?;
+        let response = request
+            .call()
+            .map_err(|e| match failure(e, &meta.content_url) {
+                Failure::Timeout(_) if Instant::now() >= deadline => too_slow(),
+                other => other,
+            })?;
         let mut out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -277,6 +339,10 @@ impl Hub {
             let n = match body.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
+                Err(_) if Instant::now() >= deadline => {
+                    out.flush().map_err(io)?;
+                    return Err(too_slow());
+                }
                 Err(e) => {
                     out.flush().map_err(io)?;
                     // Whatever arrived is kept: a stall mid-body resumes like a cut.
@@ -286,6 +352,10 @@ impl Hub {
             out.write_all(&buf[..n]).map_err(io)?;
             have += n as u64;
             progress(have);
+            if Instant::now() >= deadline && have < meta.size {
+                out.flush().map_err(io)?;
+                return Err(too_slow());
+            }
         }
         out.sync_all().map_err(io)
     }
@@ -295,6 +365,7 @@ impl Hub {
         let url = format!("{}/api/models/{repo}/revision/{revision}", self.endpoint);
         let response = self
             .request("GET", &url)
+            .timeout(self.request_timeout)
             .call()
             .map_err(|e| failure(e, &url))?;
         let text = response.into_string().map_err(io_failure)?;

@@ -14,13 +14,15 @@ pub use progress::{observe_downloads, DownloadEvent};
 use super::hub_cache::{blob_link, shards, RepoCache};
 use super::ModelFolder;
 use crate::{ErrorCode, ModelError, ModelSpec, Result};
-use http::{Failure, FileMeta, Hub};
+use http::{file_deadline, Failure, FileMeta, Hub};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use verify::Expected;
 
 /// Tries per file for server errors, cut connections and damaged content.
 const ATTEMPTS: u32 = 4;
+/// The longest `Retry-After` honoured; a hub that asks for more fails the download.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Default of `hub.timeout_seconds`.
 const DEFAULT_TIMEOUT: f64 = 30.0;
 /// The revision downloads follow.
@@ -116,17 +118,17 @@ pub fn fetch_model(
         let mut got = None;
         for file in &alternatives {
             if let Some(path) = fetch.file(file)? {
-                got = Some(path);
+                got = Some((path, *file));
                 break;
             }
         }
-        let Some(path) = got else {
+        let Some((path, file)) = got else {
             let why = Failure::Absent;
             let mut e = download_error(&hub, name, &alternatives.join(" or "), &why);
             e.message = format!("{} (model `{}` needs it)", e.message, spec.id);
             return Err(e.for_model(&spec.id));
         };
-        snapshot = snapshot.or_else(|| snapshot_of(&path, &entry_file(&path, &alternatives)));
+        snapshot = snapshot.or_else(|| snapshot_of(&path, file));
     }
     for file in optional {
         if let Some(path) = fetch.file(file)? {
@@ -139,14 +141,6 @@ pub fn fetch_model(
             format!("nothing to download for {name}"),
         )
     })
-}
-
-/// Which of `alternatives` `path` is.
-fn entry_file(path: &Path, alternatives: &[&str]) -> String {
-    alternatives
-        .iter()
-        .find(|f| path.ends_with(f))
-        .map_or_else(String::new, |f| (*f).to_owned())
 }
 
 /// The snapshot folder holding `file` at `path`.
@@ -248,7 +242,8 @@ fn cache_error(path: &Path, e: std::io::Error) -> ModelError {
     )
 }
 
-/// Runs `call` up to [`ATTEMPTS`] times while it fails in a way worth retrying.
+/// Runs `call` up to [`ATTEMPTS`] times while it fails in a way worth retrying, waiting
+/// what the hub asked for (`Retry-After`) or backing off.
 fn with_retries<T>(
     mut call: impl FnMut() -> std::result::Result<T, Failure>,
 ) -> std::result::Result<T, Failure> {
@@ -257,10 +252,23 @@ fn with_retries<T>(
         match call() {
             Err(why) if why.retryable() && attempt + 1 < ATTEMPTS => {
                 attempt += 1;
-                std::thread::sleep(backoff(attempt));
+                std::thread::sleep(wait_before_retry(&why, attempt)?);
             }
             done => return done,
         }
+    }
+}
+
+/// How long to wait before try `attempt + 1`: what the hub asked for, else a backoff; a hub
+/// that asks for more than [`MAX_RETRY_AFTER`] is not waited for.
+fn wait_before_retry(why: &Failure, attempt: u32) -> std::result::Result<Duration, Failure> {
+    match why.retry_after() {
+        Some(wait) if wait > MAX_RETRY_AFTER => Err(Failure::TooSlow(format!(
+            "{why}: longer than the {} s this client waits",
+            MAX_RETRY_AFTER.as_secs()
+        ))),
+        Some(wait) => Ok(wait),
+        None => Ok(backoff(attempt)),
     }
 }
 
@@ -293,24 +301,37 @@ fn download_blob(hub: &Hub, name: &str, file: &str, meta: &FileMeta, blob: &Path
     }
     let part = PathBuf::from(format!("{}.part", blob.display()));
     let expected = Expected::from_etag(&meta.etag);
+    // One deadline for the file across every try: a hub that trickles bytes would
+    // otherwise count as making progress forever.
+    let deadline = file_deadline(hub.timeout, meta.size);
     let mut attempt = 0;
     let mut best = 0;
     loop {
         attempt += 1;
         let mut report = progress::reporter(name, file, meta.size);
-        let fetched = hub.fetch_into(meta, &part, &mut report);
+        let fetched = hub.fetch_into(meta, &part, &mut report, deadline);
         let held = std::fs::metadata(&part).map_or(0, |m| m.len());
         // A try that brought bytes is progress, not a failure to count against the file.
         if held > best {
             best = held;
             attempt = attempt.min(1);
         }
+        let mut wait = backoff(attempt);
         let problem = match fetched {
             Err(why) if !why.retryable() => {
                 progress::finished(name, file, false);
                 return Err(download_error(hub, name, file, &why));
             }
-            Err(why) => why.to_string(),
+            Err(why) => {
+                wait = match wait_before_retry(&why, attempt) {
+                    Ok(wait) => wait,
+                    Err(too_long) => {
+                        progress::finished(name, file, false);
+                        return Err(download_error(hub, name, file, &too_long));
+                    }
+                };
+                why.to_string()
+            }
             Ok(()) if held < meta.size => {
                 format!("the body ended at {held} of {} bytes", meta.size)
             }
@@ -339,7 +360,7 @@ fn download_blob(hub: &Hub, name: &str, file: &str, meta: &FileMeta, blob: &Path
             attempt,
             "download incomplete, retrying: {problem}"
         );
-        std::thread::sleep(backoff(attempt));
+        std::thread::sleep(wait);
     }
     std::fs::rename(&part, blob).map_err(|e| cache_error(blob, e))?;
     progress::finished(name, file, true);
