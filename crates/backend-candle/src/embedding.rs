@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use model_manager_core::backend::{locate_or_download, BatchCost, ModelFolder};
 use model_manager_core::{
-    Architecture, DeviceChoice, ErrorCode, ModelError, ModelInfo, ModelSpec, Result,
+    Architecture, DeviceChoice, ErrorCode, ModelError, ModelInfo, ModelSpec, Prompts, Result,
 };
 use model_manager_text::{
     sentence, EmbeddingPipeline, EncoderOutput, PackedBatch, PaddedBatch, TextEncoder, TokenEncoder,
@@ -153,6 +153,12 @@ pub(crate) fn describe(spec: &ModelSpec) -> Option<Architecture> {
         pooling: sentence.pooling.describe(),
         packed: spec.option_bool("packed").ok().flatten().unwrap_or(true),
     })
+}
+
+/// The prompts of `spec`'s folder, if its files are there.
+pub(crate) fn prompts(spec: &ModelSpec) -> Option<Prompts> {
+    let folder = model_manager_core::backend::locate_model_folder(spec, REQUIRED).ok()?;
+    model_manager_text::SentenceConfig::prompts(&folder.path).ok()
 }
 
 /// The packed encoder of the family, or (`packed = false`, BERT only) candle-transformers'

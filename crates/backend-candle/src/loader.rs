@@ -6,7 +6,7 @@ use crate::t5::{self, T5Generator};
 use crate::weights::{estimate_spec_bytes, probe_safetensors_folder, REQUIRED};
 use crate::BACKEND_NAME;
 use model_manager_core::backend::{locate_model_folder, ModelFiles, ModelLoader, Probe};
-use model_manager_core::{Architecture, DeviceChoice, Model, ModelSpec, Result};
+use model_manager_core::{Architecture, DeviceChoice, Model, ModelSpec, Prompts, Result};
 use model_manager_text::TextEmbedding;
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ pub struct SafetensorsLoader {
     /// What the probe checks beyond the files being there.
     accepts: fn(&ModelSpec) -> Probe,
     describe: fn(&ModelSpec) -> Option<Architecture>,
+    prompts: fn(&ModelSpec) -> Option<Prompts>,
     load: fn(&ModelSpec, &DeviceChoice) -> Result<Arc<dyn Model>>,
 }
 
@@ -32,6 +33,7 @@ impl SafetensorsLoader {
             option_keys: embedding::option_keys,
             accepts: known_family,
             describe: embedding::describe,
+            prompts: embedding::prompts,
             load: |spec, device| Ok(Arc::new(TextEmbedding(CandleEmbedder::load(spec, device)?))),
         }
     }
@@ -44,6 +46,7 @@ impl SafetensorsLoader {
             option_keys: || t5::OPTION_KEYS,
             accepts: |_| Probe::Accept,
             describe: |_| None,
+            prompts: |_| None,
             load: |spec, device| Ok(Arc::new(T5Generator::load(spec, device)?)),
         }
     }
@@ -76,6 +79,9 @@ impl ModelLoader for SafetensorsLoader {
     }
     fn describe(&self, spec: &ModelSpec) -> Option<Architecture> {
         (self.describe)(spec)
+    }
+    fn prompts(&self, spec: &ModelSpec) -> Option<Prompts> {
+        (self.prompts)(spec)
     }
 }
 

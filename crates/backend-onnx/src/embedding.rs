@@ -6,7 +6,7 @@ use crate::session::{
 use crate::BACKEND_NAME;
 use model_manager_core::backend::{locate_model_folder, ModelFiles, ModelLoader, Probe};
 use model_manager_core::{
-    Architecture, DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelSpec, Result,
+    Architecture, DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelSpec, Prompts, Result,
 };
 use model_manager_text::{
     sentence, EmbeddingPipeline, EncoderOutput, PaddedBatch, TextEmbedding, TextEncoder,
@@ -88,7 +88,7 @@ impl ModelLoader for OnnxEmbeddingLoader {
             Some(path) => Some(path.to_owned()),
             None => Some("tokenizer.json".to_owned()),
         };
-        let mut files = ModelFiles::of(&[], model_manager_text::sentence_config::FILES);
+        let mut files = ModelFiles::of(&[], model_manager_text::sentence::FILES);
         files.required.push(graph_entry(spec).ok()?);
         files.required.extend(tokenizer);
         files.optional.push("config.json".to_owned());
@@ -99,6 +99,10 @@ impl ModelLoader for OnnxEmbeddingLoader {
             fetch_if_named(spec, &files, false)?;
         }
         Ok(Arc::new(TextEmbedding(OnnxEmbedder::load(spec, device)?)))
+    }
+    fn prompts(&self, spec: &ModelSpec) -> Option<Prompts> {
+        let (folder, _, _) = model_files(spec).ok()?;
+        model_manager_text::SentenceConfig::prompts(&folder).ok()
     }
     fn describe(&self, spec: &ModelSpec) -> Option<Architecture> {
         let (folder, _, _) = model_files(spec).ok()?;

@@ -2,7 +2,7 @@
 
 use crate::device::DeviceChoice;
 use crate::error::{ErrorCode, Result};
-use crate::model::{Architecture, Model};
+use crate::model::{Architecture, Model, Prompts};
 use crate::spec::ModelSpec;
 use std::sync::Arc;
 
@@ -94,6 +94,12 @@ pub trait ModelLoader: Send + Sync + 'static {
     /// How `spec`'s model would be built (family, pooling, packing), read from its files
     /// without loading it, for `mm models`; `None` when the loader cannot tell. Cheap.
     fn describe(&self, _spec: &ModelSpec) -> Option<Architecture> {
+        None
+    }
+    /// The prompts of `spec`'s model (see [`Prompts`]), read from its files without loading
+    /// it, so requests answered from the cache need no load; `None` (the default) when the
+    /// loader cannot tell, and the manager asks the loaded model. Blocking, cheap.
+    fn prompts(&self, _spec: &ModelSpec) -> Option<Prompts> {
         None
     }
 }

@@ -104,7 +104,16 @@ impl ModelManager {
             true => Some(inner.cache_key(spec).await?),
             false => None,
         };
-        let (prompts, mut handle) = match inner.known_prompts(spec, key.map(|k| k.fingerprint)) {
+        if texts.is_empty() {
+            // Nothing to embed: no prompt to choose, no model to load.
+            return Ok(output(spec, Vec::new(), 0, 0));
+        }
+        let fingerprint = key.map(|k| k.fingerprint);
+        let known = match inner.known_prompts(spec, fingerprint) {
+            Some(prompts) => Some(prompts),
+            None => inner.read_prompts(spec, fingerprint).await,
+        };
+        let (prompts, mut handle) = match known {
             Some(prompts) => (prompts, None),
             None => {
                 let handle = self.get_embedding_model(model_id).await?;
@@ -163,13 +172,34 @@ impl ModelManager {
 }
 
 impl super::Inner {
-    /// The prompts of the model's last load, while its files are those `fingerprint`
-    /// names (a model never loaded, or cached under no fingerprint, is asked itself).
+    /// The prompts of the model's last load (or last read from its files), while its files
+    /// are those `fingerprint` names.
     fn known_prompts(&self, spec: &ModelSpec, fingerprint: Option<u64>) -> Option<Arc<Prompts>> {
         let fingerprint = fingerprint?;
         let state = self.state.lock();
         let (of, prompts) = state.slots.get(&spec.id)?.prompts.as_ref()?;
         (*of == fingerprint).then(|| prompts.clone())
+    }
+
+    /// The prompts the loader that would serve `spec` reads from its files (no load:
+    /// a request the cache answers never loads the model), remembered for `fingerprint`.
+    /// `None` when caching is off or the loader cannot tell: the model is asked then.
+    async fn read_prompts(
+        self: &Arc<Self>,
+        spec: &ModelSpec,
+        fingerprint: Option<u64>,
+    ) -> Option<Arc<Prompts>> {
+        let fingerprint = fingerprint?;
+        let (registry, s) = (self.registry.clone(), spec.clone());
+        let panicked = || "reading the model's prompts panicked".to_owned();
+        let read = off_runtime(ErrorCode::ModelLoadError, panicked, move || {
+            registry.resolve(&s).ok()?.prompts(&s)
+        });
+        let prompts = Arc::new(read.await.ok()??);
+        if let Some(slot) = self.state.lock().slots.get_mut(&spec.id) {
+            slot.prompts = Some((fingerprint, prompts.clone()));
+        }
+        Some(prompts)
     }
 }
 

@@ -119,6 +119,19 @@ impl SentenceConfig {
         Ok(config)
     }
 
+    /// The folder's prompts alone (its `config_sentence_transformers.json`, and whether its
+    /// pooling leaves them out), without reading its other modules.
+    pub fn prompts(folder: &Path) -> Result<Prompts> {
+        let mut prompts = read_prompts(folder)?;
+        let modules_path = folder.join("modules.json");
+        let modules = read_json::<Vec<Module>>(&modules_path)?.unwrap_or_default();
+        if let Some(m) = modules.iter().find(|m| m.kind.ends_with("Pooling")) {
+            let pooling = read_pooling(&folder.join(&m.path).join("config.json"))?;
+            prompts.excluded_from_pooling = !pooling.include_prompt;
+        }
+        Ok(prompts)
+    }
+
     fn add_module(&mut self, folder: &Path, module: &Module, modules_path: &Path) -> Result<()> {
         let kind = module.kind.rsplit('.').next().unwrap_or_default();
         match kind {
