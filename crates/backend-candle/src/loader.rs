@@ -31,7 +31,7 @@ impl SafetensorsLoader {
     pub fn text2text() -> Self {
         Self {
             model_type: "text2text",
-            option_keys: || t5::OPTION_KEYS,
+            option_keys: t5::option_keys,
             load: |spec, device| Ok(Arc::new(T5Generator::load(spec, device)?)),
         }
     }

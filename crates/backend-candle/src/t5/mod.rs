@@ -1,9 +1,7 @@
 //! Type `text2text`: T5 and FLAN-T5 generation on candle.
 
-mod beam;
 mod buckets;
 mod config;
-mod decode;
 mod layers;
 mod model;
 mod stepper;
@@ -11,45 +9,35 @@ mod stepper;
 use crate::device::{candle_device, core_device, dtype_option};
 use crate::weights::{estimate_bytes, var_builder, weight_files, REQUIRED};
 use crate::BACKEND_NAME;
-pub use beam::EarlyStopping;
 pub use buckets::relative_position_bucket;
 use candle_core::Device;
 pub use config::T5Config;
-pub use decode::Strategy;
 pub use model::{DecoderState, T5Model};
 use model_manager_core::backend::locate_or_download;
 use model_manager_core::{
     DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelSpec, Result,
     TextGenerator,
 };
+use model_manager_generate::{
+    check_cache_bytes, check_limits, decode, Decoding, GenerationDefaults, GENERATION_OPTION_KEYS,
+};
+pub use model_manager_generate::{
+    EarlyStopping, Strategy, MAX_BEAMS, MAX_KV_CACHE_BYTES, MAX_NEW_TOKENS,
+};
 use model_manager_text::TextTokenizer;
 use std::any::Any;
-use stepper::Decoder;
+use std::sync::OnceLock;
+use stepper::T5Steps;
 
 /// Fetched too when downloading from the hub, where they exist.
 const OPTIONAL: &[&str] = &[];
 const CODE: ErrorCode = ErrorCode::T5ModelLoadError;
-/// Most beams a request may ask for: each beam is a row of every decoder step and keeps its
-/// own KV cache, so the bound keeps one request's memory within reason.
-pub const MAX_BEAMS: usize = 16;
-/// Most tokens a request may ask to generate.
-pub const MAX_NEW_TOKENS: usize = 4096;
-/// Most bytes one generation's KV cache may reach (beams x tokens x the model's per-token
-/// cache): a large model gets fewer beams or tokens than a small one.
-pub const MAX_KV_CACHE_BYTES: u64 = 1 << 30;
-
-/// Option keys of `text2text` models: limits and default generation parameters.
-pub(crate) const OPTION_KEYS: &[&str] = &[
-    "dtype",
-    "max_input_length",
-    "max_output_length",
-    "num_beams",
-    "temperature",
-    "top_p",
-    "seed",
-    "early_stopping",
-    "length_penalty",
-];
+/// Option keys of `text2text` models: the weights' dtype, the input limit and the default
+/// generation parameters.
+pub(crate) fn option_keys() -> &'static [&'static str] {
+    static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KEYS.get_or_init(|| [&["dtype"], GENERATION_OPTION_KEYS].concat())
+}
 
 /// A loaded T5 model with its tokenizer and device (the `model`, `tokenizer` and
 /// `device` of the Python Model Manager Module), reachable through `ModelHandle::downcast_ref::<T5Generator>()`.
@@ -57,20 +45,8 @@ pub struct T5Generator {
     model: T5Model,
     tokenizer: TextTokenizer,
     device: Device,
-    defaults: GenerationParams,
+    defaults: GenerationDefaults,
     bytes: Option<u64>,
-}
-
-fn params_from_options(spec: &ModelSpec) -> Result<GenerationParams> {
-    Ok(GenerationParams {
-        max_length: spec.option_u64("max_output_length")?.map(|n| n as usize),
-        num_beams: spec.option_u64("num_beams")?.map(|n| n as usize),
-        temperature: spec.option_f64("temperature")?,
-        top_p: spec.option_f64("top_p")?,
-        seed: spec.option_u64("seed")?,
-        early_stopping: spec.option_bool("early_stopping")?,
-        length_penalty: spec.option_f64("length_penalty")?,
-    })
 }
 
 impl T5Generator {
@@ -128,12 +104,7 @@ impl T5Generator {
                 ),
             ));
         }
-        let defaults = params_from_options(spec)?;
-        check_limits(
-            Strategy::from_params(&defaults),
-            defaults.max_length.unwrap_or(0),
-        )
-        .map_err(|e| ModelError::config(&format!("models.{}", spec.id), e.message))?;
+        let defaults = GenerationDefaults::from_options(spec)?;
         Ok(Self {
             model,
             tokenizer,
@@ -165,7 +136,7 @@ impl T5Generator {
 
     /// Generated token ids (without the start token and the end token).
     pub fn generate_ids(&self, prompt: &str, params: &GenerationParams) -> Result<Vec<u32>> {
-        let p = self.merged(params);
+        let p = self.defaults.merged(params);
         self.generate_ids_with(prompt, Strategy::from_params(&p), p.max_length)
     }
 
@@ -176,60 +147,22 @@ impl T5Generator {
         strategy: Strategy,
         max_length: Option<usize>,
     ) -> Result<Vec<u32>> {
-        let max_length = max_length.or(self.defaults.max_length).unwrap_or(128);
+        let max_length = self.defaults.max_length(max_length);
         check_limits(strategy, max_length)?;
-        let rows = match strategy {
-            Strategy::Beam { num_beams, .. } => num_beams,
-            _ => 1,
-        } as u64;
-        let cache = rows * max_length as u64 * self.model.kv_bytes_per_row_token();
-        if cache > MAX_KV_CACHE_BYTES {
-            return Err(ModelError::invalid_input(format!(
-                "{rows} beam(s) x {max_length} tokens would hold {} MiB of decoder cache for this \
-                 model, above the {} MiB limit; ask for fewer beams or tokens",
-                cache >> 20,
-                MAX_KV_CACHE_BYTES >> 20
-            )));
-        }
+        check_cache_bytes(strategy, max_length, self.model.kv_bytes_per_row_token())?;
         let ids = self.tokenizer.encode(&[prompt])?.remove(0).ids;
         let encoder_output = self.model.encode(&ids).map_err(stepper::generation_error)?;
         let config = self.model.config();
-        let decoder = Decoder {
+        let steps = T5Steps {
             model: &self.model,
             encoder_output,
+        };
+        let tokens = Decoding {
             start: config.decoder_start(),
             eos: config.eos_token_id,
             max_length,
         };
-        decoder.run(strategy)
-    }
-
-    fn merged(&self, params: &GenerationParams) -> GenerationParams {
-        let d = &self.defaults;
-        GenerationParams {
-            max_length: params.max_length.or(d.max_length),
-            num_beams: params.num_beams.or(d.num_beams),
-            temperature: params.temperature.or(d.temperature),
-            top_p: params.top_p.or(d.top_p),
-            seed: params.seed.or(d.seed),
-            early_stopping: params.early_stopping.or(d.early_stopping),
-            length_penalty: params.length_penalty.or(d.length_penalty),
-        }
-    }
-}
-
-/// `INVALID_INPUT` for beam counts and lengths past [`MAX_BEAMS`] and [`MAX_NEW_TOKENS`].
-fn check_limits(strategy: Strategy, max_length: usize) -> Result<()> {
-    if max_length > MAX_NEW_TOKENS {
-        return Err(ModelError::invalid_input(format!(
-            "max_length {max_length} is above the limit of {MAX_NEW_TOKENS} generated tokens"
-        )));
-    }
-    match strategy {
-        Strategy::Beam { num_beams, .. } if num_beams == 0 || num_beams > MAX_BEAMS => Err(
-            ModelError::invalid_input(format!("num_beams {num_beams} is outside 1..={MAX_BEAMS}")),
-        ),
-        _ => Ok(()),
+        decode(&steps, tokens, strategy)
     }
 }
 
