@@ -68,6 +68,8 @@ pub struct AppState {
     permits: Arc<Semaphore>,
     metrics: Arc<metrics::Metrics>,
     keep_alive: Arc<keep_alive::KeepAlive>,
+    /// When the router was built, in Unix seconds (`created` in `/v1/models`).
+    started_at: u64,
 }
 
 /// The routes with their middleware.
@@ -76,6 +78,9 @@ pub fn router(manager: ModelManager, config: ServerConfig) -> Router {
         permits: Arc::new(Semaphore::new(config.limits.max_concurrent)),
         metrics: Arc::new(metrics::Metrics::new(&manager)),
         keep_alive: Arc::default(),
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         config: Arc::new(config),
         manager,
     };

@@ -1,5 +1,6 @@
 //! `mm models`: each configured model with its type, state, loaders and files.
 
+use crate::output::outln;
 use crate::output::print_json;
 use model_manager::{FilesState, ModelError, ModelManager, ModelSpec, Registry};
 use serde_json::json;
@@ -59,22 +60,25 @@ pub async fn models(manager: &ModelManager, json_out: bool) -> Result<(), ModelE
                 )
             })
             .collect();
-        print_json(&json!({"success": true, "models": models}));
+        print_json(&json!({"success": true, "models": models}))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<12} {:<10} {:<24} FILES",
-        "ID", "TYPE", "STATE", "LOADERS"
-    );
+        "ID",
+        "TYPE",
+        "STATE",
+        "LOADERS"
+    )?;
     for spec in manager.settings().models.values() {
-        println!(
+        outln!(
             "{:<16} {:<12} {:<10} {:<24} {}",
             spec.id,
             spec.model_type,
             status.models[&spec.id].state,
             loader_state(registry, spec),
             files_state(spec)
-        );
+        )?;
     }
     Ok(())
 }

@@ -72,8 +72,7 @@ pub async fn pull(manager: &ModelManager, target: &str, json_out: bool) -> Resul
                 .map_or_else(String::new, |d| d.display().to_string()),
             _ => String::new(),
         };
-        report(json_out, target, &place, None);
-        return Ok(());
+        return report(json_out, target, &place, None);
     }
     if !target.contains('/') {
         return Err(ModelError::new(
@@ -94,16 +93,21 @@ pub async fn pull(manager: &ModelManager, target: &str, json_out: bool) -> Resul
         target,
         &snapshot.display().to_string(),
         Some(&files),
-    );
-    Ok(())
+    )
 }
 
-fn report(json_out: bool, target: &str, place: &str, files: Option<&[String]>) {
+fn report(
+    json_out: bool,
+    target: &str,
+    place: &str,
+    files: Option<&[String]>,
+) -> Result<(), ModelError> {
     if json_out {
-        print_json(&json!({"success": true, "pulled": target, "path": place, "files": files}));
+        print_json(&json!({"success": true, "pulled": target, "path": place, "files": files}))?;
     } else {
         eprintln!("pulled {target}: {place}");
     }
+    Ok(())
 }
 
 #[cfg(test)]
