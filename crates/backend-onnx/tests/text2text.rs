@@ -256,31 +256,29 @@ async fn broken_exports_are_load_errors_naming_the_file() {
 #[tokio::test]
 async fn request_bounds_and_bad_options_are_refused() {
     let manager = manager(&fixture(), "");
-    let ask = |params: GenerationParams| {
-        let manager = &manager;
-        async move { manager.generate_text("t", "w5 w9", &params).await }
-    };
-    let err = ask(GenerationParams {
+    let beams = GenerationParams {
         num_beams: Some(17),
         ..Default::default()
-    })
-    .await
-    .unwrap_err();
-    assert_eq!(err.code, ErrorCode::InvalidInput, "{err}");
-    let err = ask(GenerationParams {
+    };
+    let long = GenerationParams {
         max_length: Some(5000),
         ..Default::default()
-    })
-    .await
-    .unwrap_err();
-    assert_eq!(err.code, ErrorCode::InvalidInput, "{err}");
-    let text = ask(GenerationParams {
+    };
+    for params in [beams, long] {
+        let err = manager
+            .generate_text("t", "w5 w9", &params)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidInput, "{params:?}: {err}");
+    }
+    let none = GenerationParams {
         max_length: Some(0),
         ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(text, "");
+    };
+    assert_eq!(
+        manager.generate_text("t", "w5 w9", &none).await.unwrap(),
+        ""
+    );
     // Defaults past the bounds fail the load, naming the model.
     let bad = self::manager(&fixture(), "models.t.num_beams = 99\n");
     let err = bad.get_text_generation_model("t").await.unwrap_err();

@@ -208,12 +208,14 @@ fn generate_without_t5_files_names_the_places_tried() {
 /// A one-shot command prints a failed load once: as its error, not also as a log line.
 #[test]
 fn a_load_failure_is_printed_once() {
+    // A T5 folder whose weights are not safetensors: found, then failing to load.
     let dir = tempfile::tempdir().unwrap();
-    let packaged = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/flan-t5-small-title-onnx/tokenizer.json");
-    std::fs::copy(packaged, dir.path().join("tokenizer.json")).unwrap();
-    std::fs::write(dir.path().join("encoder.onnx"), b"not a graph").unwrap();
-    std::fs::write(dir.path().join("decoder.onnx"), b"not a graph").unwrap();
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../backend-onnx/tests/fixtures/tiny-t5");
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(tiny.join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("model.safetensors"), b"not safetensors").unwrap();
     let out = mm()
         .env(
             "CORE_MODEL_MANAGER_MODELS_T5_SUMMARIZER_LOCAL_PATH",
@@ -223,10 +225,10 @@ fn a_load_failure_is_printed_once() {
         .assert()
         .code(6);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
-    assert!(stderr.starts_with("error: cannot load"), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
     let lines: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains("encoder.onnx"))
+        .filter(|l| l.contains("model.safetensors"))
         .collect();
     assert_eq!(lines.len(), 1, "printed once: {stderr}");
     assert!(!stderr.contains("WARN"), "{stderr}");

@@ -36,6 +36,15 @@ fn interrupt(child: &std::process::Child) {
     assert!(sent.unwrap().success());
 }
 
+/// `count` distinct lines (the bundled corpus's, numbered), none of them cached.
+fn distinct_texts(count: usize) -> String {
+    let corpus = std::fs::read_to_string(common::repo().join("examples/corpus.txt")).unwrap();
+    let lines: Vec<&str> = corpus.lines().collect();
+    (0..count)
+        .map(|i| format!("{} {i}\n", lines[i % lines.len()]))
+        .collect()
+}
+
 fn write(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
@@ -359,10 +368,7 @@ fn a_closed_stdout_is_a_quiet_exit_141() {
     assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
 
-    let corpus = std::fs::read_to_string(common::repo().join("examples/corpus.txt")).unwrap();
-    let many: String = (0..1030)
-        .map(|i| format!("{} {i}\n", corpus.lines().nth(i % 20).unwrap_or("x")))
-        .collect();
+    let many = distinct_texts(1030);
     let out = with_closed_stdout(&["-q", "embed", "-i", "-", "-o", "-"], many.as_bytes());
     assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
@@ -720,10 +726,7 @@ fn completions_are_printed_for_a_shell() {
 #[test]
 fn the_progress_bar_draws_on_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = std::fs::read_to_string(common::repo().join("examples/corpus.txt")).unwrap();
-    let many: String = (0..1500)
-        .map(|i| format!("{} {i}\n", corpus.lines().nth(i % 20).unwrap_or("x")))
-        .collect();
+    let many = distinct_texts(1500);
     let input = write(dir.path(), "many.txt", &many);
     let command = format!(
         "{} embed -i {} -o {}",

@@ -6,12 +6,14 @@
 //! The candle T5 and the ONNX Runtime encoder-decoder both decode through [`decode`], so a
 //! request means the same on either backend. The request bounds ([`MAX_BEAMS`],
 //! [`MAX_NEW_TOKENS`], [`MAX_KV_CACHE_BYTES`]) and the `models.<id>.*` generation options
-//! ([`GenerationDefaults`]) live here too.
+//! ([`GenerationDefaults`]) live here too, and [`TextToText`]: a backend's [`EncoderDecoder`]
+//! with its tokenizer, prompt in and text out.
 
 mod beam;
 mod params;
 mod sample;
 mod single;
+mod text2text;
 pub mod token_ids;
 
 pub use beam::EarlyStopping;
@@ -19,6 +21,7 @@ pub use params::{
     check_cache_bytes, check_limits, GenerationDefaults, Strategy, GENERATION_OPTION_KEYS,
     MAX_BEAMS, MAX_KV_CACHE_BYTES, MAX_NEW_TOKENS,
 };
+pub use text2text::{EncoderDecoder, TextToText};
 pub use token_ids::SpecialTokens;
 
 use model_manager_core::{ErrorCode, ModelError, Result};

@@ -18,16 +18,12 @@ use model_manager_core::{
     DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelSpec, Result,
     TextGenerator,
 };
-use model_manager_generate::{
-    check_cache_bytes, check_limits, decode, Decoding, GenerationDefaults, GENERATION_OPTION_KEYS,
-};
 pub use model_manager_generate::{
     EarlyStopping, Strategy, MAX_BEAMS, MAX_KV_CACHE_BYTES, MAX_NEW_TOKENS,
 };
-use model_manager_text::TextTokenizer;
+use model_manager_generate::{TextToText, GENERATION_OPTION_KEYS};
 use std::any::Any;
 use std::sync::OnceLock;
-use stepper::T5Steps;
 
 /// Fetched too when downloading from the hub, where they exist.
 const OPTIONAL: &[&str] = &[];
@@ -42,10 +38,8 @@ pub(crate) fn option_keys() -> &'static [&'static str] {
 /// A loaded T5 model with its tokenizer and device (the `model`, `tokenizer` and
 /// `device` of the Python Model Manager Module), reachable through `ModelHandle::downcast_ref::<T5Generator>()`.
 pub struct T5Generator {
-    model: T5Model,
-    tokenizer: TextTokenizer,
+    generator: TextToText<T5Model>,
     device: Device,
-    defaults: GenerationDefaults,
     bytes: Option<u64>,
 }
 
@@ -83,45 +77,21 @@ impl T5Generator {
             .with("file", files[0].display().to_string())
             .caused_by("CandleError", e)
         })?;
-        let max_input = spec.option_u64("max_input_length")?.unwrap_or(512) as usize;
-        let tokenizer = TextTokenizer::from_file(&folder.file("tokenizer.json"), max_input)
-            .map_err(|e| ModelError {
-                code: if e.code == ErrorCode::ModelLoadError {
-                    CODE
-                } else {
-                    e.code
-                },
-                ..e
-            })?;
-        if tokenizer.inner().get_vocab_size(true) > config.vocab_size {
-            return Err(ModelError::file_load(
-                CODE,
-                &folder.file("tokenizer.json"),
-                format!(
-                    "the tokenizer has {} tokens, more than the model's vocab_size {}",
-                    tokenizer.inner().get_vocab_size(true),
-                    config.vocab_size
-                ),
-            ));
-        }
-        let defaults = GenerationDefaults::from_options(spec)?;
         Ok(Self {
-            model,
-            tokenizer,
+            generator: TextToText::new(spec, model, &folder.file("tokenizer.json"))?,
             device,
-            defaults,
             bytes: estimate_bytes(&files, dtype),
         })
     }
 
     /// The encoder-decoder (each generation keeps its KV cache in its own [`DecoderState`]).
     pub fn model(&self) -> &T5Model {
-        &self.model
+        self.generator.model()
     }
 
     /// The tokenizer.
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
-        self.tokenizer.inner()
+        self.generator.tokenizer().inner()
     }
 
     /// The device.
@@ -131,13 +101,12 @@ impl T5Generator {
 
     /// The model's config.
     pub fn config(&self) -> &T5Config {
-        self.model.config()
+        self.model().config()
     }
 
     /// Generated token ids (without the start token and the end token).
     pub fn generate_ids(&self, prompt: &str, params: &GenerationParams) -> Result<Vec<u32>> {
-        let p = self.defaults.merged(params);
-        self.generate_ids_with(prompt, Strategy::from_params(&p), p.max_length)
+        self.generator.generate_ids(prompt, params)
     }
 
     /// Generated token ids with an explicit strategy (e.g. beam search with one beam).
@@ -147,34 +116,14 @@ impl T5Generator {
         strategy: Strategy,
         max_length: Option<usize>,
     ) -> Result<Vec<u32>> {
-        let max_length = self.defaults.max_length(max_length);
-        check_limits(strategy, max_length)?;
-        check_cache_bytes(strategy, max_length, self.model.kv_bytes_per_row_token())?;
-        let ids = self.tokenizer.encode(&[prompt])?.remove(0).ids;
-        let encoder_output = self.model.encode(&ids).map_err(stepper::generation_error)?;
-        let config = self.model.config();
-        let steps = T5Steps {
-            model: &self.model,
-            encoder_output,
-        };
-        let tokens = Decoding {
-            start: config.decoder_start(),
-            eos: config.eos_token_id,
-            max_length,
-        };
-        decode(&steps, tokens, strategy)
+        self.generator
+            .generate_ids_with(prompt, strategy, max_length)
     }
 }
 
 impl TextGenerator for T5Generator {
     fn generate(&self, prompt: &str, params: &GenerationParams) -> Result<String> {
-        let ids = self.generate_ids(prompt, params)?;
-        self.tokenizer.inner().decode(&ids, true).map_err(|e| {
-            ModelError::new(
-                ErrorCode::GenerationError,
-                format!("cannot decode the output: {e}"),
-            )
-        })
+        self.generator.generate(prompt, params)
     }
 }
 

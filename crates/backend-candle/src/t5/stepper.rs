@@ -1,10 +1,11 @@
-//! The T5 model as a [`StepDecoder`]: one generation's encoder output, and the decoder step
-//! every strategy of `model-manager-generate` builds on.
+//! The T5 model as `model-manager-generate` sees it: an [`EncoderDecoder`] whose prompts
+//! give a [`StepDecoder`] (one generation's encoder output and the decoder step every
+//! strategy builds on).
 
 use super::model::{DecoderState, T5Model};
 use candle_core::Tensor;
 use model_manager_core::{ModelError, Result};
-use model_manager_generate::StepDecoder;
+use model_manager_generate::{EncoderDecoder, SpecialTokens, StepDecoder};
 
 /// A `GENERATION_ERROR` from candle.
 pub fn generation_error(e: candle_core::Error) -> ModelError {
@@ -16,6 +17,35 @@ pub fn generation_error(e: candle_core::Error) -> ModelError {
 pub struct T5Steps<'a> {
     pub model: &'a T5Model,
     pub encoder_output: Tensor,
+}
+
+impl EncoderDecoder for T5Model {
+    type Steps<'a> = T5Steps<'a>;
+
+    fn encode(&self, ids: &[u32]) -> Result<T5Steps<'_>> {
+        let encoder_output = T5Model::encode(self, ids).map_err(generation_error)?;
+        Ok(T5Steps {
+            model: self,
+            encoder_output,
+        })
+    }
+
+    fn special_tokens(&self) -> SpecialTokens {
+        let config = self.config();
+        SpecialTokens {
+            pad_token_id: config.pad_token_id,
+            eos_token_id: config.eos_token_id,
+            decoder_start_token_id: config.decoder_start_token_id,
+        }
+    }
+
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.config().vocab_size)
+    }
+
+    fn bytes_per_row_token(&self) -> u64 {
+        self.kv_bytes_per_row_token()
+    }
 }
 
 impl StepDecoder for T5Steps<'_> {

@@ -19,15 +19,10 @@ use model_manager_core::{
     DeviceChoice, ErrorCode, GenerationParams, Model, ModelError, ModelInfo, ModelSpec, Result,
     TextGenerator,
 };
-use model_manager_generate::{
-    check_cache_bytes, check_limits, decode, Decoding, GenerationDefaults, SpecialTokens, Strategy,
-    GENERATION_OPTION_KEYS,
-};
-use model_manager_text::TextTokenizer;
+use model_manager_generate::{SpecialTokens, Strategy, TextToText, GENERATION_OPTION_KEYS};
 use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use steps::OnnxSteps;
 
 const CODE: ErrorCode = ErrorCode::T5ModelLoadError;
 
@@ -81,15 +76,21 @@ impl ModelLoader for OnnxText2TextLoader {
     }
 }
 
-/// The sessions of one export.
+/// The sessions of one export and its special tokens.
 pub struct Graphs {
     encoder: EncoderGraph,
     decoder: DecoderGraph,
     decoder_with_past: Option<DecoderGraph>,
+    special: SpecialTokens,
 }
 
 impl Graphs {
-    fn load(spec: &ModelSpec, files: &GraphFiles, device: &DeviceChoice) -> Result<Self> {
+    fn load(
+        spec: &ModelSpec,
+        files: &GraphFiles,
+        device: &DeviceChoice,
+        special: SpecialTokens,
+    ) -> Result<Self> {
         let encoder = EncoderGraph::load(spec, &files.encoder, device)?;
         let decoder = DecoderGraph::load(spec, &files.decoder, device, false)?;
         if !decoder.past_inputs().is_empty() {
@@ -125,25 +126,14 @@ impl Graphs {
             encoder,
             decoder,
             decoder_with_past,
+            special,
         })
-    }
-
-    /// Bytes one row adds per generated token: the cache with a past graph, else the
-    /// logits of every position that each step of the full-prefix decoder returns.
-    fn bytes_per_row_token(&self) -> u64 {
-        match &self.decoder_with_past {
-            Some(with_past) => with_past.cache_bytes_per_token.unwrap_or(0),
-            None => self.decoder.vocab.unwrap_or(0) as u64 * 4,
-        }
     }
 }
 
 /// A loaded encoder-decoder export with its tokenizer.
 pub struct OnnxGenerator {
-    graphs: Graphs,
-    tokenizer: TextTokenizer,
-    tokens: SpecialTokens,
-    defaults: GenerationDefaults,
+    generator: TextToText<Graphs>,
     device: DeviceChoice,
     files: GraphFiles,
 }
@@ -162,35 +152,9 @@ impl OnnxGenerator {
     /// Loads `spec`'s export.
     pub fn load(spec: &ModelSpec, device: &DeviceChoice) -> Result<Self> {
         let (folder, files) = model_files(spec)?;
-        let tokens = special_tokens(&folder)?;
-        let defaults = GenerationDefaults::from_options(spec)?;
-        let max_input = spec.option_u64("max_input_length")?.unwrap_or(512) as usize;
-        let tokenizer_file = folder.join("tokenizer.json");
-        let tokenizer =
-            TextTokenizer::from_file(&tokenizer_file, max_input).map_err(|e| ModelError {
-                code: if e.code == ErrorCode::ModelLoadError {
-                    CODE
-                } else {
-                    e.code
-                },
-                ..e
-            })?;
-        let graphs = Graphs::load(spec, &files, device)?;
-        let vocab = tokenizer.inner().get_vocab_size(true);
-        if let Some(logits) = graphs.decoder.vocab.filter(|l| vocab > *l) {
-            return Err(ModelError::file_load(
-                CODE,
-                &tokenizer_file,
-                format!(
-                    "the tokenizer has {vocab} tokens, more than the decoder's {logits} logits"
-                ),
-            ));
-        }
+        let graphs = Graphs::load(spec, &files, device, special_tokens(&folder)?)?;
         Ok(Self {
-            graphs,
-            tokenizer,
-            tokens,
-            defaults,
+            generator: TextToText::new(spec, graphs, &folder.join("tokenizer.json"))?,
             device: device.clone(),
             files,
         })
@@ -203,18 +167,17 @@ impl OnnxGenerator {
 
     /// Whether decoding uses the export's KV cache (`decoder_with_past_model.onnx`).
     pub fn uses_cache(&self) -> bool {
-        self.graphs.decoder_with_past.is_some()
+        self.generator.model().decoder_with_past.is_some()
     }
 
     /// The tokenizer.
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
-        self.tokenizer.inner()
+        self.generator.tokenizer().inner()
     }
 
     /// Generated token ids (without the start token and the end token).
     pub fn generate_ids(&self, prompt: &str, params: &GenerationParams) -> Result<Vec<u32>> {
-        let p = self.defaults.merged(params);
-        self.generate_ids_with(prompt, Strategy::from_params(&p), p.max_length)
+        self.generator.generate_ids(prompt, params)
     }
 
     /// Generated token ids with an explicit strategy.
@@ -224,37 +187,14 @@ impl OnnxGenerator {
         strategy: Strategy,
         max_length: Option<usize>,
     ) -> Result<Vec<u32>> {
-        let max_length = self.defaults.max_length(max_length);
-        check_limits(strategy, max_length)?;
-        check_cache_bytes(strategy, max_length, self.graphs.bytes_per_row_token())?;
-        let ids = self.tokenizer.encode(&[prompt])?.remove(0).ids;
-        if ids.is_empty() {
-            return Err(ModelError::invalid_input(
-                "the prompt has no tokens (this tokenizer adds no end token to an empty text)",
-            ));
-        }
-        let steps = OnnxSteps {
-            graphs: &self.graphs,
-            encoded: self.graphs.encoder.encode(&ids)?,
-        };
-        let tokens = Decoding {
-            start: self.tokens.decoder_start(),
-            eos: self.tokens.eos_token_id,
-            max_length,
-        };
-        decode(&steps, tokens, strategy)
+        self.generator
+            .generate_ids_with(prompt, strategy, max_length)
     }
 }
 
 impl TextGenerator for OnnxGenerator {
     fn generate(&self, prompt: &str, params: &GenerationParams) -> Result<String> {
-        let ids = self.generate_ids(prompt, params)?;
-        self.tokenizer.inner().decode(&ids, true).map_err(|e| {
-            ModelError::new(
-                ErrorCode::GenerationError,
-                format!("cannot decode the output: {e}"),
-            )
-        })
+        self.generator.generate(prompt, params)
     }
 }
 

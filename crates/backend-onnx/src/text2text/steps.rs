@@ -1,18 +1,47 @@
-//! An export's decoder as a [`StepDecoder`]: one generation's rows over its prompt's encoder
-//! output. With `decoder_with_past_model.onnx` each step feeds one token per row and the
-//! cache of every layer; without one, each step feeds every row's whole prefix again (what
-//! an export without a cache allows).
+//! An export as `model-manager-generate` sees it: an [`EncoderDecoder`] whose prompts give a
+//! [`StepDecoder`], one generation's rows over its prompt's encoder output. With
+//! `decoder_with_past_model.onnx` each step feeds one token per row and the cache of every
+//! layer; without one, each step feeds every row's whole prefix again (what an export
+//! without a cache allows).
 
 use super::graphs::{run_error, Encoded};
 use super::Graphs;
 use model_manager_core::Result;
-use model_manager_generate::StepDecoder;
+use model_manager_generate::{EncoderDecoder, SpecialTokens, StepDecoder};
 use ort::value::{DynValue, Tensor};
 
 /// One prompt's decoder.
 pub struct OnnxSteps<'a> {
-    pub graphs: &'a Graphs,
-    pub encoded: Encoded,
+    graphs: &'a Graphs,
+    encoded: Encoded,
+}
+
+impl EncoderDecoder for Graphs {
+    type Steps<'a> = OnnxSteps<'a>;
+
+    fn encode(&self, ids: &[u32]) -> Result<OnnxSteps<'_>> {
+        Ok(OnnxSteps {
+            graphs: self,
+            encoded: self.encoder.encode(ids)?,
+        })
+    }
+
+    fn special_tokens(&self) -> SpecialTokens {
+        self.special
+    }
+
+    fn vocab_size(&self) -> Option<usize> {
+        self.decoder.vocab
+    }
+
+    /// The cache with a past graph, else the logits of every position that each step of
+    /// the full-prefix decoder returns.
+    fn bytes_per_row_token(&self) -> u64 {
+        match &self.decoder_with_past {
+            Some(with_past) => with_past.cache_bytes_per_token.unwrap_or(0),
+            None => self.decoder.vocab.unwrap_or(0) as u64 * 4,
+        }
+    }
 }
 
 /// One generation's rows.
