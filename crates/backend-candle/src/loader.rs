@@ -43,7 +43,7 @@ impl SafetensorsLoader {
         Self {
             model_type: "text2text",
             optional: t5::OPTIONAL,
-            option_keys: || t5::OPTION_KEYS,
+            option_keys: t5::option_keys,
             accepts: |_| Probe::Accept,
             describe: |_| None,
             prompts: |_| None,

@@ -78,6 +78,8 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 /// Logs on stderr: `MM_LOG`, else `RUST_LOG`, else by `-q` / `-v`; colours only on a terminal.
+/// A command that runs once and prints its own error does not also log a failed load at the
+/// default level (`-v` shows it); `mm serve` does, its log being where such failures go.
 fn init_logging(cli: &Cli) {
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
@@ -86,9 +88,13 @@ fn init_logging(cli: &Cli) {
         (false, 2) => "debug",
         _ => "trace",
     };
+    let default = match (&cli.command, cli.verbose) {
+        (Command::Serve(_), _) | (_, 1..) => level.to_owned(),
+        _ => format!("{level},{}=off", model_manager::LOAD_FAILURE_LOG_TARGET),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MM_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
-        .unwrap_or_else(|_| level.into());
+        .unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -147,9 +153,12 @@ async fn dispatch(cli: &Cli) -> Result<(), ModelError> {
         Command::Ps { url, api_key } => ps::ps(url, api_key.as_deref(), json).await,
         Command::Plugins { command } => plugins_command(cli, command),
         Command::Completions { shell } => {
+            // Written whole, so a closed stdout is an error here rather than a panic inside
+            // clap_complete.
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut command, "mm", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "mm", &mut script);
+            output::write_stdout(&script)
         }
         Command::Serve(args) => serve::serve(load_settings(cli)?, args).await,
         command => managed(cli, |m| async move { with_models(&m, command, json).await }).await,

@@ -6,7 +6,7 @@ fn mm() -> Command {
     let mut cmd = Command::cargo_bin("mm").unwrap();
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     cmd.env_remove("MM_CONFIG");
-    // The default settings name a hub model (FLAN-T5): tests never reach the internet.
+    // Tests never reach the internet.
     cmd.env("HF_HUB_OFFLINE", "1");
     cmd
 }
@@ -163,8 +163,25 @@ fn similarity_and_embed_on_the_default_model() {
 }
 
 #[test]
+fn generate_answers_with_the_packaged_model_on_the_default_settings() {
+    let out = mm()
+        .args([
+            "generate",
+            "Wrote unit tests for the tokenizer and fixed an off-by-one error in truncation",
+        ])
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert_eq!(stdout, "Wrote tokenizer unit tests\n");
+}
+
+#[test]
 fn generate_without_t5_files_names_the_places_tried() {
     let out = mm()
+        .env(
+            "CORE_MODEL_MANAGER_MODELS_T5_SUMMARIZER_LOCAL_PATH",
+            "/nonexistent/t5",
+        )
         .args(["--json", "generate", "summarize: text"])
         .assert()
         .code(5)
@@ -174,20 +191,58 @@ fn generate_without_t5_files_names_the_places_tried() {
     let value = json_of(&out);
     assert_eq!(value["code"], "MODEL_NOT_FOUND");
     assert!(
-        value["message"].as_str().unwrap().contains("models/t5"),
+        value["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/t5"),
         "{value}"
     );
-    // The default T5 has a hub name: no hint at the packaged-model script (which has no
-    // T5), and no placeholder.
+    // No hub name: the hint is the folder and the script that fills it, no placeholder.
     let hint = value["details"]["hint"].as_str().unwrap();
     assert!(
-        hint.contains("HF_HUB_OFFLINE") && !hint.contains("<id>"),
+        hint.contains("models.t5_summarizer.local_path") && !hint.contains("<id>"),
         "{value}"
     );
-    assert!(
-        !value["message"].as_str().unwrap().contains("fetch-models"),
-        "{value}"
-    );
+}
+
+/// A one-shot command prints a failed load once: as its error, not also as a log line.
+#[test]
+fn a_load_failure_is_printed_once() {
+    // A T5 folder whose weights are not safetensors: found, then failing to load.
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../backend-onnx/tests/fixtures/tiny-t5");
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(tiny.join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("model.safetensors"), b"not safetensors").unwrap();
+    let out = mm()
+        .env(
+            "CORE_MODEL_MANAGER_MODELS_T5_SUMMARIZER_LOCAL_PATH",
+            dir.path(),
+        )
+        .args(["generate", "a prompt"])
+        .assert()
+        .code(6);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("model.safetensors"))
+        .collect();
+    assert_eq!(lines.len(), 1, "printed once: {stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    // With -v the log shows it too, for whoever asked for logs.
+    let out = mm()
+        .env(
+            "CORE_MODEL_MANAGER_MODELS_T5_SUMMARIZER_LOCAL_PATH",
+            dir.path(),
+        )
+        .args(["-v", "generate", "a prompt"])
+        .assert()
+        .code(6);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("model load failed"), "{stderr}");
 }
 
 /// The reference embeddings of `tests/fixtures/minilm_sentences.txt`, in file order.

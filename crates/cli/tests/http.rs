@@ -256,6 +256,64 @@ print(json.dumps({
     }
 }
 
+/// What the API answers is the server's state, and a mistake in a request is named.
+#[test]
+fn answers_tell_the_state_and_name_the_mistake() {
+    let server = Server::start(&[], &[]);
+    // `created` is a time before anything loads.
+    let (_, models) = server.get("/v1/models");
+    let t5 = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "t5_summarizer")
+        .unwrap();
+    assert_eq!(t5["state"], "unloaded", "{models}");
+    assert!(t5["created"].as_u64().unwrap() > 1_700_000_000, "{models}");
+
+    // A load without `pin` of a pinned model says it is pinned.
+    let (status, first) = server.post("/v1/models/embedding/load", r#"{"pin": true}"#);
+    assert_eq!(
+        (status, first["pinned"].as_bool()),
+        (200, Some(true)),
+        "{first}"
+    );
+    let (status, again) = server.post("/v1/models/embedding/load", "{}");
+    assert_eq!(
+        (status, again["pinned"].as_bool()),
+        (200, Some(true)),
+        "{again}"
+    );
+    server.post("/v1/models/embedding/unload", "");
+    let (_, plain) = server.post("/v1/models/embedding/load", "");
+    assert_eq!(plain["pinned"].as_bool(), Some(false), "{plain}");
+
+    // An unknown field is named, with the nearest known one.
+    let (status, err) = server.post("/v1/embeddings", r#"{"inputs": ["a", "b"]}"#);
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["details"]["field"], "inputs", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `input`?"),
+        "{err}"
+    );
+    let (status, _) = server.post("/v1/embeddings", r#"{"input": "a", "dimension": 8}"#);
+    assert_eq!(status, 400, "a typo of `dimensions` is not ignored");
+
+    // A model id typo gets the nearest configured id.
+    let (status, err) = server.post("/v1/embeddings", r#"{"model": "embeding", "input": "a"}"#);
+    assert_eq!(status, 404, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `embedding`?"),
+        "{err}"
+    );
+}
+
 #[test]
 fn load_with_keep_alive_holds_the_model_then_idle_rules_apply_again() {
     let server = Server::start(&[], &[]);

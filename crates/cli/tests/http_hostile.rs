@@ -285,7 +285,13 @@ fn a_small_request_cannot_force_a_huge_response() {
 
 #[test]
 fn errors_do_not_reveal_the_server_s_files() {
-    let server = Server::start(&[], &[]);
+    let server = Server::start(
+        &[],
+        &[(
+            "CORE_MODEL_MANAGER_MODELS_T5_SUMMARIZER_LOCAL_PATH",
+            "/work/models/missing-t5",
+        )],
+    );
     let (status, text) = server.request_text("POST", "/v1/generate", r#"{"prompt": "hi"}"#, &[]);
     assert!(status >= 400, "{text}");
     assert!(

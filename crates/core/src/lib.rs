@@ -35,7 +35,7 @@ pub use error::{ErrorCode, ModelError, Result};
 pub use files::{can_download, files_state, FilesState};
 pub use manager::{
     EmbedOptions, EmbeddingsOutput, InitReport, ModelHandle, ModelManager, ModelStatus,
-    ModelStatusReport, ServiceStatus, ShutdownReport,
+    ModelStatusReport, ServiceStatus, ShutdownReport, LOAD_FAILURE_LOG_TARGET,
 };
 pub use model::{
     check_infer_inputs, Architecture, Embedder, GenerationParams, ImageValue, Infer, InferValue,

@@ -137,34 +137,10 @@ impl Registry {
 
     /// Refuses option keys that none of the type's loaders reads.
     fn check_options(&self, spec: &ModelSpec, loaders: &[Arc<dyn ModelLoader>]) -> Result<()> {
-        let known: BTreeSet<&str> = loaders
-            .iter()
-            .flat_map(|l| l.option_keys().iter().copied())
-            .collect();
-        for key in spec.options.keys() {
-            if known.contains(key.as_str()) {
-                continue;
-            }
-            let full = format!("models.{}.{key}", spec.id);
-            let all = known
-                .iter()
-                .copied()
-                .chain(schema::MODEL_KEYS.iter().map(|k| k.key));
-            let hint = match schema::nearest(key, all) {
-                Some(near) => format!("; did you mean `models.{}.{near}`?", spec.id),
-                None => format!(
-                    "; type `{}` reads: {}",
-                    spec.model_type,
-                    known.iter().copied().collect::<Vec<_>>().join(", ")
-                ),
-            };
-            return Err(ModelError::config(
-                &full,
-                format!("settings key `{full}` is unknown{hint}"),
-            )
-            .for_model(&spec.id));
+        match option_problems(spec, loaders).into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks the options of `spec` against its type's loaders, if any are registered.
@@ -175,6 +151,47 @@ impl Registry {
         }
         self.check_options(spec, &loaders)
     }
+
+    /// Every option of `spec` its type's loaders do not read (each with the nearest key),
+    /// not only the first: what `mm check` reports.
+    pub fn option_problems(&self, spec: &ModelSpec) -> Vec<ModelError> {
+        option_problems(spec, &self.for_type(&spec.model_type))
+    }
+}
+
+/// The options of `spec` none of `loaders` reads.
+fn option_problems(spec: &ModelSpec, loaders: &[Arc<dyn ModelLoader>]) -> Vec<ModelError> {
+    if loaders.is_empty() {
+        return Vec::new();
+    }
+    let known: BTreeSet<&str> = loaders
+        .iter()
+        .flat_map(|l| l.option_keys().iter().copied())
+        .collect();
+    let mut problems = Vec::new();
+    for key in spec.options.keys() {
+        if known.contains(key.as_str()) {
+            continue;
+        }
+        let full = format!("models.{}.{key}", spec.id);
+        let all = known
+            .iter()
+            .copied()
+            .chain(schema::MODEL_KEYS.iter().map(|k| k.key));
+        let hint = match schema::nearest(key, all) {
+            Some(near) => format!("; did you mean `models.{}.{near}`?", spec.id),
+            None => format!(
+                "; type `{}` reads: {}",
+                spec.model_type,
+                known.iter().copied().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        problems.push(
+            ModelError::config(&full, format!("settings key `{full}` is unknown{hint}"))
+                .for_model(&spec.id),
+        );
+    }
+    problems
 }
 
 /// The loader named by `spec.backend`, if its probe accepts.

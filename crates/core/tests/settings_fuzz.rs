@@ -1,6 +1,7 @@
 //! Property tests of the settings parser (a stable stand-in for a fuzzer): arbitrary text
 //! and arbitrary values for every known key never panic, errors are `CONFIG_ERROR`, and
-//! accepted settings hold their documented bounds. The checked-in corpus under
+//! accepted settings hold their documented bounds; `Settings::check_file` finds a problem
+//! exactly when the text does not load. The checked-in corpus under
 //! `tests/fuzz-corpus/settings` runs first. `PROPTEST_CASES=100000` runs longer.
 
 use model_manager_core::settings::schema::{GLOBAL_KEYS, MODEL_KEYS};
@@ -8,6 +9,20 @@ use model_manager_core::{ErrorCode, Settings};
 use proptest::prelude::*;
 
 fn check(text: &str) {
+    // `mm check`'s reading of the same text agrees: no problem exactly when it loads, and
+    // every position it gives is inside the text.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("settings.toml");
+    std::fs::write(&file, text).unwrap();
+    let report = Settings::check_file(&file);
+    let loads = Settings::from_toml_str_with_env(text, ".", []).is_ok();
+    assert_eq!(report.problems.is_empty(), loads, "{:?}", report.problems);
+    let lines = text.lines().count().max(1) as u64;
+    for problem in &report.problems {
+        if let Some(line) = problem.details.get("line").and_then(|l| l.as_u64()) {
+            assert!((1..=lines + 1).contains(&line), "{problem}");
+        }
+    }
     match Settings::from_toml_str_with_env(text, ".", []) {
         Ok(settings) => {
             assert!(settings.sharing.max_shared_models >= 1);

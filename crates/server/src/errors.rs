@@ -125,6 +125,14 @@ pub fn public(error: &ModelError) -> ModelError {
         ),
         (None, _) => without_paths(&error.message),
     };
+    let message = match (
+        error.code,
+        error.details.get("hint").and_then(|h| h.as_str()),
+    ) {
+        // The configured ids are the operator's public vocabulary: a typo gets its nearest.
+        (ErrorCode::ModelNotConfigured, Some(hint)) => format!("{message}; {hint}"),
+        _ => message,
+    };
     let mut public = ModelError::new(error.code, message);
     for (key, value) in &error.details {
         if PUBLIC_DETAILS.contains(&key.as_str()) {
@@ -177,6 +185,24 @@ mod tests {
         );
         assert!(public.contains("models.t5.local_path"), "{public}");
         assert!(public.contains("\"model_id\":\"t5\""), "{public}");
+    }
+
+    #[test]
+    fn an_unknown_model_id_gets_its_nearest() {
+        let error = ModelError::new(
+            ErrorCode::ModelNotConfigured,
+            "Model embeding not found in configuration",
+        )
+        .with(
+            "hint",
+            "did you mean `embedding`? configured models: embedding",
+        );
+        let public = public(&error);
+        assert!(
+            public.message.contains("did you mean `embedding`?"),
+            "{}",
+            public.message
+        );
     }
 
     #[test]

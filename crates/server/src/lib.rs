@@ -70,6 +70,8 @@ pub struct AppState {
     metrics: Arc<metrics::Metrics>,
     keep_alive: Arc<keep_alive::KeepAlive>,
     drain: drain::Drain,
+    /// When the router was built, in Unix seconds (`created` in `/v1/models`).
+    started_at: u64,
 }
 
 /// The routes with their middleware.
@@ -83,6 +85,9 @@ fn app(manager: ModelManager, config: ServerConfig, drain: drain::Drain) -> Rout
         permits: Arc::new(Semaphore::new(config.limits.max_concurrent)),
         metrics: Arc::new(metrics::Metrics::new(&manager)),
         keep_alive: Arc::default(),
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         config: Arc::new(config),
         manager,
         drain,

@@ -49,6 +49,31 @@ fn bad(field: &str, message: String) -> ModelError {
     ModelError::invalid_input(message).with("field", field)
 }
 
+/// The fields of an embeddings request; any other is refused (as OpenAI does), so a typo
+/// such as `inputs` is named instead of being ignored.
+const FIELDS: &[&str] = &[
+    "input",
+    "model",
+    "encoding_format",
+    "dimensions",
+    "user",
+    "prompt_name",
+    "prompt",
+];
+
+/// `INVALID_INPUT` naming the first field of `fields` not in [`FIELDS`], with the nearest one.
+fn unknown_field(fields: &Map<String, Value>) -> Result<(), ModelError> {
+    let Some(name) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) else {
+        return Ok(());
+    };
+    let near = model_manager_core::settings::schema::nearest(name, FIELDS.iter().copied());
+    let hint = near.map_or_else(
+        || format!("; the fields are {}", FIELDS.join(", ")),
+        |n| format!("; did you mean `{n}`?"),
+    );
+    Err(bad(name, format!("unknown field `{name}`{hint}")))
+}
+
 /// Parses and checks `body`; at most `max_inputs` inputs (413 beyond).
 pub fn parse(body: &[u8], max_inputs: usize) -> Result<EmbeddingsRequest, ApiError> {
     let value: Value = serde_json::from_slice(body)
@@ -56,6 +81,7 @@ pub fn parse(body: &[u8], max_inputs: usize) -> Result<EmbeddingsRequest, ApiErr
     let Value::Object(fields) = value else {
         return Err(bad("body", "the request body must be a JSON object".into()).into());
     };
+    unknown_field(&fields)?;
     let inputs = inputs(fields.get("input"))?;
     if inputs.len() > max_inputs {
         let error = bad(

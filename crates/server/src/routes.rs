@@ -144,7 +144,8 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Answer {
     ))
 }
 
-/// `GET /v1/models`, in OpenAI's list shape plus each model's type and state.
+/// `GET /v1/models`, in OpenAI's list shape plus each model's type and state; `created` is
+/// when the server started serving it (the settings' models exist from then on).
 pub async fn models(State(state): State<AppState>) -> Answer {
     let status = state.manager.get_model_status().await?;
     let data: Vec<Value> = status
@@ -152,7 +153,7 @@ pub async fn models(State(state): State<AppState>) -> Answer {
         .iter()
         .map(|(id, m)| {
             json!({
-                "id": id, "object": "model", "created": m.loaded_at.map_or(0, |t| t as u64),
+                "id": id, "object": "model", "created": state.started_at,
                 "owned_by": "model-manager", "type": m.model_type, "backend": m.backend, "state": m.state,
             })
         })
@@ -230,8 +231,14 @@ pub async fn load(
             .keep_alive
             .release_after(state.manager.clone(), &id, duration);
     }
+    // The model's state now, not what was asked: a model pinned by its settings or an
+    // earlier request stays pinned.
+    let status = state.manager.get_model_status().await?;
+    let model = status.models.get(&id);
     Ok(Json(json!({
-        "success": true, "model": id, "state": "loaded", "pinned": pin,
+        "success": true, "model": id,
+        "state": model.map_or("loaded", |m| m.state),
+        "pinned": model.is_some_and(|m| m.pinned),
         "keep_alive": keep_alive.map(|d| d.as_secs_f64()),
     })))
 }

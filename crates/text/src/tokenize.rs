@@ -56,7 +56,7 @@ impl TextTokenizer {
         }
         let mut steps = vec![NormalizerWrapper::Lowercase(Lowercase)];
         match current {
-            Some(NormalizerWrapper::Sequence(seq)) => steps.extend(seq.into_iter()),
+            Some(NormalizerWrapper::Sequence(seq)) => steps.extend(seq),
             Some(other) => steps.push(other),
             None => {}
         }

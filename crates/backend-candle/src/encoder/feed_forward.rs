@@ -32,7 +32,7 @@ pub enum FeedForward {
 impl FeedForward {
     /// A gated block; `up`'s outputs must be twice `down`'s inputs.
     pub fn gated(up: Linear, act: Activation, down: Linear) -> Result<Self> {
-        if up.outputs() % 2 != 0 {
+        if !up.outputs().is_multiple_of(2) {
             bail!(
                 "a gated feed-forward needs an even projection, not {}",
                 up.outputs()

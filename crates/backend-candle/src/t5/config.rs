@@ -1,5 +1,6 @@
 //! `config.json` of T5, T5 v1.1 and FLAN-T5 checkpoints, with Hugging Face's defaults.
 
+use model_manager_generate::token_ids;
 use serde::Deserialize;
 
 /// The parts of a Hugging Face `T5Config` the model reads.
@@ -54,10 +55,13 @@ pub struct T5Config {
     #[serde(default = "default_true")]
     pub is_encoder_decoder: bool,
     /// Padding id (also the decoder start when `decoder_start_token_id` is absent).
-    #[serde(default, deserialize_with = "id_or_null")]
+    #[serde(default, deserialize_with = "token_ids::id_or_null")]
     pub pad_token_id: u32,
     /// End-of-sequence id (the first, when config.json lists several).
-    #[serde(default = "default_eos", deserialize_with = "first_id")]
+    #[serde(
+        default = "token_ids::default_eos",
+        deserialize_with = "token_ids::first_id"
+    )]
     pub eos_token_id: u32,
     /// First decoder input.
     #[serde(default)]
@@ -189,28 +193,6 @@ fn activation(name: &str, legacy_gated_gelu: bool) -> Option<Activation> {
     })
 }
 
-/// A token id that may be `null` (then 0).
-fn id_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    Ok(Option::<u32>::deserialize(d)?.unwrap_or(0))
-}
-
-/// A token id, or the first of a list of them.
-fn first_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Ids {
-        One(u32),
-        Many(Vec<u32>),
-    }
-    match Ids::deserialize(d)? {
-        Ids::One(id) => Ok(id),
-        Ids::Many(ids) => ids
-            .first()
-            .copied()
-            .ok_or_else(|| serde::de::Error::custom("eos_token_id is an empty list")),
-    }
-}
-
 fn default_d_model() -> usize {
     512
 }
@@ -240,9 +222,6 @@ fn default_feed_forward() -> String {
 }
 fn default_true() -> bool {
     true
-}
-fn default_eos() -> u32 {
-    1
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `mm bench`: embedding throughput of a configured model, beside baselines measured in the
 //! same run (one text per call, and cached texts), as medians over several runs.
 
+use crate::output::outln;
 use crate::output::print_json;
 use model_manager::{ModelError, ModelManager};
 use serde_json::json;
@@ -140,25 +141,25 @@ pub async fn bench(
             "concurrent_callers": CALLERS,
             "concurrent_texts_per_second": concurrent,
             "cached_texts_per_second": cached,
-        }));
+        }))?;
     } else {
-        println!(
+        outln!(
             "model {model}: loaded in {load_seconds:.2} s; {} texts, median of {runs} runs",
             texts.len()
-        );
-        println!("  batched (cold cache)     {batched:>10.1} texts/s");
-        println!(
+        )?;
+        outln!("  batched (cold cache)     {batched:>10.1} texts/s")?;
+        outln!(
             "  one text per call       {one_by_one:>10.1} texts/s   (baseline; batched is {:.2}x)",
             batched / one_by_one
-        );
-        println!(
+        )?;
+        outln!(
             "  {CALLERS} callers, 1 text each {concurrent:>10.1} texts/s   ({:.2}x batched: the engine batches across callers)",
             concurrent / batched
-        );
-        println!(
+        )?;
+        outln!(
             "  cached                  {cached:>10.1} texts/s   ({:.0}x batched)",
             cached / batched
-        );
+        )?;
     }
     Ok(())
 }

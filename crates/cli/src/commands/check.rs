@@ -1,6 +1,6 @@
 //! `mm check`: every problem of a settings file, not only the first.
 
-use crate::output::{self, print_json};
+use crate::output::{self, counted, outln, print_json};
 use crate::session::{with_manager, OnSignal};
 use model_manager::{
     ErrorCode, FilesState, ModelError, ModelManager, ModelSpec, Registry, Settings,
@@ -31,15 +31,17 @@ struct Findings {
 }
 
 /// `mm check`: the settings file's keys and values, then each model's type against the
-/// loaders of this build, its options, and its files; every problem, not only the first.
+/// loaders of this build, its options, and its files; every problem in one run, not only
+/// the first (the model checks run on the keys without problems), with the line and column
+/// of the key it concerns.
 pub async fn check(path: &Path, json_out: bool) -> Result<(), ModelError> {
+    let mut file = Settings::check_file(path);
     let mut findings = Findings {
-        problems: Settings::problems_in_file(path),
+        problems: std::mem::take(&mut file.problems),
         ..Findings::default()
     };
     let mut count = 0;
-    if findings.problems.is_empty() {
-        let mut settings = Settings::from_file(path)?;
+    if let Some(mut settings) = file.settings.take() {
         let configured = settings.plugins.isolation;
         settings.plugins.isolation = model_manager::PluginIsolation::Process;
         settings.plugins.required = false;
@@ -48,7 +50,11 @@ pub async fn check(path: &Path, json_out: bool) -> Result<(), ModelError> {
             Ok(check_loaded(&manager, configured))
         })
         .await?;
-        findings.problems.extend(found.problems);
+        let located: Vec<ModelError> = found.problems.into_iter().map(|p| file.locate(p)).collect();
+        file.problems = std::mem::take(&mut findings.problems);
+        file.problems.extend(located);
+        file.sort();
+        findings.problems = std::mem::take(&mut file.problems);
         findings.warnings.extend(found.warnings);
     }
     for warning in &findings.warnings {
@@ -60,15 +66,23 @@ pub async fn check(path: &Path, json_out: bool) -> Result<(), ModelError> {
         if json_out {
             print_json(
                 &json!({"success": true, "file": path, "models": count, "warnings": findings.warnings}),
-            );
+            )?;
         } else {
-            println!("{}: valid ({count} models)", path.display());
+            outln!(
+                "{}: valid ({})",
+                path.display(),
+                counted(count as u64, "model")
+            )?;
         }
         return Ok(());
     }
     if !json_out {
         for problem in &findings.problems {
-            eprintln!("problem: {} ({})", problem.message, problem.code);
+            let at = match (problem.details.get("line"), problem.details.get("column")) {
+                (Some(line), Some(column)) => format!("{}:{line}:{column}: ", path.display()),
+                _ => String::new(),
+            };
+            eprintln!("problem: {at}{} ({})", problem.message, problem.code);
         }
     }
     let listed: Vec<serde_json::Value> = findings
@@ -79,7 +93,11 @@ pub async fn check(path: &Path, json_out: bool) -> Result<(), ModelError> {
     // The file is what is wrong, whatever each problem's own code: a CONFIG_ERROR (exit 3).
     Err(ModelError::new(
         ErrorCode::ConfigError,
-        format!("{}: {} problem(s)", path.display(), findings.problems.len()),
+        format!(
+            "{}: {}",
+            path.display(),
+            counted(findings.problems.len() as u64, "problem")
+        ),
     )
     .with("problems", listed)
     .with("warnings", findings.warnings.clone())
@@ -133,13 +151,12 @@ fn check_model(registry: &Registry, spec: &ModelSpec, findings: &mut Findings) {
                     types.join(", ")
                 ),
             )
-            .for_model(&spec.id),
+            .for_model(&spec.id)
+            .with("key", format!("models.{}.type", spec.id)),
         );
         return;
     }
-    if let Err(e) = registry.validate_spec(spec) {
-        findings.problems.push(e);
-    }
+    findings.problems.extend(registry.option_problems(spec));
     let downloadable = model_manager::can_download(spec);
     let id = &spec.id;
     match model_manager::files_state(spec) {
@@ -152,7 +169,8 @@ fn check_model(registry: &Registry, spec: &ModelSpec, findings: &mut Findings) {
                 ErrorCode::ModelNotFound,
                 format!("models.{id}.local_path {} does not exist", p.display()),
             )
-            .for_model(id),
+            .for_model(id)
+            .with("key", format!("models.{id}.local_path")),
         ),
         FilesState::NotDownloaded | FilesState::Partial(_) if downloadable => findings
             .warnings

@@ -1,5 +1,6 @@
 //! `mm infer`: generic inference on custom model types (plugins, ONNX graphs).
 
+use crate::output::outln;
 use crate::output::print_json;
 use model_manager::{ImageValue, InferValue, ModelError, ModelManager, NamedValues, TensorData};
 use serde_json::{json, Value};
@@ -65,24 +66,34 @@ fn preview(data: &TensorData) -> String {
     }
 }
 
-/// Outputs as JSON, with tensors summarized unless `full`.
-fn outputs_json(outputs: &NamedValues, full: bool) -> Value {
+/// Outputs as JSON (`--json`).
+fn outputs_json(outputs: &NamedValues) -> Value {
     outputs
         .iter()
         .map(|(name, value)| {
-            let shown = match value {
-                InferValue::Tensor(t) if !full => json!(format!(
-                    "tensor {} {:?} {}",
-                    t.data.dtype(),
-                    t.shape,
-                    preview(&t.data)
-                )),
-                other => serde_json::to_value(other).unwrap_or_default(),
-            };
-            (name.clone(), shown)
+            (
+                name.clone(),
+                serde_json::to_value(value).unwrap_or_default(),
+            )
         })
         .collect::<serde_json::Map<_, _>>()
         .into()
+}
+
+/// One output for a person: `name: value`, a text as it is, a tensor summarized, other
+/// values as compact JSON.
+fn output_line(name: &str, value: &InferValue) -> String {
+    let shown = match value {
+        InferValue::Text(text) => text.clone(),
+        InferValue::Tensor(t) => format!(
+            "tensor {} {:?} {}",
+            t.data.dtype(),
+            t.shape,
+            preview(&t.data)
+        ),
+        other => serde_json::to_value(other).unwrap_or_default().to_string(),
+    };
+    format!("{name}: {shown}")
 }
 
 /// `mm infer`: one call with `--values`, or one per `--image` (each as input `image`).
@@ -106,20 +117,22 @@ pub async fn infer(
     if json_out {
         let shown: Vec<Value> = results
             .iter()
-            .map(|(path, out)| json!({"image": path, "outputs": outputs_json(out, true)}))
+            .map(|(path, out)| json!({"image": path, "outputs": outputs_json(out)}))
             .collect();
         match shown.as_slice() {
             [one] if images.len() <= 1 => {
-                print_json(&json!({"success": true, "model": model, "outputs": one["outputs"]}))
+                print_json(&json!({"success": true, "model": model, "outputs": one["outputs"]}))?
             }
-            _ => print_json(&json!({"success": true, "model": model, "results": shown})),
+            _ => print_json(&json!({"success": true, "model": model, "results": shown}))?,
         }
     } else {
         for (path, out) in &results {
             if let Some(path) = path {
-                println!("{}:", path.display());
+                outln!("{}:", path.display())?;
             }
-            print_json(&outputs_json(out, false));
+            for (name, value) in out {
+                outln!("{}", output_line(name, value))?;
+            }
         }
     }
     Ok(())

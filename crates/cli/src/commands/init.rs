@@ -26,12 +26,12 @@ pub fn init(path: &Path, force: bool, json_out: bool) -> Result<(), ModelError> 
     let base = path.parent().unwrap_or(Path::new("."));
     Settings::from_toml_str(TEMPLATE, base)?;
     if json_out {
-        print_json(&json!({"success": true, "path": path}));
+        print_json(&json!({"success": true, "path": path}))?;
     } else {
         status(format_args!(
             "wrote {}: all-MiniLM-L6-v2 as `embedding` (from ./models when scripts/fetch-models.sh \
-             put it there, else downloaded by name on first use) and a FLAN-T5 slot; edit it, then \
-             `mm check`",
+             put it there, else downloaded by name on first use) and a FLAN-T5-small titler as \
+             `t5_summarizer` (from ./models only: scripts/fetch-models.sh); edit it, then `mm check`",
             path.display()
         ));
     }

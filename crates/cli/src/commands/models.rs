@@ -1,5 +1,6 @@
 //! `mm models`: each configured model with its type, state, loaders and files.
 
+use crate::output::outln;
 use crate::output::print_json;
 use model_manager::{FilesState, ModelError, ModelManager, ModelSpec, Registry};
 use serde_json::json;
@@ -77,15 +78,19 @@ pub async fn models(manager: &ModelManager, json_out: bool) -> Result<(), ModelE
                 )
             })
             .collect();
-        print_json(&json!({"success": true, "models": models}));
+        print_json(&json!({"success": true, "models": models}))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<12} {:<10} {:<24} {:<28} FILES",
-        "ID", "TYPE", "STATE", "LOADERS", "ARCHITECTURE"
-    );
+        "ID",
+        "TYPE",
+        "STATE",
+        "LOADERS",
+        "ARCHITECTURE"
+    )?;
     for spec in manager.settings().models.values() {
-        println!(
+        outln!(
             "{:<16} {:<12} {:<10} {:<24} {:<28} {}",
             spec.id,
             spec.model_type,
@@ -93,7 +98,7 @@ pub async fn models(manager: &ModelManager, json_out: bool) -> Result<(), ModelE
             loader_state(registry, spec),
             architecture_text(registry, spec),
             files_state(spec)
-        );
+        )?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `mm plugins list|check`.
 
+use crate::output::outln;
 use crate::output::print_json;
 use model_manager::plugin_host::{open_plugin, register_types, DylibPluginHost, PluginHost};
 use model_manager::{ErrorCode, ModelError, PluginRecord, Registry, Settings};
@@ -8,22 +9,23 @@ use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 
-fn print_record(record: &PluginRecord) {
-    println!(
+fn print_record(record: &PluginRecord) -> Result<(), ModelError> {
+    outln!(
         "{} {} (interface {})  {}",
         record.name,
         record.version,
         record.abi,
         record.path.display()
-    );
+    )?;
     for t in &record.types {
-        println!(
+        outln!(
             "    type {:<20} [{}]  {}",
             t.model_type,
             t.capabilities.join(","),
             t.description
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// `mm plugins list`: the plugins the settings name, loaded as `mm serve` would load them.
@@ -35,23 +37,23 @@ pub fn list(settings: &Settings, json_out: bool) -> Result<(), ModelError> {
     if json_out {
         print_json(
             &json!({"success": true, "enabled": config.enabled, "plugins": records, "failed": report.failed}),
-        );
+        )?;
         return Ok(());
     }
     if !config.enabled {
-        println!("plugins are disabled (plugins.enabled = false); these would load:");
+        outln!("plugins are disabled (plugins.enabled = false); these would load:")?;
     }
     if records.is_empty() && report.failed.is_empty() {
-        println!("no plugins configured (plugins.dirs, plugins.paths)");
+        outln!("no plugins configured (plugins.dirs, plugins.paths)")?;
     }
-    records.iter().for_each(print_record);
+    records.iter().try_for_each(print_record)?;
     for failure in &report.failed {
-        println!(
+        outln!(
             "FAILED {}: {} ({})",
             failure.path.display(),
             failure.error.message,
             failure.error.code
-        );
+        )?;
     }
     Ok(())
 }
@@ -61,7 +63,7 @@ pub fn list(settings: &Settings, json_out: bool) -> Result<(), ModelError> {
 pub fn check_here(settings: &Settings, file: &Path) -> Result<(), ModelError> {
     let plugin = open_plugin(file, &settings.plugins.sha256, false)?;
     register_types(&plugin, &Registry::with_static_loaders())?;
-    print_json(&json!({"success": true, "plugin": plugin.record}));
+    print_json(&json!({"success": true, "plugin": plugin.record}))?;
     Ok(())
 }
 
@@ -92,12 +94,12 @@ pub fn check(config: &Path, file: &Path, json_out: bool) -> Result<(), ModelErro
     };
     if answer["success"] == true {
         if json_out {
-            print_json(&answer);
+            print_json(&answer)?;
         } else {
             let record: PluginRecord = serde_json::from_value(answer["plugin"].clone())
                 .map_err(|e| ModelError::new(ErrorCode::PluginLoadError, e.to_string()))?;
-            println!("ok: {} is a loadable plugin", file.display());
-            print_record(&record);
+            outln!("ok: {} is a loadable plugin", file.display())?;
+            print_record(&record)?;
         }
         return Ok(());
     }

@@ -1,9 +1,35 @@
 //! `mm ps`: the models of a running `mm serve`, from its `/v1/status`.
 
+use crate::output::outln;
 use crate::output::print_json;
 use model_manager::{off_runtime, ErrorCode, ModelError};
+use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// The parts of a model's entry in `/v1/status` that `mm ps` shows (the names `ModelStatus`
+/// serializes to): a server whose status lacks one is reported, not shown as `?`.
+#[derive(Deserialize)]
+struct ModelRow {
+    #[serde(rename = "type")]
+    model_type: String,
+    state: String,
+    references: u64,
+    estimated_bytes: Option<u64>,
+    engine: Option<EngineRow>,
+}
+
+#[derive(Deserialize)]
+struct EngineRow {
+    queued_texts: u64,
+    texts_computed: u64,
+}
+
+#[derive(Deserialize)]
+struct StatusRows {
+    models: BTreeMap<String, ModelRow>,
+}
 
 fn unreachable(url: &str, why: impl std::fmt::Display) -> ModelError {
     ModelError::new(
@@ -42,6 +68,7 @@ fn fetch(url: &str, api_key: Option<&str>) -> Result<Value, ModelError> {
 /// `mm ps`.
 pub async fn ps(url: &str, api_key: Option<&str>, json_out: bool) -> Result<(), ModelError> {
     let url = url.trim_end_matches('/').to_owned();
+    let url_shown = url.clone();
     let key = api_key.map(str::to_owned);
     let panicked = || "asking the server panicked".to_owned();
     let status = off_runtime(ErrorCode::ConfigError, panicked, move || {
@@ -49,29 +76,39 @@ pub async fn ps(url: &str, api_key: Option<&str>, json_out: bool) -> Result<(), 
     })
     .await??;
     if json_out {
-        print_json(&status);
+        print_json(&status)?;
         return Ok(());
     }
-    println!(
+    let rows: StatusRows = serde_json::from_value(status)
+        .map_err(|e| unreachable(&url_shown, format!("not a status: {e}")))?;
+    outln!(
         "{:<16} {:<12} {:<9} {:>4} {:>7} {:>9} {:>10}",
-        "ID", "TYPE", "STATE", "REFS", "QUEUED", "TEXTS", "MEMORY"
-    );
-    let empty = serde_json::Map::new();
-    for (id, model) in status["models"].as_object().unwrap_or(&empty) {
-        let engine = &model["engine"];
-        let memory = model["estimated_bytes"]
-            .as_u64()
+        "ID",
+        "TYPE",
+        "STATE",
+        "REFS",
+        "QUEUED",
+        "TEXTS",
+        "MEMORY"
+    )?;
+    for (id, model) in &rows.models {
+        let memory = model
+            .estimated_bytes
             .map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
-        println!(
+        let (queued, texts) = model
+            .engine
+            .as_ref()
+            .map_or((0, 0), |e| (e.queued_texts, e.texts_computed));
+        outln!(
             "{:<16} {:<12} {:<9} {:>4} {:>7} {:>9} {:>10}",
             id,
-            model["model_type"].as_str().unwrap_or("?"),
-            model["state"].as_str().unwrap_or("?"),
-            model["references"].as_u64().unwrap_or(0),
-            engine["queued_texts"].as_u64().unwrap_or(0),
-            engine["texts_computed"].as_u64().unwrap_or(0),
+            model.model_type,
+            model.state,
+            model.references,
+            queued,
+            texts,
             memory
-        );
+        )?;
     }
     Ok(())
 }

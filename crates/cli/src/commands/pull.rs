@@ -64,8 +64,7 @@ pub async fn pull(manager: &ModelManager, target: &str, json_out: bool) -> Resul
     show_progress();
     if let Some(spec) = manager.settings().models.get(target).cloned() {
         if let Some(folder) = manager.fetch_files(target).await? {
-            report(json_out, target, &folder.path.display().to_string(), None);
-            return Ok(());
+            return report(json_out, target, &folder.path.display().to_string(), None);
         }
         // Released at once: the model is loaded only to fetch its files.
         drop(manager.get_model(target).await?);
@@ -77,8 +76,7 @@ pub async fn pull(manager: &ModelManager, target: &str, json_out: bool) -> Resul
                 .map_or_else(String::new, |d| d.display().to_string()),
             _ => String::new(),
         };
-        report(json_out, target, &place, None);
-        return Ok(());
+        return report(json_out, target, &place, None);
     }
     if !target.contains('/') {
         return Err(ModelError::new(
@@ -99,16 +97,21 @@ pub async fn pull(manager: &ModelManager, target: &str, json_out: bool) -> Resul
         target,
         &snapshot.display().to_string(),
         Some(&files),
-    );
-    Ok(())
+    )
 }
 
-fn report(json_out: bool, target: &str, place: &str, files: Option<&[String]>) {
+fn report(
+    json_out: bool,
+    target: &str,
+    place: &str,
+    files: Option<&[String]>,
+) -> Result<(), ModelError> {
     if json_out {
-        print_json(&json!({"success": true, "pulled": target, "path": place, "files": files}));
+        print_json(&json!({"success": true, "pulled": target, "path": place, "files": files}))?;
     } else {
         eprintln!("pulled {target}: {place}");
     }
+    Ok(())
 }
 
 #[cfg(test)]

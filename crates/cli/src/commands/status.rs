@@ -1,5 +1,6 @@
 //! `mm status`: the manager's status, the remote cache's reachability included.
 
+use crate::output::outln;
 use crate::output::print_json;
 use model_manager::{ModelError, ModelManager, RemoteCacheStats, RemoteState};
 use serde_json::json;
@@ -12,48 +13,51 @@ pub async fn status(manager: &ModelManager, json_out: bool) -> Result<(), ModelE
     if json_out {
         let mut value = serde_json::to_value(&status).unwrap_or_default();
         value["success"] = json!(true);
-        print_json(&value);
+        print_json(&value)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "models: {} configured, {} loaded (limit {}); references: {}",
         status.configured_models,
         status.loaded_models,
         status.max_shared_models,
         status.total_references
-    );
-    println!(
+    )?;
+    outln!(
         "cache: {} entries (max {}), {} hits, {} misses",
-        status.cache.entries, status.cache.max_entries, status.cache.hits, status.cache.misses
-    );
+        status.cache.entries,
+        status.cache.max_entries,
+        status.cache.hits,
+        status.cache.misses
+    )?;
     if let Some(remote) = &status.cache.remote {
-        print_remote_cache(remote);
+        print_remote_cache(remote)?;
     }
     let types = if status.registered_types.is_empty() {
         "none".to_string()
     } else {
         status.registered_types.join(", ")
     };
-    println!("registered model types: {types}");
+    outln!("registered model types: {types}")?;
     for plugin in &status.plugins {
-        println!(
+        outln!(
             "plugin {} {} ({})",
             plugin.name,
             plugin.version,
             plugin.path.display()
-        );
+        )?;
     }
     if let Some(rss) = status.process_resident_bytes {
-        println!("process resident memory: {:.1} MiB", rss as f64 / 1048576.0);
+        outln!("process resident memory: {:.1} MiB", rss as f64 / 1048576.0)?;
     }
     for (id, m) in &status.models {
-        println!("  {id:<16} {:<12} {}", m.model_type, m.state);
+        outln!("  {id:<16} {:<12} {}", m.model_type, m.state)?;
     }
     Ok(())
 }
 
-fn print_remote_cache(remote: &RemoteCacheStats) {
-    println!(
+fn print_remote_cache(remote: &RemoteCacheStats) -> Result<(), ModelError> {
+    outln!(
         "remote cache: {} {} ({}); {} hits, {} misses ({} refused, {} unauthenticated), {} errors, {} timeouts",
         remote.url,
         remote.state.as_str(),
@@ -67,8 +71,9 @@ fn print_remote_cache(remote: &RemoteCacheStats) {
         remote.unauthenticated,
         remote.errors,
         remote.timeouts
-    );
+    )?;
     if let (Some(error), true) = (&remote.last_error, remote.state != RemoteState::Connected) {
-        println!("  last error: {error}");
+        outln!("  last error: {error}")?;
     }
+    Ok(())
 }

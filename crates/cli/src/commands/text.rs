@@ -2,7 +2,7 @@
 
 use crate::args::{EmbedArgs, GenerateArgs};
 use crate::embed_io::{embed_all, EmbeddingFile, RunSummary, TextSource};
-use crate::output::{print_json, status};
+use crate::output::{counted, outln, print_json, status};
 use crate::session::until_signal;
 use model_manager::{EmbedOptions, ErrorCode, GenerationParams, ModelError, ModelManager};
 use serde_json::json;
@@ -60,11 +60,11 @@ async fn embed_to_file(
             "success": true, "model": args.model, "dimension": summary.dimension,
             "count": summary.count, "cache_hits": summary.cache_hits, "output": output,
             "truncated": summary.truncated,
-        }));
+        }))?;
     } else {
         status(format_args!(
-            "wrote {} vectors of {} dims to {} ({} from cache)",
-            summary.count,
+            "wrote {} of {} dimensions to {} ({} from cache)",
+            counted(summary.count as u64, "vector"),
             summary.dimension,
             if to_stdout {
                 "stdout".into()
@@ -87,8 +87,9 @@ fn report_truncated(summary: &RunSummary) {
         .line
         .map_or_else(|| "a command-line text".into(), |l| format!("line {l}"));
     status(format_args!(
-        "{} text(s) reached the model's token limit and were cut there (first: {place});          --no-truncate refuses them instead",
-        summary.truncated
+        "{} reached the model's token limit and were cut there (first: {place}); \
+         --no-truncate refuses them instead",
+        counted(summary.truncated as u64, "text")
     ));
 }
 
@@ -119,7 +120,8 @@ pub async fn embed(
     }
 }
 
-/// Vectors printed beside their texts (or as JSON), so these are kept in memory.
+/// Vectors on stdout, one JSON array per text in input order (or one JSON object with
+/// `--json`); kept in memory until all are computed.
 async fn embed_to_stdout(
     manager: &ModelManager,
     args: &EmbedArgs,
@@ -134,7 +136,6 @@ async fn embed_to_stdout(
         }
         texts.extend(more);
     }
-    let strings: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
     let mut embeddings = Vec::with_capacity(texts.len());
     let replay = TextSource::from_texts(texts);
     let summary = embed_all(
@@ -154,16 +155,10 @@ async fn embed_to_stdout(
             "success": true, "model": args.model, "dimension": summary.dimension,
             "cached": summary.cache_hits == summary.count, "cache_hits": summary.cache_hits,
             "truncated": summary.truncated, "embeddings": embeddings,
-        }));
+        }))?;
     } else {
-        for (text, vector) in strings.iter().zip(&embeddings) {
-            let head: Vec<String> = vector.iter().take(6).map(|x| format!("{x:+.4}")).collect();
-            println!(
-                "{:<40} [{} … ] ({} dims)",
-                shorten(text, 40),
-                head.join(", "),
-                vector.len()
-            );
+        for vector in &embeddings {
+            outln!("{}", json!(vector))?;
         }
     }
     report_truncated(&summary);
@@ -183,12 +178,14 @@ pub async fn similarity(
         .map(|a| vectors.iter().map(|b| cosine(a, b)).collect())
         .collect();
     if json_out {
-        print_json(&json!({"success": true, "model": model, "texts": texts, "similarity": matrix}));
+        print_json(
+            &json!({"success": true, "model": model, "texts": texts, "similarity": matrix}),
+        )?;
     } else {
-        println!("cosine similarity ({model}):");
+        outln!("cosine similarity ({model}):")?;
         for (i, (text, row)) in texts.iter().zip(&matrix).enumerate() {
             let cells: Vec<String> = row.iter().map(|x| format!("{x:6.3}")).collect();
-            println!("  [{i}] {:<44} {}", shorten(text, 44), cells.join(" "));
+            outln!("  [{i}] {:<44} {}", shorten(text, 44), cells.join(" "))?;
         }
     }
     Ok(())
@@ -241,11 +238,11 @@ pub async fn search(
             .iter()
             .map(|(s, d)| json!({"text": d, "score": s}))
             .collect();
-        print_json(&json!({"success": true, "model": model, "query": query, "matches": matches}));
+        print_json(&json!({"success": true, "model": model, "query": query, "matches": matches}))?;
     } else {
-        println!("query: {query}");
+        outln!("query: {query}")?;
         for (rank, (score, doc)) in scored.iter().enumerate() {
-            println!("  {}. {score:.3}  {doc}", rank + 1);
+            outln!("  {}. {score:.3}  {doc}", rank + 1)?;
         }
     }
     Ok(())
@@ -268,9 +265,9 @@ pub async fn generate(
     let (model, prompt) = (args.model.as_str(), args.prompt.as_str());
     let text = manager.generate_text(model, prompt, &params).await?;
     if json_out {
-        print_json(&json!({"success": true, "model": model, "text": text}));
+        print_json(&json!({"success": true, "model": model, "text": text}))?;
     } else {
-        println!("{text}");
+        outln!("{text}")?;
     }
     Ok(())
 }

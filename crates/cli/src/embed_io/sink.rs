@@ -11,6 +11,14 @@ fn write_error(path: &Path, e: impl std::fmt::Display) -> ModelError {
     ModelError::invalid_input(format!("cannot write {}: {e}", path.display()))
 }
 
+/// A failed write: for stdout, a reader that went away is [`crate::output::broken_pipe`].
+fn io_error(path: &Path, e: std::io::Error) -> ModelError {
+    match path == Path::new("-") {
+        true => crate::output::stdout_error(e),
+        false => write_error(path, e),
+    }
+}
+
 /// Bytes of the `.npy` header, a multiple of 64 as the format asks, with room for any
 /// row count: the rows are counted as they stream and the header is rewritten at the end.
 const NPY_HEADER_LEN: usize = 128;
@@ -121,7 +129,7 @@ impl EmbeddingFile {
         vectors: &[Vec<f32>],
     ) -> Result<(), ModelError> {
         let path = self.path.clone();
-        let fail = |e: std::io::Error| write_error(&path, e);
+        let fail = |e: std::io::Error| io_error(&path, e);
         for (line, vector) in lines.iter().zip(vectors) {
             match &mut self.format {
                 Format::Jsonl => {
@@ -151,7 +159,7 @@ impl EmbeddingFile {
     /// Completes the file and moves it into place.
     pub fn finish(mut self) -> Result<(), ModelError> {
         let path = self.path.clone();
-        let fail = |e: std::io::Error| write_error(&path, e);
+        let fail = |e: std::io::Error| io_error(&path, e);
         if self.written == 0 {
             return Err(write_error(&path, "no vectors to write"));
         }

@@ -204,7 +204,9 @@ impl LoadGuard {
             Ok(_) if self.inner.log_usage() => {
                 tracing::info!(model_id = id, backend = plan.loader.backend(), device = %plan.device.device, ?elapsed, "model loaded")
             }
-            Err(e) => tracing::warn!(model_id = id, "model load failed: {e}"),
+            Err(e) => {
+                tracing::warn!(target: super::LOAD_FAILURE_LOG_TARGET, model_id = id, "model load failed: {e}")
+            }
             _ => {}
         }
         if let Some(tx) = self.tx.take() {

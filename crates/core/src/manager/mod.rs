@@ -15,6 +15,10 @@ pub use handle::ModelHandle;
 pub use lifecycle::{InitReport, ShutdownReport};
 pub use status::{ModelStatus, ModelStatusReport, ServiceStatus};
 
+/// The `tracing` target of the warning a failed load logs (the caller gets the error too):
+/// a program that reports the error itself can filter this target out.
+pub const LOAD_FAILURE_LOG_TARGET: &str = "model_manager::load_failure";
+
 use crate::blocking::off_runtime;
 use crate::cache::EmbeddingCache;
 use crate::error::{ErrorCode, ModelError, Result};

@@ -1,5 +1,6 @@
 //! Settings: `settings.toml` in flat `a.b.c` keys, environment overrides, validation.
 
+mod check;
 mod env;
 mod flatten;
 mod remote_cache;
@@ -7,6 +8,7 @@ pub mod schema;
 mod server;
 mod value;
 
+pub use check::FileCheck;
 pub use env::{env_spelling, ENV_PREFIX};
 pub use flatten::{flatten_toml, FlatMap};
 pub use remote_cache::RemoteCacheSettings;
@@ -166,25 +168,10 @@ impl Settings {
     }
 
     /// Every problem of the settings file at `path` (with the process's environment
-    /// overrides), not only the first: what `mm check` reports. Empty when it loads.
+    /// overrides), not only the first, each key's with its line and column. Empty when it
+    /// loads. [`Settings::check_file`] also gives the settings of the sound keys.
     pub fn problems_in_file(path: impl AsRef<Path>) -> Vec<ModelError> {
-        let path = path.as_ref();
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(_) => return Self::from_file(path).err().into_iter().collect(),
-        };
-        let mut flat = match flatten_toml(&text, &path.display().to_string()) {
-            Ok(flat) => flat,
-            Err(e) => return vec![e],
-        };
-        if let Err(e) = env::apply_env_overrides(&mut flat, std::env::vars()) {
-            return vec![e];
-        }
-        let problems = validate_all(&flat);
-        if !problems.is_empty() {
-            return problems;
-        }
-        Self::from_file(path).err().into_iter().collect()
+        Self::check_file(path).problems
     }
 
     /// Parses TOML text with no environment overrides; relative paths resolve against

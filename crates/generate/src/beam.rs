@@ -8,7 +8,7 @@
 //! token counted) scores `sum / n^length_penalty`; a beam still running at the length limit
 //! joins the finished ones (its `n` without an end token) unless the search already stopped.
 
-use super::stepper::{generation_error, Decoder};
+use super::{Run, StepDecoder};
 use model_manager_core::Result;
 
 /// When beam search stops (Hugging Face's `early_stopping`).
@@ -139,39 +139,40 @@ fn log_softmax(logits: &[f32]) -> Vec<f64> {
     logits.iter().map(|&x| x as f64 - log_sum).collect()
 }
 
-/// Beam search over `decoder`: the tokens of the best hypothesis (no start, no end token).
-pub fn beam_search(
-    decoder: &Decoder,
+/// Beam search over `run`'s decoder: the tokens of the best hypothesis (no start, no end
+/// token).
+pub(crate) fn beam_search<D: StepDecoder>(
+    run: &Run<'_, D>,
     num_beams: usize,
     early_stopping: EarlyStopping,
     length_penalty: f64,
 ) -> Result<Vec<u32>> {
-    if decoder.max_length == 0 {
+    if run.tokens.max_length == 0 {
         return Ok(Vec::new());
     }
-    let mut state = decoder.start_rows(num_beams)?;
+    let mut state = run.start_rows(num_beams)?;
     let mut beams: Vec<Beam> = (0..num_beams)
         .map(|b| Beam {
             tokens: Vec::new(),
             sum_log_probs: if b == 0 { 0.0 } else { ABSENT_BEAM },
         })
         .collect();
-    let mut last = vec![decoder.start; num_beams];
+    let mut last = vec![run.tokens.start; num_beams];
     let mut finished = Hypotheses {
         num_beams,
         length_penalty,
         early_stopping,
-        max_length: decoder.max_length,
+        max_length: run.tokens.max_length,
         kept: Vec::new(),
         worst: 1e9,
     };
     let mut done = false;
-    for generated in 1..=decoder.max_length {
-        let logits = decoder.step(&mut state, &last)?;
+    for generated in 1..=run.tokens.max_length {
+        let logits = run.step(&mut state, &last)?;
         let candidates = best_candidates(&beams, &logits, 2 * num_beams);
         let mut next: Vec<(usize, Beam)> = Vec::with_capacity(num_beams);
         for (rank, c) in candidates.iter().enumerate() {
-            if c.token == decoder.eos {
+            if c.token == run.tokens.eos {
                 if rank < num_beams {
                     finished.add(beams[c.beam].tokens.clone(), c.sum_log_probs, generated);
                 }
@@ -194,7 +195,7 @@ pub fn beam_search(
         let best_sum = candidates.first().map_or(f64::MIN, |c| c.sum_log_probs);
         done = finished.is_done(best_sum, generated);
         let parents: Vec<u32> = next.iter().map(|(parent, _)| *parent as u32).collect();
-        state.reorder(&parents).map_err(generation_error)?;
+        run.reorder(&mut state, &parents)?;
         beams = next.into_iter().map(|(_, beam)| beam).collect();
         last = beams
             .iter()
