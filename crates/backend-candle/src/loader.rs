@@ -7,6 +7,7 @@ use crate::weights::{estimate_spec_bytes, probe_safetensors_folder, REQUIRED};
 use crate::BACKEND_NAME;
 use model_manager_core::backend::{locate_model_folder, ModelFiles, ModelLoader, Probe};
 use model_manager_core::{Architecture, DeviceChoice, Model, ModelSpec, Prompts, Result};
+use model_manager_text::Purpose;
 use model_manager_text::TextEmbedding;
 use std::sync::Arc;
 
@@ -35,6 +36,55 @@ impl SafetensorsLoader {
             describe: embedding::describe,
             prompts: embedding::prompts,
             load: |spec, device| Ok(Arc::new(TextEmbedding(CandleEmbedder::load(spec, device)?))),
+        }
+    }
+
+    /// Type `rerank`: one-label cross-encoders (`XxxForSequenceClassification` on a BERT,
+    /// XLM-RoBERTa, DistilBERT or ModernBERT body).
+    pub fn rerank() -> Self {
+        Self::headed("rerank", |spec, device| {
+            Ok(Arc::new(TextEmbedding(CandleEmbedder::load_for(
+                spec,
+                device,
+                Purpose::Rerank,
+            )?)))
+        })
+    }
+
+    /// Type `classifier`: sequence classifiers with labels, on the same bodies.
+    pub fn classifier() -> Self {
+        Self::headed("classifier", |spec, device| {
+            Ok(Arc::new(TextEmbedding(CandleEmbedder::load_for(
+                spec,
+                device,
+                Purpose::Classifier,
+            )?)))
+        })
+    }
+
+    /// Type `sparse`: SPLADE over a masked-LM head (`BertForMaskedLM`, DistilBERT's).
+    pub fn sparse() -> Self {
+        Self::headed("sparse", |spec, device| {
+            Ok(Arc::new(TextEmbedding(CandleEmbedder::load_for(
+                spec,
+                device,
+                Purpose::Sparse,
+            )?)))
+        })
+    }
+
+    fn headed(
+        model_type: &'static str,
+        load: fn(&ModelSpec, &DeviceChoice) -> Result<Arc<dyn Model>>,
+    ) -> Self {
+        Self {
+            model_type,
+            optional: embedding::OPTIONAL,
+            option_keys: embedding::option_keys,
+            accepts: known_family,
+            describe: |_| None,
+            prompts: |_| Some(Prompts::default()),
+            load,
         }
     }
 

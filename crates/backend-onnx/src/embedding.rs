@@ -9,8 +9,8 @@ use model_manager_core::{
     Architecture, DeviceChoice, ErrorCode, Model, ModelError, ModelInfo, ModelSpec, Prompts, Result,
 };
 use model_manager_text::{
-    sentence, EmbeddingPipeline, EncoderOutput, PaddedBatch, TextEmbedding, TextEncoder,
-    TokenEncoder,
+    sentence, EmbeddingPipeline, EncoderOutput, PaddedBatch, Purpose, RowOutput, TextEmbedding,
+    TextEncoder, TokenEncoder,
 };
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType};
@@ -18,8 +18,18 @@ use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-/// Loads sentence embedding graphs (`model.onnx` plus a tokenizer).
-pub struct OnnxEmbeddingLoader;
+/// Loads text graphs (`model.onnx` plus a tokenizer) for a purpose: sentence embeddings
+/// (type `embedding`), or exports with a head's logits (`rerank`, `classifier`, `sparse`).
+pub struct OnnxEmbeddingLoader {
+    purpose: Purpose,
+}
+
+impl OnnxEmbeddingLoader {
+    /// The loader of `purpose`'s type.
+    pub fn new(purpose: Purpose) -> Self {
+        Self { purpose }
+    }
+}
 
 fn option_keys() -> &'static [&'static str] {
     static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
@@ -55,7 +65,7 @@ fn model_files(spec: &ModelSpec) -> Result<(PathBuf, PathBuf, PathBuf)> {
 
 impl ModelLoader for OnnxEmbeddingLoader {
     fn model_type(&self) -> &str {
-        "embedding"
+        self.purpose.model_type()
     }
     fn backend(&self) -> &str {
         BACKEND_NAME
@@ -98,13 +108,23 @@ impl ModelLoader for OnnxEmbeddingLoader {
         if let Some(files) = self.files(spec) {
             fetch_if_named(spec, &files, false)?;
         }
-        Ok(Arc::new(TextEmbedding(OnnxEmbedder::load(spec, device)?)))
+        Ok(Arc::new(TextEmbedding(OnnxEmbedder::load_for(
+            spec,
+            device,
+            self.purpose,
+        )?)))
     }
     fn prompts(&self, spec: &ModelSpec) -> Option<Prompts> {
+        if self.purpose != Purpose::Embedding {
+            return Some(Prompts::default());
+        }
         let (folder, _, _) = model_files(spec).ok()?;
         model_manager_text::SentenceConfig::prompts(&folder).ok()
     }
     fn describe(&self, spec: &ModelSpec) -> Option<Architecture> {
+        if self.purpose != Purpose::Embedding {
+            return None;
+        }
         let (folder, _, _) = model_files(spec).ok()?;
         let sentence = model_manager_text::SentenceConfig::resolve(&folder, spec, true).ok()?;
         Some(Architecture {
@@ -128,8 +148,9 @@ enum Feed {
     Positions,
 }
 
-/// A loaded ONNX sentence embedding model.
+/// A loaded ONNX text model: sentence embeddings, or a head's logits.
 pub struct OnnxEmbedder {
+    purpose: Purpose,
     sessions: Vec<Mutex<Session>>,
     inputs: Vec<(String, Feed, TensorElementType)>,
     output: String,
@@ -143,13 +164,18 @@ pub struct OnnxEmbedder {
     bytes: Option<u64>,
 }
 
+/// The folder's `config.json`, or `null` without one.
+fn exported_config(folder: &std::path::Path) -> serde_json::Value {
+    std::fs::read_to_string(folder.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
 /// What the folder's `config.json` says about the exported model: its `model_type` and the
 /// longest input its positions allow (512 when nothing says, as BERT's).
 fn exported_model(folder: &std::path::Path) -> (Option<String>, usize) {
-    let config: serde_json::Value = std::fs::read_to_string(folder.join("config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+    let config = exported_config(folder);
     let model_type = config["model_type"].as_str().map(str::to_owned);
     let positions = config["max_position_embeddings"]
         .as_u64()
@@ -170,74 +196,102 @@ fn graph_error(spec: &ModelSpec, file: &std::path::Path, message: String) -> Mod
     ModelError::file_load(ErrorCode::ModelLoadError, file, message).for_model(&spec.id)
 }
 
+/// One session per engine worker, the cores split among them (unless `intra_threads` says
+/// otherwise): passes run side by side instead of sharing one pool.
+fn sessions(
+    spec: &ModelSpec,
+    onnx: &std::path::Path,
+    device: &DeviceChoice,
+) -> Result<Vec<Mutex<Session>>> {
+    let workers = spec.engine_workers.max(1);
+    let mut per = spec.clone();
+    if workers > 1 && !per.options.contains_key("intra_threads") {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        per.options.insert(
+            "intra_threads".into(),
+            ((cores / workers).max(1) as u64).into(),
+        );
+    }
+    (0..workers)
+        .map(|_| build_session(&per, onnx, device).map(Mutex::new))
+        .collect()
+}
+
+/// How each input of the graph is fed, with its integer type.
+fn graph_inputs(
+    spec: &ModelSpec,
+    onnx: &std::path::Path,
+    session: &Session,
+) -> Result<Vec<(String, Feed, TensorElementType)>> {
+    let mut inputs = Vec::new();
+    for input in session.inputs() {
+        let feed = match input.name() {
+            "input_ids" => Feed::Ids,
+            "attention_mask" => Feed::Mask,
+            "token_type_ids" => Feed::TypeIds,
+            "position_ids" => Feed::Positions,
+            other => return Err(graph_error(spec, onnx, format!(
+                "unexpected input `{other}`: a text graph takes input_ids, attention_mask and optionally token_type_ids and position_ids (use type \"onnx\" for other graphs)"
+            ))),
+        };
+        let ty = match input.dtype().tensor_type() {
+            Some(t @ (TensorElementType::Int64 | TensorElementType::Int32)) => t,
+            other => {
+                return Err(graph_error(
+                    spec,
+                    onnx,
+                    format!(
+                        "input `{}` has type {other:?}; expected int64 or int32",
+                        input.name()
+                    ),
+                ))
+            }
+        };
+        inputs.push((input.name().to_owned(), feed, ty));
+    }
+    if !inputs.iter().any(|(_, f, _)| matches!(f, Feed::Ids)) {
+        return Err(graph_error(
+            spec,
+            onnx,
+            "the graph has no input_ids input".into(),
+        ));
+    }
+    Ok(inputs)
+}
+
 impl OnnxEmbedder {
-    /// Loads `spec`'s graph and tokenizer.
+    /// Loads `spec`'s graph and tokenizer for sentence embeddings.
     pub fn load(spec: &ModelSpec, device: &DeviceChoice) -> Result<Self> {
+        Self::load_for(spec, device, Purpose::Embedding)
+    }
+
+    /// Loads `spec`'s graph and tokenizer for `purpose`.
+    pub fn load_for(spec: &ModelSpec, device: &DeviceChoice, purpose: Purpose) -> Result<Self> {
         let (folder, onnx, tokenizer_file) = model_files(spec)?;
-        // One session per engine worker, the cores split among them (unless intra_threads
-        // says otherwise): passes run side by side instead of sharing one pool.
-        let workers = spec.engine_workers.max(1);
-        let mut per = spec.clone();
-        if workers > 1 && !per.options.contains_key("intra_threads") {
-            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-            per.options.insert(
-                "intra_threads".into(),
-                ((cores / workers).max(1) as u64).into(),
-            );
-        }
-        let session = build_session(&per, &onnx, device)?;
-        let mut extra = Vec::new();
-        for _ in 1..workers {
-            extra.push(Mutex::new(build_session(&per, &onnx, device)?));
-        }
-        let mut inputs = Vec::new();
-        for input in session.inputs() {
-            let feed = match input.name() {
-                "input_ids" => Feed::Ids,
-                "attention_mask" => Feed::Mask,
-                "token_type_ids" => Feed::TypeIds,
-                "position_ids" => Feed::Positions,
-                other => return Err(graph_error(spec, &onnx, format!(
-                    "unexpected input `{other}`: an embedding graph takes input_ids, attention_mask and optionally token_type_ids and position_ids (use type \"onnx\" for other graphs)"
-                ))),
-            };
-            let ty = input.dtype().tensor_type();
-            let ty = match ty {
-                Some(t @ (TensorElementType::Int64 | TensorElementType::Int32)) => t,
-                other => {
-                    return Err(graph_error(
-                        spec,
-                        &onnx,
-                        format!(
-                            "input `{}` has type {other:?}; expected int64 or int32",
-                            input.name()
-                        ),
-                    ))
-                }
-            };
-            inputs.push((input.name().to_owned(), feed, ty));
-        }
-        if !inputs.iter().any(|(_, f, _)| matches!(f, Feed::Ids)) {
-            return Err(graph_error(
-                spec,
-                &onnx,
-                "the graph has no input_ids input".into(),
-            ));
-        }
-        let (output, static_dim, pooled) = pick_output(spec, &session, &onnx)?;
+        let sessions = sessions(spec, &onnx, device)?;
+        let inputs = graph_inputs(spec, &onnx, &sessions[0].lock())?;
+        let (output, static_dim, pooled) = pick_output(spec, &sessions[0].lock(), &onnx, purpose)?;
         let (family, model_max) = exported_model(&folder);
+        let row_output = purpose
+            .row_output(&exported_config(&folder), &folder)
+            .map_err(|e| e.for_model(&spec.id))?;
+        let rows = match &row_output {
+            RowOutput::Sentence => None,
+            RowOutput::Logits(head) => Some(head.labels.len()),
+            RowOutput::Splade(pooling) => Some(pooling.vocab),
+        };
         let pipeline =
-            EmbeddingPipeline::load(&folder, &tokenizer_file, spec, Some(model_max), true)?;
-        let dimension = match (static_dim, pooled) {
-            (Some(width), false) => pipeline
+            purpose.pipeline(&folder, &tokenizer_file, spec, Some(model_max), row_output)?;
+        let dimension = match (rows, static_dim, pooled) {
+            (Some(width), _, _) => width,
+            (None, Some(width), false) => pipeline
                 .sentence
                 .dimension(width)
                 .map_err(|e| e.for_model(&spec.id))?,
             _ => 0,
         };
-        let mut sessions = vec![Mutex::new(session)];
-        sessions.extend(extra);
         let mut model = Self {
+            purpose,
             sessions,
             inputs,
             output,
@@ -268,6 +322,7 @@ fn pick_output(
     spec: &ModelSpec,
     session: &Session,
     file: &std::path::Path,
+    purpose: Purpose,
 ) -> Result<(String, Option<usize>, bool)> {
     let outputs: Vec<(String, Vec<i64>)> = session
         .outputs()
@@ -277,7 +332,7 @@ fn pick_output(
             (o.name().to_owned(), shape.unwrap_or_default())
         })
         .collect();
-    let (name, shape) = choose_output(spec, &outputs, file)?;
+    let (name, shape) = choose_output(spec, &outputs, file, purpose)?;
     if !(2..=3).contains(&shape.len()) {
         return Err(graph_error(
             spec,
@@ -297,6 +352,7 @@ fn choose_output<'a>(
     spec: &ModelSpec,
     outputs: &'a [(String, Vec<i64>)],
     file: &std::path::Path,
+    purpose: Purpose,
 ) -> Result<&'a (String, Vec<i64>)> {
     let key = format!("models.{}.output", spec.id);
     let listed = || {
@@ -319,13 +375,16 @@ fn choose_output<'a>(
         });
     }
     // An export's own sentence vectors first (its pooling is part of the model), then
-    // token outputs to pool as the folder says.
-    const PREFERRED: [&str; 3] = [
-        "sentence_embedding",
-        "last_hidden_state",
-        "token_embeddings",
-    ];
-    let by_name = PREFERRED
+    // token outputs to pool as the folder says; a head's logits for the other types.
+    let preferred: &[&str] = match purpose {
+        Purpose::Embedding => &[
+            "sentence_embedding",
+            "last_hidden_state",
+            "token_embeddings",
+        ],
+        _ => &["logits"],
+    };
+    let by_name = preferred
         .iter()
         .find_map(|p| outputs.iter().find(|(n, _)| n == p));
     match (outputs, by_name) {
@@ -432,7 +491,7 @@ impl TextEncoder for OnnxEmbedder {
     }
     fn info(&self) -> ModelInfo {
         ModelInfo {
-            model_type: "embedding".into(),
+            model_type: self.purpose.model_type().into(),
             backend: BACKEND_NAME.into(),
             device: self.device.device,
             dimension: Some(self.dimension),

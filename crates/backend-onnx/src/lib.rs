@@ -21,11 +21,15 @@ pub use tensor_model::{OnnxTensorLoader, OnnxTensorModel};
 pub use text2text::{GraphFiles, OnnxGenerator, OnnxText2TextLoader};
 
 use model_manager_core::backend::{inventory, LoaderRegistration};
+use model_manager_text::Purpose;
 use std::sync::Arc;
 
 /// Name under which this backend's loaders register.
 pub const BACKEND_NAME: &str = "onnx";
 
-inventory::submit! { LoaderRegistration::new(|| Arc::new(OnnxEmbeddingLoader)) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(OnnxEmbeddingLoader::new(Purpose::Embedding))) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(OnnxEmbeddingLoader::new(Purpose::Rerank))) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(OnnxEmbeddingLoader::new(Purpose::Classifier))) }
+inventory::submit! { LoaderRegistration::new(|| Arc::new(OnnxEmbeddingLoader::new(Purpose::Sparse))) }
 inventory::submit! { LoaderRegistration::new(|| Arc::new(OnnxTensorLoader)) }
 inventory::submit! { LoaderRegistration::new(|| Arc::new(OnnxText2TextLoader)) }

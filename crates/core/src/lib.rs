@@ -20,6 +20,7 @@ mod fingerprint;
 mod loader;
 mod manager;
 mod model;
+mod outputs;
 pub mod plugin_host;
 mod plugins;
 mod registry;
@@ -34,13 +35,15 @@ pub use engine::{Admission, EngineStatus, HistogramSnapshot};
 pub use error::{ErrorCode, ModelError, Result};
 pub use files::{can_download, files_state, FilesState};
 pub use manager::{
-    EmbedOptions, EmbeddingsOutput, InitReport, ModelHandle, ModelManager, ModelStatus,
-    ModelStatusReport, ServiceStatus, ShutdownReport, LOAD_FAILURE_LOG_TARGET,
+    ClassifyInput, ClassifyOutput, EmbedOptions, EmbeddingsOutput, InitReport, LabelScore,
+    ModelHandle, ModelManager, ModelStatus, ModelStatusReport, RerankOutput, ScoreOptions,
+    ServiceStatus, ShutdownReport, SparseOutput, LOAD_FAILURE_LOG_TARGET,
 };
 pub use model::{
     check_infer_inputs, Architecture, Embedder, GenerationParams, ImageValue, Infer, InferValue,
     Model, ModelInfo, NamedValues, Prompts, TensorData, TensorValue, TextGenerator,
 };
+pub use outputs::{Outputs, ScoreActivation, ScoreHead, SparseVector};
 pub use plugins::{PluginFailure, PluginLoadReport, PluginRecord, PluginTypeRecord};
 pub use registry::Registry;
 pub use settings::{PluginIsolation, PluginSettings, RemoteCacheSettings, Settings};

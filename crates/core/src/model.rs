@@ -74,6 +74,11 @@ pub trait Embedder {
     fn as_token_embedder(&self) -> Option<&dyn TokenEmbedder> {
         None
     }
+    /// What the rows this embedder computes are: sentence embeddings (the default), the
+    /// logits of a scoring head, or sparse vectors.
+    fn outputs(&self) -> crate::outputs::Outputs {
+        crate::outputs::Outputs::Embeddings
+    }
     /// The instructions the model's configuration names (sentence-transformers'
     /// `prompts`), which callers select by name. The manager prepends the chosen prompt to
     /// each text; [`Embedder::embed`] itself applies none.
@@ -177,6 +182,15 @@ pub enum BatchCost {
 pub trait TokenEmbedder: Send + Sync {
     /// Tokenizes `texts`, each truncated to the model's longest input.
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>>;
+    /// Tokenizes each pair as the tokenizer's pair template says (`[CLS] a [SEP] b [SEP]`
+    /// with segment ids, `<s> a </s></s> b </s>`…), cut longest-first at the model's
+    /// longest input: the inputs of cross-encoders. The default: `INVALID_MODEL_TYPE`.
+    fn tokenize_pairs(&self, _pairs: &[(&str, &str)]) -> Result<Vec<TokenizedText>> {
+        Err(crate::error::ModelError::new(
+            crate::error::ErrorCode::InvalidModelType,
+            "this model does not take pairs of texts",
+        ))
+    }
     /// Tokenizes `prompt` followed by each text (as one string, like sentence-transformers),
     /// recording how many tokens the prompt is. The default counts none.
     fn tokenize_with_prompt(&self, prompt: &str, texts: &[&str]) -> Result<Vec<TokenizedText>> {

@@ -5,16 +5,21 @@
 //! and returns vectors in input order.
 
 pub mod batching;
+pub mod head_config;
+pub mod heads;
 pub mod model;
 pub mod pipeline;
 pub mod pooling;
+pub mod purpose;
 pub mod sentence;
 pub mod tokenize;
 
 pub use batching::{PackedBatch, PaddedBatch, RowSpan};
+pub use heads::{RowOutput, SpladePooling};
 pub use model::{TextEmbedding, TextEncoder};
 pub use model_manager_core::backend::TokenizedText;
 pub use pipeline::{EmbeddingPipeline, EncoderOutput, TokenEncoder};
 pub use pooling::{Pooling, PoolingConfig};
+pub use purpose::Purpose;
 pub use sentence::{SentenceConfig, Stage};
 pub use tokenize::TextTokenizer;

@@ -4,7 +4,7 @@
 
 use crate::pipeline::{EmbeddingPipeline, TokenEncoder};
 use model_manager_core::backend::{BatchCost, TokenEmbedder, TokenizedText};
-use model_manager_core::{Architecture, Embedder, Model, ModelInfo, Prompts, Result};
+use model_manager_core::{Architecture, Embedder, Model, ModelInfo, Outputs, Prompts, Result};
 use std::any::Any;
 
 /// A backend's text encoder: its forward pass plus the pipeline around it.
@@ -51,6 +51,9 @@ impl<E: TextEncoder> Embedder for TextEmbedding<E> {
     fn prompts(&self) -> Prompts {
         self.0.pipeline().sentence.prompts.clone()
     }
+    fn outputs(&self) -> Outputs {
+        self.0.pipeline().outputs()
+    }
     fn as_token_embedder(&self) -> Option<&dyn TokenEmbedder> {
         Some(self)
     }
@@ -62,6 +65,9 @@ impl<E: TextEncoder> TokenEmbedder for TextEmbedding<E> {
     }
     fn tokenize_with_prompt(&self, prompt: &str, texts: &[&str]) -> Result<Vec<TokenizedText>> {
         self.0.pipeline().tokenize_with_prompt(prompt, texts)
+    }
+    fn tokenize_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<TokenizedText>> {
+        self.0.pipeline().tokenize_pairs(pairs)
     }
     fn embed_tokens(&self, batch: &[&TokenizedText]) -> Result<Vec<Vec<f32>>> {
         self.0.pipeline().embed_tokens(&self.0, batch)

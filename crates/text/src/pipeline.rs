@@ -1,10 +1,11 @@
 //! Texts in, vectors out: tokenize, batch, forward, pool, normalize, restore input order.
 
 use crate::batching::{length_sorted_batches, PackedBatch, PaddedBatch, RowSpan};
+use crate::heads::RowOutput;
 use crate::sentence::{SentenceConfig, Stage};
 use crate::tokenize::TextTokenizer;
 use model_manager_core::backend::{BatchCost, TokenizedText};
-use model_manager_core::{ErrorCode, ModelError, ModelSpec, Result};
+use model_manager_core::{ErrorCode, ModelError, ModelSpec, Outputs, Result};
 use std::path::Path;
 
 /// What a forward pass returns for a batch.
@@ -58,6 +59,9 @@ pub struct EmbeddingPipeline {
     pub sentence: SentenceConfig,
     /// Texts per forward pass.
     pub batch_size: usize,
+    /// What each row becomes: a sentence embedding (as `sentence` says), a scoring head's
+    /// logits, or a SPLADE vector.
+    pub output: RowOutput,
 }
 
 impl EmbeddingPipeline {
@@ -73,6 +77,39 @@ impl EmbeddingPipeline {
         default_normalize: bool,
     ) -> Result<Self> {
         let sentence = SentenceConfig::resolve(folder, spec, default_normalize)?;
+        Self::build(
+            folder,
+            tokenizer,
+            spec,
+            model_max,
+            sentence,
+            RowOutput::Sentence,
+        )
+    }
+
+    /// The pipeline of a scoring or SPLADE model (`output` other than
+    /// [`RowOutput::Sentence`]): the tokenizer and the longest input as [`Self::load`]
+    /// finds them, no sentence-transformers modules.
+    pub fn load_rows(
+        folder: &Path,
+        tokenizer: &Path,
+        spec: &ModelSpec,
+        model_max: Option<usize>,
+        output: RowOutput,
+    ) -> Result<Self> {
+        let mut sentence = SentenceConfig::resolve(folder, spec, false)?;
+        sentence.stages.clear();
+        Self::build(folder, tokenizer, spec, model_max, sentence, output)
+    }
+
+    fn build(
+        folder: &Path,
+        tokenizer: &Path,
+        spec: &ModelSpec,
+        model_max: Option<usize>,
+        sentence: SentenceConfig,
+        output: RowOutput,
+    ) -> Result<Self> {
         let limit = model_max.unwrap_or(usize::MAX);
         let max_length = sentence.max_seq_length.unwrap_or(limit).min(limit);
         if max_length == usize::MAX {
@@ -93,7 +130,24 @@ impl EmbeddingPipeline {
             tokenizer,
             sentence,
             batch_size: spec.batch_size,
+            output,
         })
+    }
+
+    /// What the rows are, for the manager.
+    pub fn outputs(&self) -> Outputs {
+        match &self.output {
+            RowOutput::Sentence => Outputs::Embeddings,
+            RowOutput::Logits(head) => Outputs::Scores(head.clone()),
+            RowOutput::Splade(pooling) => Outputs::Sparse {
+                vocab: pooling.vocab,
+            },
+        }
+    }
+
+    /// Tokenizes pairs with the tokenizer's pair template, cut longest-first.
+    pub fn tokenize_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<TokenizedText>> {
+        self.tokenizer.encode_pairs(pairs)
     }
 
     /// Tokenizes `prompt` + each text, recording the prompt's tokens.
@@ -152,6 +206,26 @@ impl EmbeddingPipeline {
         };
         for (span, row) in spans.iter_mut().zip(rows) {
             span.prompt = row.prompt_tokens;
+        }
+        match &self.output {
+            RowOutput::Sentence => {}
+            RowOutput::Logits(head) => return logit_rows(output, rows.len(), head.labels.len()),
+            RowOutput::Splade(pooling) => {
+                let vectors = match output {
+                    EncoderOutput::Tokens { data, hidden } if hidden == pooling.vocab => {
+                        pooling.pool(&data, &spans)
+                    }
+                    EncoderOutput::Pooled { data, hidden }
+                        if hidden == pooling.vocab && data.len() == rows.len() * hidden =>
+                    {
+                        data.chunks(hidden)
+                            .map(model_manager_core::SparseVector::from_dense)
+                            .collect()
+                    }
+                    _ => return Err(malformed_rows("SPLADE logits over the vocabulary")),
+                };
+                return vectors.iter().map(|v| v.to_row()).collect();
+            }
         }
         let pooled_output = matches!(output, EncoderOutput::Pooled { .. });
         let vectors = self.pool(output, &spans)?;
@@ -224,5 +298,24 @@ impl EmbeddingPipeline {
                 data.chunks(hidden).map(<[f32]>::to_vec).collect()
             }
         })
+    }
+}
+
+fn malformed_rows(what: &str) -> ModelError {
+    ModelError::new(
+        ErrorCode::GenerateEmbeddingsError,
+        format!("the model did not return {what}"),
+    )
+}
+
+/// A scoring head's rows: one pooled row of `labels` logits per input.
+fn logit_rows(output: EncoderOutput, count: usize, labels: usize) -> Result<Vec<Vec<f32>>> {
+    match output {
+        EncoderOutput::Pooled { data, hidden }
+            if hidden == labels && data.len() == count * labels =>
+        {
+            Ok(data.chunks(labels).map(<[f32]>::to_vec).collect())
+        }
+        _ => Err(malformed_rows(&format!("{labels} logits per input"))),
     }
 }

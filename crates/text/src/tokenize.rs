@@ -88,6 +88,24 @@ impl TextTokenizer {
         Ok(out)
     }
 
+    /// Tokenizes each pair with the tokenizer's pair template, cut longest-first at
+    /// `max_length` (as sentence-transformers' cross-encoders and text-embeddings-inference
+    /// do).
+    pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<TokenizedText>> {
+        let inputs: Vec<tokenizers::EncodeInput> =
+            pairs.iter().map(|&(a, b)| (a, b).into()).collect();
+        let encodings = self.inner.encode_batch(inputs, true).map_err(|e| {
+            ModelError::new(
+                ErrorCode::GenerateEmbeddingsError,
+                format!("tokenization failed: {e}"),
+            )
+        })?;
+        Ok(encodings
+            .iter()
+            .map(|e| TokenizedText::new(e.get_ids().to_vec(), e.get_type_ids().to_vec()))
+            .collect())
+    }
+
     /// The id used for padding.
     pub fn pad_id(&self) -> u32 {
         self.pad_id

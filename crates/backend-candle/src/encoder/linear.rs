@@ -82,6 +82,7 @@ pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
         Activation::GeluTanh => x.gelu(),
         Activation::Relu => x.relu(),
         Activation::Silu => x.silu(),
+        Activation::Tanh => x.tanh(),
         Activation::Identity => Ok(x.clone()),
     }
 }

@@ -17,6 +17,7 @@ mod bert;
 mod config;
 mod distilbert;
 mod gte;
+pub mod heads;
 mod modernbert;
 mod mpnet;
 mod nomic;

@@ -4,6 +4,7 @@ use super::instance::Instance;
 use super::Inner;
 use crate::error::{ErrorCode, ModelError, Result};
 use crate::model::{Embedder, Model, TextGenerator};
+use crate::outputs::Outputs;
 use std::fmt;
 use std::sync::Arc;
 
@@ -60,10 +61,23 @@ impl ModelHandle {
 
     /// The model as an embedder, or `INVALID_MODEL_TYPE`.
     pub fn embedder(&self) -> Result<&dyn Embedder> {
+        let embedder = self.engine_model()?;
+        match embedder.outputs() {
+            Outputs::Embeddings => Ok(embedder),
+            other => Err(self.wrong_kind(&format!(
+                "an embedding model (it is a {} model: use its own call)",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// The model as its engine runs it, whatever its rows are (embeddings, scores, sparse
+    /// vectors), or `INVALID_MODEL_TYPE`.
+    pub(crate) fn engine_model(&self) -> Result<&dyn Embedder> {
         self.instance()
             .model
             .as_embedder()
-            .ok_or_else(|| self.wrong_kind("an embedding model"))
+            .ok_or_else(|| self.wrong_kind("a model that embeds or scores texts"))
     }
 
     /// The model as a text generator, or `INVALID_MODEL_TYPE`.

@@ -7,12 +7,16 @@ mod handle;
 mod instance;
 mod lifecycle;
 mod load;
+mod scoring;
 mod slot;
 mod status;
 
 pub use embeddings::{EmbedOptions, EmbeddingsOutput};
 pub use handle::ModelHandle;
 pub use lifecycle::{InitReport, ShutdownReport};
+pub use scoring::{
+    ClassifyInput, ClassifyOutput, LabelScore, RerankOutput, ScoreOptions, SparseOutput,
+};
 pub use status::{ModelStatus, ModelStatusReport, ServiceStatus};
 
 /// The `tracing` target of the warning a failed load logs (the caller gets the error too):

@@ -15,6 +15,8 @@ pub enum Activation {
     Relu,
     /// `silu` / `swish`: `x * sigmoid(x)`.
     Silu,
+    /// `tanh` (BERT's pooler, RoBERTa's classification head).
+    Tanh,
     /// No activation (bias only).
     Identity,
 }
@@ -65,6 +67,7 @@ fn activation_body(values: &mut [f32], act: Activation) {
         Activation::GeluTanh => values.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
         Activation::Relu => values.iter_mut().for_each(|x| *x = x.max(0.0)),
         Activation::Silu => values.iter_mut().for_each(|x| *x = silu(*x)),
+        Activation::Tanh => values.iter_mut().for_each(|x| *x = x.tanh()),
         Activation::Identity => {}
     }
 }
@@ -106,6 +109,11 @@ fn gated_body(rows: &[f32], out: &mut [f32], width: usize, act: Activation) {
                 .zip(a)
                 .zip(b)
                 .for_each(|((o, a), b)| *o = silu(*a) * b),
+            Activation::Tanh => out
+                .iter_mut()
+                .zip(a)
+                .zip(b)
+                .for_each(|((o, a), b)| *o = a.tanh() * b),
             Activation::Identity => out
                 .iter_mut()
                 .zip(a)
@@ -366,6 +374,7 @@ mod tests {
             (Activation::GeluTanh, t.gelu().unwrap()),
             (Activation::Relu, t.relu().unwrap()),
             (Activation::Silu, t.silu().unwrap()),
+            (Activation::Tanh, t.tanh().unwrap()),
             (Activation::Identity, t.clone()),
         ];
         for (act, want) in cases {
