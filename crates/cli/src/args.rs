@@ -81,6 +81,49 @@ pub struct EmbedArgs {
     pub output: Option<PathBuf>,
 }
 
+/// The options of `mm rerank`.
+#[derive(clap::Args)]
+pub struct RerankArgs {
+    /// Configured model id (type `rerank`).
+    #[arg(long, short = 'm', default_value = "rerank")]
+    pub model: String,
+    /// What the documents are ranked against (`-q` is `--quiet`).
+    #[arg(long)]
+    pub query: String,
+    /// The documents.
+    #[arg(required_unless_present = "input")]
+    pub texts: Vec<String>,
+    /// More documents from a file, one a line or JSONL with a `text` (`-` reads stdin).
+    #[arg(long, short = 'i')]
+    pub input: Option<PathBuf>,
+    /// Show only the best N.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub top_n: Option<u64>,
+    /// Scores as the model's raw logits, without its activation.
+    #[arg(long)]
+    pub raw_scores: bool,
+}
+
+/// The options of `mm classify`.
+#[derive(clap::Args)]
+pub struct ClassifyArgs {
+    /// Configured model id (type `classifier`).
+    #[arg(long, short = 'm', default_value = "classifier")]
+    pub model: String,
+    /// Texts to classify.
+    #[arg(required_unless_present = "input")]
+    pub texts: Vec<String>,
+    /// More texts from a file, one a line or JSONL with a `text` (`-` reads stdin).
+    #[arg(long, short = 'i')]
+    pub input: Option<PathBuf>,
+    /// Classify each text paired with this second text (natural language inference).
+    #[arg(long)]
+    pub pair: Option<String>,
+    /// Show only the best K labels of each text.
+    #[arg(long, short = 'k', value_parser = clap::value_parser!(u64).range(1..))]
+    pub top_k: Option<u64>,
+}
+
 /// The options of `mm generate`.
 #[derive(clap::Args)]
 pub struct GenerateArgs {
@@ -169,6 +212,18 @@ pub enum Command {
         cat texts.txt | mm embed -i - -o - > vectors.jsonl"
     )]
     Embed(EmbedArgs),
+    /// Rank documents against a query with a cross-encoder (type `rerank`), best first.
+    #[command(
+        after_help = "Examples:\n  mm rerank -m reranker --query \"how do I get a refund?\" \"Refunds take 14 days.\" \"Our office is in Paris.\"\n  \
+        mm rerank -m reranker --query \"refund\" -i docs.txt --top-n 3 --json"
+    )]
+    Rerank(RerankArgs),
+    /// The labels of texts (or of pairs) with a classifier (type `classifier`), best first.
+    #[command(
+        after_help = "Examples:\n  mm classify -m sentiment \"I love it\" \"It broke on day one\"\n  \
+        mm classify -m nli --pair \"A man is outdoors.\" \"A man is playing a guitar in the park.\""
+    )]
+    Classify(ClassifyArgs),
     /// Cosine similarity matrix of texts.
     Similarity {
         /// Configured model id.
@@ -283,5 +338,16 @@ impl Command {
             Command::Init { .. } | Command::Completions { .. } | Command::Ps { .. } => true,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Clap checks a command's arguments (clashing short options among them) only when the
+    /// command is parsed in a debug build; this checks every subcommand at once.
+    #[test]
+    fn every_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

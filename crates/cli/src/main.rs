@@ -8,7 +8,9 @@ mod session;
 
 use args::{Cli, Command, PluginsCommand};
 use clap::Parser;
-use commands::{bench, check, infer, init, models, plugins, ps, pull, serve, status, text};
+use commands::{
+    bench, check, infer, init, models, plugins, ps, pull, scoring, serve, status, text,
+};
 use model_manager::{ErrorCode, ModelError, ModelManager, Settings};
 use session::{with_manager, OnSignal};
 use std::future::Future;
@@ -186,6 +188,8 @@ async fn with_models(
         Command::Status => status::status(manager, json).await,
         Command::Pull { target } => pull::pull(manager, target, json).await,
         Command::Embed(args) => text::embed(manager, args, json).await,
+        Command::Rerank(args) => scoring::rerank(manager, args, json).await,
+        Command::Classify(args) => scoring::classify(manager, args, json).await,
         Command::Generate(args) => text::generate(manager, args, json).await,
         Command::Similarity { model, texts } => text::similarity(manager, model, texts, json).await,
         Command::Search {

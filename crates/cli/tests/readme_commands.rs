@@ -270,6 +270,8 @@ fn self_contained(words: &[String]) -> bool {
         "completions",
         "embed",
         "generate",
+        "rerank",
+        "classify",
     ];
     let first = words.first().map(String::as_str).unwrap_or_default();
     let touches_files = words
@@ -294,6 +296,8 @@ fn the_readme_mm_commands_parse_and_the_self_contained_ones_run() {
         .collect();
     assert!(commands.len() >= 15, "{commands:#?}");
     let dir = tempfile::tempdir().unwrap();
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let settings = section_settings("README.md");
     let (mut ran, mut main_job) = (0, false);
     for (command, args) in &commands {
         let words = shell_words(args);
@@ -311,9 +315,13 @@ fn the_readme_mm_commands_parse_and_the_self_contained_ones_run() {
         if !self_contained(&words) {
             continue;
         }
-        let out = Command::new(assert_cmd::cargo::cargo_bin("mm"))
+        let mut mm = Command::new(assert_cmd::cargo::cargo_bin("mm"));
+        match settings_with(extra_settings(&readme, &settings, command.line), dir.path()) {
+            Some(path) => mm.env("MM_CONFIG", path),
+            None => mm.env_remove("MM_CONFIG"),
+        };
+        let out = mm
             .current_dir(common::repo())
-            .env_remove("MM_CONFIG")
             .env("HF_HUB_OFFLINE", "1")
             .args(&words)
             .stdin(Stdio::null())
@@ -322,7 +330,9 @@ fn the_readme_mm_commands_parse_and_the_self_contained_ones_run() {
         assert!(out.status.success(), "{at}: {}", text(&out.stderr));
         let stdout = text(&out.stdout);
         if !command.output.is_empty() {
-            assert_eq!(stdout.trim_end(), command.output.join("\n"), "{at}");
+            // A comment's own indentation is not kept: lines compare without theirs.
+            let printed: Vec<&str> = stdout.trim_end().lines().map(str::trim).collect();
+            assert_eq!(printed, command.output, "{at}");
         }
         if command.text.starts_with("scripts/fetch-models.sh") {
             // The main job prints its ranking: the refund policy first.
@@ -397,7 +407,74 @@ fn documented_shapes_are_compared_strictly() {
     assert!(same_shape(&serde_json::json!([1, 2]), &closed, "").is_err());
 }
 
-/// The README's `curl` commands, in order, against a live `mm serve` on the default settings.
+/// The settings a README section adds to the default ones (its ```` ```toml settings ````
+/// block), by the section's heading line; each command of that section runs on them.
+fn section_settings(file: &str) -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(common::repo().join(file)).unwrap();
+    let (mut sections, mut block): (Vec<(usize, String)>, Option<String>) = (Vec::new(), None);
+    let mut heading = 0;
+    for (i, line) in text.lines().enumerate() {
+        match (&mut block, line.trim_end()) {
+            (None, "```toml settings") => block = Some(String::new()),
+            (Some(body), "```") => {
+                sections.push((heading, std::mem::take(body)));
+                block = None;
+            }
+            (Some(body), line) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, line) if line.starts_with("## ") => heading = i + 1,
+            _ => {}
+        }
+    }
+    sections
+}
+
+/// The section heading above `line` of the README (`## ` headings).
+fn section_of(text: &str, line: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .take(line)
+        .filter(|(_, l)| l.starts_with("## "))
+        .map(|(i, _)| i + 1)
+        .last()
+        .unwrap_or(0)
+}
+
+/// The repository's settings plus `extra` in a file under `dir`, paths resolved in the
+/// repository; `None` without extra settings.
+fn settings_with(extra: &str, dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    if extra.is_empty() {
+        return None;
+    }
+    let base = std::fs::read_to_string(common::repo().join("settings.toml")).unwrap();
+    let repo = common::repo().canonicalize().unwrap();
+    let text = format!("{base}\n{extra}").replace("\"./", &format!("\"{}/", repo.display()));
+    let path = dir.join(format!("settings-{}.toml", extra.len()));
+    std::fs::write(&path, text).unwrap();
+    Some(path)
+}
+
+/// The extra settings of the README section holding `line`.
+fn extra_settings<'a>(readme: &str, settings: &'a [(usize, String)], line: usize) -> &'a str {
+    let section = section_of(readme, line);
+    settings
+        .iter()
+        .find(|(heading, _)| *heading == section)
+        .map_or("", |(_, toml)| toml.as_str())
+}
+
+/// `mm serve` on the repository's settings plus `extra`.
+fn server_with(extra: &str, dir: &std::path::Path) -> common::Server {
+    match settings_with(extra, dir) {
+        None => common::Server::start(&[], &[]),
+        Some(path) => common::Server::start(&[], &[("MM_CONFIG", path.to_str().unwrap())]),
+    }
+}
+
+/// The README's `curl` commands, in order, against a live `mm serve` on the default settings
+/// and what their section's ```` ```toml settings ```` block adds.
 #[test]
 fn the_readme_curl_commands_answer_as_documented() {
     let commands: Vec<DocCommand> = commands_in("README.md")
@@ -405,9 +482,18 @@ fn the_readme_curl_commands_answer_as_documented() {
         .filter(|c| c.text.starts_with("curl "))
         .collect();
     assert!(commands.len() >= 5, "{commands:#?}");
-    let server = common::Server::start(&[], &[]);
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let settings = section_settings("README.md");
+    assert!(!settings.is_empty(), "the scoring section's settings");
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers: Vec<(String, common::Server)> = Vec::new();
     for command in &commands {
         let at = format!("README.md:{}: `{}`", command.line, command.text);
+        let extra = extra_settings(&readme, &settings, command.line);
+        if !servers.iter().any(|(e, _)| e == extra) {
+            servers.push((extra.to_owned(), server_with(extra, dir.path())));
+        }
+        let server = &servers.iter().find(|(e, _)| e == extra).unwrap().1;
         assert!(
             command.text.contains("localhost:8080"),
             "{at}: examples use the default address"

@@ -145,7 +145,8 @@ impl SparseVector {
         let mut out = Self::default();
         for pair in row.chunks_exact(2) {
             let (i, v) = (pair[0], pair[1]);
-            if !(i >= 0.0 && i.fract() == 0.0 && (i as usize) < vocab) || !v.is_finite() {
+            let valid = i >= 0.0 && i.fract() == 0.0 && (i as usize) < vocab && v.is_finite();
+            if !valid {
                 return Err(bad(&format!(
                     "holds the entry ({i}, {v}) outside a vocabulary of {vocab}"
                 )));

@@ -37,6 +37,7 @@
 mod config;
 mod drain;
 mod errors;
+mod fields;
 mod keep_alive;
 mod limits;
 mod listener;
@@ -45,6 +46,7 @@ mod request;
 #[cfg(test)]
 mod request_fuzz;
 mod routes;
+mod scoring;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
@@ -96,6 +98,10 @@ fn app(manager: ModelManager, config: ServerConfig, drain: drain::Drain) -> Rout
         .route("/v1/embeddings", post(routes::embeddings))
         .route("/v1/generate", post(routes::generate))
         .route("/v1/models/{id}/infer", post(routes::infer))
+        .route("/rerank", post(scoring::rerank))
+        .route("/v1/rerank", post(scoring::rerank_v1))
+        .route("/embed_sparse", post(scoring::embed_sparse))
+        .route("/predict", post(scoring::predict))
         .route_layer(middleware::from_fn_with_state(state.clone(), limits::admit));
     let operator = Router::new()
         .route("/v1/models", get(routes::models))

@@ -5,7 +5,7 @@
 //! `prompt_name` or a literal `prompt` to prepend to every text).
 
 use crate::errors::ApiError;
-use axum::http::StatusCode;
+use crate::fields::{bad, kind, too_many, unknown_field};
 use model_manager_core::ModelError;
 use serde_json::{Map, Value};
 
@@ -45,10 +45,6 @@ pub struct EmbeddingsRequest {
     pub prompt: Option<String>,
 }
 
-fn bad(field: &str, message: String) -> ModelError {
-    ModelError::invalid_input(message).with("field", field)
-}
-
 /// The fields of an embeddings request; any other is refused (as OpenAI does), so a typo
 /// such as `inputs` is named instead of being ignored.
 const FIELDS: &[&str] = &[
@@ -61,19 +57,6 @@ const FIELDS: &[&str] = &[
     "prompt",
 ];
 
-/// `INVALID_INPUT` naming the first field of `fields` not in [`FIELDS`], with the nearest one.
-fn unknown_field(fields: &Map<String, Value>) -> Result<(), ModelError> {
-    let Some(name) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) else {
-        return Ok(());
-    };
-    let near = model_manager_core::settings::schema::nearest(name, FIELDS.iter().copied());
-    let hint = near.map_or_else(
-        || format!("; the fields are {}", FIELDS.join(", ")),
-        |n| format!("; did you mean `{n}`?"),
-    );
-    Err(bad(name, format!("unknown field `{name}`{hint}")))
-}
-
 /// Parses and checks `body`; at most `max_inputs` inputs (413 beyond).
 pub fn parse(body: &[u8], max_inputs: usize) -> Result<EmbeddingsRequest, ApiError> {
     let value: Value = serde_json::from_slice(body)
@@ -81,17 +64,10 @@ pub fn parse(body: &[u8], max_inputs: usize) -> Result<EmbeddingsRequest, ApiErr
     let Value::Object(fields) = value else {
         return Err(bad("body", "the request body must be a JSON object".into()).into());
     };
-    unknown_field(&fields)?;
+    unknown_field(&fields, FIELDS)?;
     let inputs = inputs(fields.get("input"))?;
     if inputs.len() > max_inputs {
-        let error = bad(
-            "input",
-            format!(
-                "{} inputs in one request; the limit is {max_inputs} (server.max_inputs)",
-                inputs.len()
-            ),
-        );
-        return Err(ApiError::with_status(error, StatusCode::PAYLOAD_TOO_LARGE));
+        return Err(too_many("input", inputs.len(), max_inputs));
     }
     string_field(&fields, "user")?;
     let prompt_name = string_field(&fields, "prompt_name")?;
@@ -157,17 +133,6 @@ fn dimensions(value: Option<&Value>) -> Result<Option<usize>, ModelError> {
                 format!("`dimensions` must be a positive integer, not {v}"),
             )),
         },
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -266,6 +231,7 @@ pub fn shorten(vector: &mut Vec<f32>, dimensions: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn shortened_vectors_have_unit_length_even_from_huge_values() {

@@ -100,7 +100,11 @@ impl Head {
             |name: &str, inputs, outputs, bias| Linear::load(vb, &[name], inputs, outputs, bias);
         let kind = match family {
             Family::Bert => Kind::TwoLayers {
-                dense: linear("bert.pooler.dense", hidden, hidden, true)?,
+                // A body saved on its own (sentence-transformers) has no `bert.` prefix.
+                dense: match vb.contains_tensor("bert.pooler.dense.weight") {
+                    true => linear("bert.pooler.dense", hidden, hidden, true)?,
+                    false => linear("pooler.dense", hidden, hidden, true)?,
+                },
                 act: Activation::Tanh,
                 out: linear("classifier", hidden, labels, true)?,
             },

@@ -102,12 +102,21 @@ fn prompt_options(args: &EmbedArgs) -> EmbedOptions {
     }
 }
 
-/// `mm embed`: the texts given, then those of `--input` (a file, or `-` for stdin).
+/// `mm embed`: the texts given, then those of `--input` (a file, or `-` for stdin). A
+/// sparse (SPLADE) model writes sparse JSONL records instead.
 pub async fn embed(
     manager: &ModelManager,
     args: &EmbedArgs,
     json_out: bool,
 ) -> Result<(), ModelError> {
+    let sparse = manager
+        .settings()
+        .models
+        .get(&args.model)
+        .is_some_and(|spec| spec.model_type == "sparse");
+    if sparse {
+        return super::scoring::embed_sparse(manager, args, json_out).await;
+    }
     let source = TextSource::open(
         args.texts.clone(),
         args.input.as_deref(),

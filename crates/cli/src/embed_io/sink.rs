@@ -134,7 +134,8 @@ impl EmbeddingFile {
             match &mut self.format {
                 Format::Jsonl => {
                     let record = serde_json::json!({"index": self.written, "line": line, "embedding": vector});
-                    writeln!(self.target, "{record}").map_err(fail)?;
+                    self.write_record(&record)?;
+                    continue;
                 }
                 Format::Npy { dimension } => {
                     if dimension.is_none() {
@@ -150,8 +151,41 @@ impl EmbeddingFile {
             }
             self.written += 1;
         }
+        self.flush_stdout()
+    }
+
+    /// Appends sparse vectors as JSONL records `{"index", "line", "indices", "values"}`;
+    /// `INVALID_INPUT` for a `.npy` output (a dense array has no room for them).
+    pub fn append_sparse(
+        &mut self,
+        lines: &[Option<usize>],
+        vectors: &[model_manager::SparseVector],
+    ) -> Result<(), ModelError> {
+        if matches!(self.format, Format::Npy { .. }) {
+            return Err(ModelError::invalid_input(
+                "sparse vectors are written as JSONL (-o vectors.jsonl, or -o -), not .npy",
+            ));
+        }
+        for (line, v) in lines.iter().zip(vectors) {
+            let record = serde_json::json!({"index": self.written, "line": line, "indices": v.indices, "values": v.values});
+            self.write_record(&record)?;
+        }
+        self.flush_stdout()
+    }
+
+    /// One JSONL record.
+    fn write_record(&mut self, record: &serde_json::Value) -> Result<(), ModelError> {
+        let path = self.path.clone();
+        writeln!(self.target, "{record}").map_err(|e| io_error(&path, e))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Lines on stdout go out as they are written.
+    fn flush_stdout(&mut self) -> Result<(), ModelError> {
         if matches!(self.target, Target::Stdout(_)) {
-            self.target.flush().map_err(fail)?;
+            let path = self.path.clone();
+            self.target.flush().map_err(|e| io_error(&path, e))?;
         }
         Ok(())
     }

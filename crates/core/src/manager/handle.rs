@@ -65,7 +65,7 @@ impl ModelHandle {
         match embedder.outputs() {
             Outputs::Embeddings => Ok(embedder),
             other => Err(self.wrong_kind(&format!(
-                "an embedding model (it is a {} model: use its own call)",
+                "an embedding model (it is of kind `{}`: use its own call)",
                 other.kind()
             ))),
         }

@@ -356,7 +356,7 @@ fn wrong_outputs(model_id: &str, wanted: &str, outputs: &Outputs) -> ModelError 
     ModelError::new(
         ErrorCode::InvalidModelType,
         format!(
-            "model `{model_id}` is a {} model, not {wanted}",
+            "model `{model_id}` is of kind `{}`, not {wanted}",
             outputs.kind()
         ),
     )
