@@ -238,28 +238,58 @@ async fn a_plugin_option_typo_sets_aside_only_that_model() {
     assert!(infer(&manager, "ok").await.is_ok());
 }
 
-/// A cgroup (v1 freezer) whose processes are frozen: in the kernel, where SIGKILL does not
-/// end them until they are thawed, like a child stuck in uninterruptible I/O. Thawed and
-/// removed when dropped.
-struct Frozen(std::path::PathBuf);
+/// A cgroup whose processes are frozen: in the kernel, where SIGKILL does not end them
+/// until they are thawed, like a child stuck in uninterruptible I/O. The v1 freezer, else a
+/// v2 cgroup's `cgroup.freeze`. Thawed and removed when dropped.
+struct Frozen {
+    dir: std::path::PathBuf,
+    thaw: (&'static str, &'static str),
+}
 
 impl Frozen {
-    /// Freezes `pid`; `None` where the v1 freezer cannot be used (not root, no hierarchy).
+    /// Freezes `pid`; `None` where no freezer can be used (not root, no hierarchy).
     fn freeze(pid: u32) -> Option<Self> {
-        let dir = Path::new("/sys/fs/cgroup/freezer").join(format!("mm-test-{pid}"));
-        std::fs::create_dir(&dir).ok()?;
-        let frozen = Self(dir);
-        std::fs::write(frozen.0.join("cgroup.procs"), pid.to_string()).ok()?;
-        std::fs::write(frozen.0.join("freezer.state"), "FROZEN").ok()?;
-        Some(frozen)
+        let v1 = Path::new("/sys/fs/cgroup/freezer");
+        let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .map(Path::new)
+            .into_iter()
+            .find(|root| root.join("cgroup.controllers").exists());
+        let name = format!("mm-test-{pid}");
+        let attempts = [
+            (
+                Some(v1.to_path_buf()),
+                ("freezer.state", "FROZEN"),
+                ("freezer.state", "THAWED"),
+            ),
+            (
+                v2.map(Path::to_path_buf),
+                ("cgroup.freeze", "1"),
+                ("cgroup.freeze", "0"),
+            ),
+        ];
+        for (root, (file, frozen), thaw) in attempts {
+            let Some(root) = root.filter(|r| r.is_dir()) else {
+                continue;
+            };
+            let dir = root.join(&name);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            let cgroup = Self { dir, thaw };
+            let joined = std::fs::write(cgroup.dir.join("cgroup.procs"), pid.to_string());
+            if joined.is_ok() && std::fs::write(cgroup.dir.join(file), frozen).is_ok() {
+                return Some(cgroup);
+            }
+        }
+        None
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(self.dir.join(self.thaw.0), self.thaw.1);
         for _ in 0..100 {
-            if std::fs::remove_dir(&self.0).is_ok() {
+            if std::fs::remove_dir(&self.dir).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -267,8 +297,16 @@ impl Drop for Frozen {
     }
 }
 
+/// One text input of 1 MiB: more than a pipe holds, so writing it waits on the child.
+fn big_input() -> NamedValues {
+    NamedValues::from([("ok".to_owned(), InferValue::Text("x".repeat(1 << 20)))])
+}
+
 /// A child stuck in the kernel outlives its SIGKILL: the call still fails at its deadline,
-/// and the next call gets a new child instead of waiting behind the stuck one.
+/// a request larger than the pipe included, and the next call gets a new child instead of
+/// waiting behind the stuck one. Needs a freezer (root); where there is none it says so
+/// and [`a_request_nobody_reads_fails_at_its_deadline_even_when_the_pipe_stays_open`] covers the
+/// write.
 #[test]
 fn a_child_stuck_in_the_kernel_costs_one_call_its_deadline_not_the_library() {
     let (_dir, child) = faulty_child();
@@ -277,21 +315,108 @@ fn a_child_stuck_in_the_kernel_costs_one_call_its_deadline_not_the_library() {
     let library = child.record.path.clone();
     let pid = support::plugin_child_of(std::process::id(), Some(&library)).expect("the child");
     let Some(frozen) = Frozen::freeze(pid) else {
-        eprintln!("skipped: freezing a process needs the cgroup v1 freezer (root)");
+        eprintln!("SKIPPED: freezing a process needs a cgroup freezer (v1 or v2) and root");
         return;
     };
     let (done, finished) = std::sync::mpsc::channel();
     let calls = child.clone();
     std::thread::spawn(move || {
-        let stuck = calls.infer(1, &config("f"), &input("ok"));
+        let started = Instant::now();
+        let stuck = calls.infer(1, &config("f"), &big_input());
+        let took = started.elapsed();
         let next = calls.infer(1, &config("f"), &input("ok"));
-        let _ = done.send((stuck, next));
+        let _ = done.send((stuck, took, next));
     });
     let answered = finished.recv_timeout(Duration::from_secs(20));
     drop(frozen);
-    let (stuck, next) = answered.expect("the calls returned while the old child was stuck");
+    let (stuck, took, next) = answered.expect("the calls returned while the old child was stuck");
     let err = stuck.unwrap_err();
     assert_eq!(err.code, ErrorCode::InferenceError, "{err}");
     assert!(err.message.contains("did not answer"), "{}", err.message);
+    // The 2 s deadline, and at most the reaper's grace after it.
+    assert!(took < Duration::from_millis(3500), "{took:?}");
     assert_eq!(next.unwrap()["ok"], InferValue::Text("x".into()));
+}
+
+/// The read end of `pid`'s request pipe (its only pipe open for reading), opened here: held,
+/// it keeps the pipe open after the child dies, as a child stuck in the kernel does.
+fn request_pipe_of(pid: u32) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let link = std::fs::read_link(entry.path()).unwrap_or_default();
+        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+        let flags = std::fs::read_to_string(info).unwrap_or_default();
+        let access = flags
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .map(|f| f & libc::O_ACCMODE as u32);
+        if link.to_string_lossy().starts_with("pipe:") && access == Some(libc::O_RDONLY as u32) {
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(entry.path())
+                .unwrap();
+        }
+    }
+    panic!("child {pid} has no pipe open for reading");
+}
+
+/// A child that stops reading while its request pipe stays open after SIGKILL (here this
+/// test holds the read end, as a child stuck in the kernel would; no root needed): a request
+/// larger than the pipe holds still fails at its deadline, and the library answers again.
+#[test]
+fn a_request_nobody_reads_fails_at_its_deadline_even_when_the_pipe_stays_open() {
+    let (_dir, child) = faulty_child();
+    child.load(1, &config("f")).unwrap();
+    let library = child.record.path.clone();
+    let pid = support::plugin_child_of(std::process::id(), Some(&library)).expect("the child");
+    let held = request_pipe_of(pid);
+    // SAFETY: kill has no memory-safety preconditions; the pid is our live child's.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) }, 0);
+    let (done, finished) = std::sync::mpsc::channel();
+    let calls = child.clone();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let stuck = calls.infer(1, &config("f"), &big_input());
+        let _ = done.send((stuck, started.elapsed()));
+    });
+    let (stuck, took) = finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the call returned while the pipe stayed open");
+    let err = stuck.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InferenceError, "{err}");
+    assert!(err.message.contains("did not answer"), "{}", err.message);
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    let next = child.infer(1, &config("f"), &input("ok")).unwrap();
+    assert_eq!(next["ok"], InferValue::Text("x".into()));
+    drop(held);
+}
+
+/// The host's secrets stay out of a plugin child's environment; the rest is passed on.
+#[test]
+fn a_plugin_child_inherits_no_secret() {
+    // Set before this test's child starts; no other test reads these variables.
+    std::env::set_var("MM_REDIS_SECRET", "a secret the replicas share, 32+ bytes");
+    // (A settings override may hold a Redis URL with its password; no settings read this one.)
+    std::env::set_var("CORE_MODEL_MANAGER_MM_TEST_ONLY", "redis://:pw@h/0");
+    std::env::set_var("MM_TEST_PASSED_ON", "yes");
+    let (_dir, child) = faulty_child();
+    let pid =
+        support::plugin_child_of(std::process::id(), Some(&child.record.path)).expect("the child");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let names: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter_map(|v| v.split(|b| *b == b'=').next())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(names.contains(&"MM_TEST_PASSED_ON".to_owned()), "{names:?}");
+    assert!(!names.contains(&"MM_REDIS_SECRET".to_owned()), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("CORE_MODEL_MANAGER_")),
+        "{names:?}"
+    );
 }

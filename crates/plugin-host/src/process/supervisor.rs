@@ -3,6 +3,8 @@
 //! library are serialized; every exchange is bounded by a deadline, writing included.
 
 use super::child::{CHILD_HOST_PID_ENV, CHILD_LIBRARY_ENV, CHILD_SHA256_ENV};
+use super::environment::withhold_secrets;
+use super::pipes::{set_nonblocking, write_by, AbandonableReader};
 use super::protocol::{
     encode_frame, from_wire, read_frame_bytes, to_wire, Reply, Request, WireError, WireType,
     PROTOCOL_VERSION,
@@ -13,11 +15,13 @@ use model_manager_core::{ErrorCode, ModelError, NamedValues, PluginRecord, Resul
 use model_manager_plugin::LoadConfig;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// First restart delay after a failure; doubles per failure in a row, up to [`MAX_BACKOFF`].
@@ -27,10 +31,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Starting a child and loading a model may take longer than a call.
 const MIN_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
-/// Requests up to this size are written without a watchdog thread (see `send`).
-const INLINE_WRITE_BYTES: usize = 4096;
 /// How long a child may take to exit after its request stream closes.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// Children of one library that SIGKILL could not end yet (stuck in the kernel) before no
+/// new one starts: each may hold a loaded model's memory.
+const MAX_STUCK_CHILDREN: usize = 4;
 
 type Received = std::io::Result<Option<Reply>>;
 
@@ -54,13 +59,21 @@ impl Deadline {
     }
 }
 
-/// A running child: its process (leading its own process group), its request stream, and a
-/// reader thread's replies (at most one waiting).
+/// A running child: its process (leading its own process group), its request stream
+/// (non-blocking: see [`write_by`]), and a reader thread's replies (at most one waiting).
 struct Running {
     process: Process,
     requests: Option<ChildStdin>,
     replies: Receiver<Received>,
     started: Instant,
+    /// Set when this child is dropped: its reader thread stops waiting on it.
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
 }
 
 impl Running {
@@ -105,6 +118,8 @@ pub struct ChildPlugin {
     state: Mutex<State>,
     /// Models dropped while a call was running, unloaded before the next request.
     pending_unloads: Mutex<Vec<u64>>,
+    /// Its children that the reaper holds (killed, not ended yet).
+    stuck: Arc<AtomicUsize>,
 }
 
 /// What a child said hello with.
@@ -142,6 +157,7 @@ impl ChildPlugin {
             panic_abort: false,
             state: Mutex::new(State::default()),
             pending_unloads: Mutex::new(Vec::new()),
+            stuck: Arc::default(),
         };
         let (running, hello) = plugin.spawn()?;
         plugin.record = hello.record;
@@ -155,9 +171,13 @@ impl ChildPlugin {
         self.timeout.max(MIN_LOAD_TIMEOUT)
     }
 
-    /// Starts a child and waits for its hello.
-    fn spawn(&self) -> Result<(Running, Hello)> {
-        let mut process = Command::new(&self.program)
+    /// The command that starts a child: the host's environment without its secrets, the
+    /// library to open, and a process group of its own.
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        let inherited: Vec<_> = std::env::vars_os().map(|(name, _)| name).collect();
+        withhold_secrets(&mut command, inherited.iter().map(|n| n.as_os_str()));
+        command
             .args(&self.program_args)
             .env(CHILD_LIBRARY_ENV, &self.library)
             .env(CHILD_SHA256_ENV, &self.sha256)
@@ -165,28 +185,49 @@ impl ChildPlugin {
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| {
-                plugin_load_error(
-                    &self.library,
-                    format!(
-                        "cannot start the plugin host program {} for {}: {e}",
-                        self.program.display(),
-                        self.library.display()
-                    ),
-                )
-                .with("key", "plugins.host_program")
-            })?;
+            .stderr(Stdio::inherit());
+        command
+    }
+
+    /// Starts a child and waits for its hello.
+    fn spawn(&self) -> Result<(Running, Hello)> {
+        let mut process = self.command().spawn().map_err(|e| {
+            plugin_load_error(
+                &self.library,
+                format!(
+                    "cannot start the plugin host program {} for {}: {e}",
+                    self.program.display(),
+                    self.library.display()
+                ),
+            )
+            .with("key", "plugins.host_program")
+        })?;
         let requests = process.stdin.take();
         let stdout = process.stdout.take().expect("piped stdout");
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let mut running = Running {
+            process: Process::new(process, self.stuck.clone()),
+            requests,
+            replies: mpsc::sync_channel(0).1,
+            started: Instant::now(),
+            abandoned: abandoned.clone(),
+        };
+        if let Some(requests) = &running.requests {
+            set_nonblocking(requests).map_err(|e| {
+                plugin_load_error(
+                    &self.library,
+                    format!("cannot set up the request pipe: {e}"),
+                )
+            })?;
+        }
         // Room for one reply: a child that writes more than it is asked for blocks instead
         // of filling the host's memory.
         let (sender, replies) = mpsc::sync_channel(1);
+        running.replies = replies;
         let reader = std::thread::Builder::new()
             .name("mm-plugin-replies".into())
             .spawn(move || {
-                let mut stdout = BufReader::new(stdout);
+                let mut stdout = BufReader::new(AbandonableReader::new(stdout, abandoned));
                 loop {
                     let received = read_frame_bytes(&mut stdout).map(|frame| frame.map(decode));
                     let last = !matches!(received, Ok(Some(_)));
@@ -195,12 +236,6 @@ impl ChildPlugin {
                     }
                 }
             });
-        let mut running = Running {
-            process: Process::new(process),
-            requests,
-            replies,
-            started: Instant::now(),
-        };
         if let Err(e) = reader {
             return Err(plugin_load_error(
                 &self.library,
@@ -229,7 +264,7 @@ impl ChildPlugin {
                     self.program.display()
                 ),
             )),
-            Reply::Failed { error } => Err(error.into()),
+            Reply::Failed { error } => Err(error.into_error(ErrorCode::PluginLoadError, true)),
             other => Err(plugin_load_error(
                 &self.library,
                 format!("the plugin child greeted with {other:?}"),
@@ -394,7 +429,7 @@ impl ChildPlugin {
             )
         })?;
         if state.running.is_none() {
-            self.restart(state)?;
+            self.restart(state, code)?;
         }
         let running = state.running.as_mut().expect("a running child");
         let deadline = Deadline::after(timeout);
@@ -407,7 +442,9 @@ impl ChildPlugin {
         reply
     }
 
-    /// Writes `frame`, killing the child when it stops reading past `deadline`.
+    /// Writes `frame`, killing the child when it stops reading past `deadline`. No thread
+    /// waits on the pipe: a child that SIGKILL cannot end yet keeps its end open, and a
+    /// blocked writer would then wait, holding the library's lock, for as long.
     fn send(
         &self,
         running: &mut Running,
@@ -421,33 +458,10 @@ impl ChildPlugin {
         let Some(requests) = requests.as_mut() else {
             return Err(self.died(process, code, "taking a request"));
         };
-        // The child reads each request whole before answering it, so the pipe is empty
-        // now, and a frame within one page (the least a pipe holds) cannot block.
-        if frame.len() <= INLINE_WRITE_BYTES {
-            return match requests.write_all(frame).and_then(|()| requests.flush()) {
-                Ok(()) => Ok(()),
-                Err(_) => Err(self.died(process, code, "taking a request")),
-            };
-        }
-        let written = std::thread::scope(|scope| {
-            let (done, finished) = mpsc::channel();
-            scope.spawn(move || {
-                let result = requests.write_all(frame).and_then(|()| requests.flush());
-                let _ = done.send(result);
-            });
-            match finished.recv_timeout(deadline.left()) {
-                Ok(result) => Some(result),
-                Err(_) => {
-                    // Unblocks the writer (broken pipe) so the scope can end.
-                    process.kill();
-                    None
-                }
-            }
-        });
-        match written {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) => Err(self.died(process, code, "taking a request")),
-            None => Err(self.overran(process, code, deadline, "taking a request")),
+        match write_by(requests, frame, deadline.at) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.overran(process, code, deadline, "taking a request")),
+            Err(_) => Err(self.died(process, code, "taking a request")),
         }
     }
 
@@ -490,8 +504,20 @@ impl ChildPlugin {
         state.last_failure = Some(Instant::now());
     }
 
-    /// Starts a new child once the backoff since the last failure has passed.
-    fn restart(&self, state: &mut State) -> Result<()> {
+    /// Starts a new child once the backoff since the last failure has passed; `code` when
+    /// too many of its children are stuck in the kernel to start another.
+    fn restart(&self, state: &mut State, code: ErrorCode) -> Result<()> {
+        let stuck = self.stuck.load(Ordering::SeqCst);
+        if stuck >= MAX_STUCK_CHILDREN {
+            return Err(self.error(
+                code,
+                format!(
+                    "{stuck} killed processes of plugin `{}` have not ended (stuck in the kernel); no new one starts until one does",
+                    self.name()
+                ),
+                "stuck",
+            ));
+        }
         if let Some(last) = state.last_failure {
             let exponent = state.failures_in_a_row.saturating_sub(1).min(16);
             let backoff = (FIRST_BACKOFF * 2u32.pow(exponent)).min(MAX_BACKOFF);
@@ -623,7 +649,7 @@ fn decode(bytes: Vec<u8>) -> Reply {
 /// `code` unless the reply carries the child's own error.
 fn unexpected(reply: Reply, code: ErrorCode) -> ModelError {
     match reply {
-        Reply::Failed { error } => error.into(),
+        Reply::Failed { error } => error.into_error(code, false),
         other => ModelError::new(code, format!("the plugin child answered {other:?}")),
     }
 }
