@@ -238,62 +238,39 @@ async fn a_plugin_option_typo_sets_aside_only_that_model() {
     assert!(infer(&manager, "ok").await.is_ok());
 }
 
-/// A cgroup whose processes are frozen: in the kernel, where SIGKILL does not end them
-/// until they are thawed, like a child stuck in uninterruptible I/O. The v1 freezer, else a
-/// v2 cgroup's `cgroup.freeze`. Thawed and removed when dropped.
-struct Frozen {
-    dir: std::path::PathBuf,
-    thaw: (&'static str, &'static str),
-}
+/// A cgroup (v1 freezer) whose processes are frozen: in the kernel, where SIGKILL does not
+/// end them until they are thawed, like a child stuck in uninterruptible I/O. (The v2
+/// freezer would not do: it lets SIGKILL through.) Thawed and removed when dropped.
+struct Frozen(std::path::PathBuf);
 
 impl Frozen {
-    /// Freezes `pid`; `None` where no freezer can be used (not root, no hierarchy).
+    /// Freezes `pid`; `None` where the v1 freezer cannot be used (not root, no hierarchy).
     fn freeze(pid: u32) -> Option<Self> {
-        let v1 = Path::new("/sys/fs/cgroup/freezer");
-        let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-            .map(Path::new)
-            .into_iter()
-            .find(|root| root.join("cgroup.controllers").exists());
-        let name = format!("mm-test-{pid}");
-        let attempts = [
-            (
-                Some(v1.to_path_buf()),
-                ("freezer.state", "FROZEN"),
-                ("freezer.state", "THAWED"),
-            ),
-            (
-                v2.map(Path::to_path_buf),
-                ("cgroup.freeze", "1"),
-                ("cgroup.freeze", "0"),
-            ),
-        ];
-        for (root, (file, frozen), thaw) in attempts {
-            let Some(root) = root.filter(|r| r.is_dir()) else {
-                continue;
-            };
-            let dir = root.join(&name);
-            if std::fs::create_dir(&dir).is_err() {
-                continue;
-            }
-            let cgroup = Self { dir, thaw };
-            let joined = std::fs::write(cgroup.dir.join("cgroup.procs"), pid.to_string());
-            if joined.is_ok() && std::fs::write(cgroup.dir.join(file), frozen).is_ok() {
-                return Some(cgroup);
-            }
-        }
-        None
+        let dir = Path::new("/sys/fs/cgroup/freezer").join(format!("mm-test-{pid}"));
+        std::fs::create_dir(&dir).ok()?;
+        let frozen = Self(dir);
+        std::fs::write(frozen.0.join("cgroup.procs"), pid.to_string()).ok()?;
+        std::fs::write(frozen.0.join("freezer.state"), "FROZEN").ok()?;
+        Some(frozen)
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.dir.join(self.thaw.0), self.thaw.1);
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
         for _ in 0..100 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
+            if std::fs::remove_dir(&self.0).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Frozen {
+    /// Freezes `pid` too (a process moved into a frozen cgroup is frozen).
+    fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
     }
 }
 
@@ -304,7 +281,7 @@ fn big_input() -> NamedValues {
 
 /// A child stuck in the kernel outlives its SIGKILL: the call still fails at its deadline,
 /// a request larger than the pipe included, and the next call gets a new child instead of
-/// waiting behind the stuck one. Needs a freezer (root); where there is none it says so
+/// waiting behind the stuck one. Needs the v1 freezer (root); where there is none it says so
 /// and [`a_request_nobody_reads_fails_at_its_deadline_even_when_the_pipe_stays_open`] covers the
 /// write.
 #[test]
@@ -315,7 +292,7 @@ fn a_child_stuck_in_the_kernel_costs_one_call_its_deadline_not_the_library() {
     let library = child.record.path.clone();
     let pid = support::plugin_child_of(std::process::id(), Some(&library)).expect("the child");
     let Some(frozen) = Frozen::freeze(pid) else {
-        eprintln!("SKIPPED: freezing a process needs a cgroup freezer (v1 or v2) and root");
+        eprintln!("SKIPPED: freezing a process needs the cgroup v1 freezer and root");
         return;
     };
     let (done, finished) = std::sync::mpsc::channel();
@@ -336,6 +313,58 @@ fn a_child_stuck_in_the_kernel_costs_one_call_its_deadline_not_the_library() {
     // The 2 s deadline, and at most the reaper's grace after it.
     assert!(took < Duration::from_millis(3500), "{took:?}");
     assert_eq!(next.unwrap()["ok"], InferValue::Text("x".into()));
+}
+
+/// While 4 killed children of a library are stuck in the kernel, a call fails at once
+/// instead of starting a fifth (each may hold a model's memory); once they end, the library
+/// answers again. Needs the v1 freezer (root), like the test above.
+#[test]
+fn stuck_children_of_a_library_are_bounded() {
+    let (_dir, child) = faulty_child();
+    child.load(1, &config("f")).unwrap();
+    let library = child.record.path.clone();
+    let host = std::process::id();
+    let first = support::plugin_child_of(host, Some(&library)).expect("the child");
+    let Some(frozen) = Frozen::freeze(first) else {
+        eprintln!("SKIPPED: freezing a process needs the cgroup v1 freezer and root");
+        return;
+    };
+    let mut stuck = vec![first];
+    for round in 0..4 {
+        if round > 0 {
+            // A new child answers; then it is frozen too.
+            let out = child.infer(1, &config("f"), &input("ok")).unwrap();
+            assert_eq!(out["ok"], InferValue::Text("x".into()));
+            let fresh = support::plugin_children_of(host, Some(&library))
+                .into_iter()
+                .find(|pid| !stuck.contains(pid))
+                .expect("the new child");
+            frozen.add(fresh);
+            stuck.push(fresh);
+        }
+        let err = child.infer(1, &config("f"), &input("ok")).unwrap_err();
+        assert!(err.message.contains("did not answer"), "{round}: {err}");
+    }
+    let started = Instant::now();
+    let err = child.infer(1, &config("f"), &input("ok")).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InferenceError);
+    assert_eq!(err.details["reason"], "stuck", "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "failed at once"
+    );
+    drop(frozen);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match child.infer(1, &config("f"), &input("ok")) {
+            Ok(out) => {
+                assert_eq!(out["ok"], InferValue::Text("x".into()));
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "never answered again: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The read end of `pid`'s request pipe (its only pipe open for reading), opened here: held,

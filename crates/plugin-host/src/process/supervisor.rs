@@ -2,27 +2,24 @@
 //! demand, restarted with backoff after it dies, hangs or breaks the protocol. Calls to one
 //! library are serialized; every exchange is bounded by a deadline, writing included.
 
-use super::child::{CHILD_HOST_PID_ENV, CHILD_LIBRARY_ENV, CHILD_SHA256_ENV};
-use super::environment::withhold_secrets;
-use super::pipes::{set_nonblocking, write_by, AbandonableReader};
-use super::protocol::{
-    encode_frame, from_wire, read_frame_bytes, to_wire, Reply, Request, WireError, WireType,
-    PROTOCOL_VERSION,
-};
+use super::pipes::write_by;
+use super::protocol::{encode_frame, from_wire, to_wire, Reply, Request, WireType};
 use super::reap::Process;
 use crate::error::plugin_load_error;
+use failures::{decode, unexpected};
 use model_manager_core::{ErrorCode, ModelError, NamedValues, PluginRecord, Result};
 use model_manager_plugin::LoadConfig;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::io::BufReader;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::ChildStdin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod failures;
+mod start;
 
 /// First restart delay after a failure; doubles per failure in a row, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -122,13 +119,6 @@ pub struct ChildPlugin {
     stuck: Arc<AtomicUsize>,
 }
 
-/// What a child said hello with.
-struct Hello {
-    record: PluginRecord,
-    types: Vec<WireType>,
-    panic_abort: bool,
-}
-
 impl ChildPlugin {
     /// Starts the first child for `library` (vetted, with `sha256`) and reads its manifest;
     /// `PLUGIN_LOAD_ERROR` when it cannot open the library or dies trying.
@@ -169,107 +159,6 @@ impl ChildPlugin {
 
     fn load_timeout(&self) -> Duration {
         self.timeout.max(MIN_LOAD_TIMEOUT)
-    }
-
-    /// The command that starts a child: the host's environment without its secrets, the
-    /// library to open, and a process group of its own.
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.program);
-        let inherited: Vec<_> = std::env::vars_os().map(|(name, _)| name).collect();
-        withhold_secrets(&mut command, inherited.iter().map(|n| n.as_os_str()));
-        command
-            .args(&self.program_args)
-            .env(CHILD_LIBRARY_ENV, &self.library)
-            .env(CHILD_SHA256_ENV, &self.sha256)
-            .env(CHILD_HOST_PID_ENV, std::process::id().to_string())
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        command
-    }
-
-    /// Starts a child and waits for its hello.
-    fn spawn(&self) -> Result<(Running, Hello)> {
-        let mut process = self.command().spawn().map_err(|e| {
-            plugin_load_error(
-                &self.library,
-                format!(
-                    "cannot start the plugin host program {} for {}: {e}",
-                    self.program.display(),
-                    self.library.display()
-                ),
-            )
-            .with("key", "plugins.host_program")
-        })?;
-        let requests = process.stdin.take();
-        let stdout = process.stdout.take().expect("piped stdout");
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let mut running = Running {
-            process: Process::new(process, self.stuck.clone()),
-            requests,
-            replies: mpsc::sync_channel(0).1,
-            started: Instant::now(),
-            abandoned: abandoned.clone(),
-        };
-        if let Some(requests) = &running.requests {
-            set_nonblocking(requests).map_err(|e| {
-                plugin_load_error(
-                    &self.library,
-                    format!("cannot set up the request pipe: {e}"),
-                )
-            })?;
-        }
-        // Room for one reply: a child that writes more than it is asked for blocks instead
-        // of filling the host's memory.
-        let (sender, replies) = mpsc::sync_channel(1);
-        running.replies = replies;
-        let reader = std::thread::Builder::new()
-            .name("mm-plugin-replies".into())
-            .spawn(move || {
-                let mut stdout = BufReader::new(AbandonableReader::new(stdout, abandoned));
-                loop {
-                    let received = read_frame_bytes(&mut stdout).map(|frame| frame.map(decode));
-                    let last = !matches!(received, Ok(Some(_)));
-                    if sender.send(received).is_err() || last {
-                        return;
-                    }
-                }
-            });
-        if let Err(e) = reader {
-            return Err(plugin_load_error(
-                &self.library,
-                format!("cannot start a reader: {e}"),
-            ));
-        }
-        let deadline = Deadline::after(self.load_timeout());
-        match self.receive(&mut running, deadline, ErrorCode::PluginLoadError, "starting")? {
-            Reply::Hello {
-                protocol: PROTOCOL_VERSION,
-                record,
-                types,
-                panic_abort,
-            } => Ok((
-                running,
-                Hello {
-                    record,
-                    types,
-                    panic_abort,
-                },
-            )),
-            Reply::Hello { protocol, .. } => Err(plugin_load_error(
-                &self.library,
-                format!(
-                    "the plugin host program {} speaks protocol {protocol}, this host {PROTOCOL_VERSION}; use the same build for both",
-                    self.program.display()
-                ),
-            )),
-            Reply::Failed { error } => Err(error.into_error(ErrorCode::PluginLoadError, true)),
-            other => Err(plugin_load_error(
-                &self.library,
-                format!("the plugin child greeted with {other:?}"),
-            )),
-        }
     }
 
     /// Loads model `id` (host-unique) in the current child; the memory it reports.
@@ -550,81 +439,6 @@ impl ChildPlugin {
             }
         }
     }
-
-    /// The error for a child that went away; reaps it to say how.
-    fn died(&self, process: &mut Process, code: ErrorCode, doing: &str) -> ModelError {
-        use std::os::unix::process::ExitStatusExt;
-        let status = process
-            .wait_for(EXIT_GRACE)
-            .or_else(|| process.kill_and_reap());
-        let how = match status.map(|s| (s.code(), s.signal())) {
-            Some((_, Some(signal))) => {
-                format!("was killed by signal {signal} ({})", signal_name(signal))
-            }
-            Some((Some(status), _)) => format!("exited with status {status}"),
-            _ => "ended".to_owned(),
-        };
-        self.error(
-            code,
-            format!(
-                "the process of plugin `{}` {how} while {doing}; the host lives on and restarts it on the next call",
-                self.name()
-            ),
-            "crash",
-        )
-    }
-
-    fn overran(
-        &self,
-        process: &mut Process,
-        code: ErrorCode,
-        deadline: Deadline,
-        doing: &str,
-    ) -> ModelError {
-        process.kill_and_reap();
-        self.error(
-            code,
-            format!(
-                "plugin `{}` did not answer within {:.1} s while {doing}; its process was killed and restarts on the next call",
-                self.name(),
-                deadline.limit.as_secs_f64()
-            ),
-            "timeout",
-        )
-    }
-
-    fn failed(
-        &self,
-        running: &mut Running,
-        code: ErrorCode,
-        what: &str,
-        reason: &str,
-    ) -> ModelError {
-        running.kill();
-        self.error(
-            code,
-            format!(
-                "the process of plugin `{}` {what}; it was killed and restarts on the next call",
-                self.name()
-            ),
-            reason,
-        )
-    }
-
-    fn error(&self, code: ErrorCode, message: String, reason: &str) -> ModelError {
-        ModelError::new(code, message)
-            .with("plugin", self.name())
-            .with("path", self.library.display().to_string())
-            .with("reason", reason)
-    }
-
-    fn name(&self) -> &str {
-        if self.record.name.is_empty() {
-            self.library.to_str().unwrap_or("plugin")
-        } else {
-            &self.record.name
-        }
-    }
 }
 
 impl Drop for ChildPlugin {
@@ -632,37 +446,5 @@ impl Drop for ChildPlugin {
         if let Some(mut running) = self.state.get_mut().running.take() {
             running.stop();
         }
-    }
-}
-
-/// A reply frame decoded; one that does not decode is reported as the child's error (the
-/// stream is still in step, so the child lives on).
-fn decode(bytes: Vec<u8>) -> Reply {
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| Reply::Failed {
-        error: WireError::from(ModelError::new(
-            ErrorCode::InferenceError,
-            format!("the plugin child sent a reply the host cannot read: {e}"),
-        )),
-    })
-}
-
-/// `code` unless the reply carries the child's own error.
-fn unexpected(reply: Reply, code: ErrorCode) -> ModelError {
-    match reply {
-        Reply::Failed { error } => error.into_error(code, false),
-        other => ModelError::new(code, format!("the plugin child answered {other:?}")),
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGTERM => "SIGTERM",
-        _ => "signal",
     }
 }

@@ -83,13 +83,21 @@ pub fn install(library: &Path, name: &str) -> (tempfile::TempDir, PathBuf) {
 /// The pid of a plugin child of process `parent` (serving `library`, when given), found in
 /// `/proc` by its parent and the environment variable the host starts it with.
 pub fn plugin_child_of(parent: u32, library: Option<&Path>) -> Option<u32> {
+    plugin_children_of(parent, library).into_iter().next()
+}
+
+/// The pids of every plugin child of process `parent` (serving `library`, when given),
+/// running or killed and not reaped yet.
+pub fn plugin_children_of(parent: u32, library: Option<&Path>) -> Vec<u32> {
     let parent = parent.to_string();
     let wanted = library.map(|l| format!("MM_PLUGIN_CHILD_LIBRARY={}", l.display()));
-    std::fs::read_dir("/proc")
-        .ok()?
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
+        .filter(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let ppid = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1));
             let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -99,6 +107,7 @@ pub fn plugin_child_of(parent: u32, library: Option<&Path>) -> Option<u32> {
             };
             ppid == Some(parent.as_str()) && environ.split(|b| *b == 0).any(serves)
         })
+        .collect()
 }
 
 /// Sets a file's permission bits.
