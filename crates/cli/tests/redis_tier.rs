@@ -440,7 +440,11 @@ fn poisoned_values_with_valid_checksums_are_refused_and_never_reach_the_cache_fi
         (&json!(0), &json!(2), &json!(1)),
         "dropped once the model said 384: {cache}"
     );
-    assert_eq!((&cache["hits"], &cache["rejected"]), (&json!(0), &json!(0)), "{cache}");
+    assert_eq!(
+        (&cache["hits"], &cache["rejected"]),
+        (&json!(0), &json!(0)),
+        "{cache}"
+    );
     let restored = restarted(b, &b_config);
     assert_eq!(restored["dropped"], 0, "{restored}");
 }

@@ -60,10 +60,13 @@ impl ChildPlugin {
         let requests = process.stdin.take();
         let stdout = process.stdout.take().expect("piped stdout");
         let abandoned = Arc::new(AtomicBool::new(false));
+        // Room for one reply: a child that writes more than it is asked for blocks instead
+        // of filling the host's memory.
+        let (sender, replies) = mpsc::sync_channel(1);
         let mut running = Running {
             process: Process::new(process, self.stuck.clone()),
             requests,
-            replies: mpsc::sync_channel(0).1,
+            replies,
             started: Instant::now(),
             abandoned: abandoned.clone(),
         };
@@ -75,10 +78,6 @@ impl ChildPlugin {
                 )
             })?;
         }
-        // Room for one reply: a child that writes more than it is asked for blocks instead
-        // of filling the host's memory.
-        let (sender, replies) = mpsc::sync_channel(1);
-        running.replies = replies;
         let reader = std::thread::Builder::new()
             .name("mm-plugin-replies".into())
             .spawn(move || {
