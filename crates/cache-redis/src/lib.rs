@@ -70,17 +70,8 @@ fn connection_manager(settings: &RemoteCacheSettings) -> Result<ConnectionManage
         .as_str()
         .into_connection_info()
         .map_err(|e| config_error(settings, format!("embedding_cache.redis_url: {e}")))?;
-    if let Some(file) = &settings.password_file {
-        let password = std::fs::read_to_string(file).map_err(|e| {
-            config_error(
-                settings,
-                format!(
-                    "cannot read embedding_cache.redis_password_file {}: {e}",
-                    file.display()
-                ),
-            )
-        })?;
-        let redis = info.redis_settings().clone().set_password(password.trim());
+    if let Some(password) = settings.password()? {
+        let redis = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(redis);
     }
     // Values span several segments; Nagle would hold them for the server's delayed ACK.
@@ -148,14 +139,35 @@ impl RedisStore {
 }
 
 impl RemoteStore for RedisStore {
-    fn get_many(&self, keys: Vec<String>) -> StoreFuture<'_, Vec<Option<Vec<u8>>>> {
+    /// One pipeline of `GETRANGE key 0 most_bytes` (not `MGET`, which would read a value
+    /// anyone made 512 MB whole): a value longer than `most_bytes` comes back cut to one
+    /// byte more. A missing key reads as empty, so does an empty value: both are `None`. A
+    /// key holding another type (`WRONGTYPE`) is an empty value, which the tier refuses.
+    fn get_many(
+        &self,
+        keys: Vec<String>,
+        most_bytes: usize,
+    ) -> StoreFuture<'_, Vec<Option<Vec<u8>>>> {
         let mut connection = self.manager();
         Box::pin(async move {
-            let values = redis::cmd("MGET")
-                .arg(&keys)
-                .query_async(&mut connection)
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("GETRANGE").arg(key).arg(0).arg(most_bytes);
+            }
+            let answers = pipe
+                .ignore_errors()
+                .query_async::<Vec<RedisResult<Vec<u8>>>>(&mut connection)
                 .await;
-            self.checked(values)
+            let answers = self.checked(answers)?;
+            answers
+                .into_iter()
+                .map(|answer| match answer {
+                    Ok(bytes) if bytes.is_empty() => Ok(None),
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if e.code() == Some("WRONGTYPE") => Ok(Some(Vec::new())),
+                    Err(e) => self.checked(Err(e)),
+                })
+                .collect()
         })
     }
 

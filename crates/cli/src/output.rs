@@ -30,8 +30,13 @@ pub mod exit {
 }
 
 /// The signal that interrupted the command `error` reports, if one did: `mm` re-raises it
-/// after its cleanup, so its parent sees it killed by that signal (see `main`).
+/// after its cleanup, so its parent sees it killed by that signal (see `main`). Only a
+/// `SHUTTING_DOWN` error says so (the session's own, see `session::until_signal`; a plugin's
+/// error can carry neither that code nor a `signal` detail).
 pub fn interrupting_signal(error: &ModelError) -> Option<i32> {
+    if error.code != ErrorCode::ShuttingDown {
+        return None;
+    }
     match error.details.get("signal").and_then(|s| s.as_str()) {
         Some("SIGINT") => Some(libc::SIGINT),
         Some("SIGTERM") => Some(libc::SIGTERM),
@@ -234,6 +239,12 @@ mod tests {
         assert_eq!(
             interrupting_signal(&ModelError::new(ErrorCode::ShuttingDown, "x")),
             None
+        );
+        let other = ModelError::new(ErrorCode::InferenceError, "x").with("signal", "SIGTERM");
+        assert_eq!(
+            interrupting_signal(&other),
+            None,
+            "only the session's own error"
         );
     }
 }

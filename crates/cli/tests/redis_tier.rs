@@ -431,10 +431,19 @@ fn poisoned_values_with_valid_checksums_are_refused_and_never_reach_the_cache_fi
         served[0], honest[0],
         "3 dimensions: computed again, not served"
     );
+    // Served by the remote tier before the model was known, refused once it said 384: a
+    // refused value and a miss of that tier, not a hit; never found in the local tier.
     let cache = b.get("/v1/status").1["cache"].clone();
+    let remote = &cache["remote"];
     assert_eq!(
-        cache["rejected"], 1,
+        (&remote["hits"], &remote["misses"], &remote["corrupt"]),
+        (&json!(0), &json!(2), &json!(1)),
         "dropped once the model said 384: {cache}"
+    );
+    assert_eq!(
+        (&cache["hits"], &cache["rejected"]),
+        (&json!(0), &json!(0)),
+        "{cache}"
     );
     let restored = restarted(b, &b_config);
     assert_eq!(restored["dropped"], 0, "{restored}");

@@ -252,6 +252,8 @@ pub trait Infer {
 pub fn check_infer_inputs(inputs: &NamedValues, max_elements: Option<usize>) -> Result<usize> {
     let mut total = 0usize;
     for (name, value) in inputs {
+        // A name is the caller's: one of a megabyte is repeated cut (to 256 characters).
+        let name: String = name.chars().take(256).collect();
         let field = format!("inputs.{name}");
         let elements = value.checked_len().map_err(|why| {
             ModelError::invalid_input(format!("input `{name}`: {why}"))

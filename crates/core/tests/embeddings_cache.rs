@@ -209,3 +209,61 @@ async fn a_corrupt_persisted_cache_is_reported_not_fatal() {
         .await
         .unwrap();
 }
+
+/// An entry served before the model loaded (the settings say no dimension) and refused once
+/// the load says another one is counted as a miss and a rejection, never as a hit.
+#[tokio::test]
+async fn an_entry_refused_after_the_load_counts_as_a_miss_not_a_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "embedding_cache.persist_to_disk = true\nembedding_cache.path = \"{}\"\n\
+         models.embedding.flavour = \"known_prompts\"",
+        dir.path().join("cache.bin").display()
+    );
+    let (four, _) = support::manager_with_dimension(&extra, &["embedding"], 4);
+    four.generate_embeddings("embedding", &["a"]).await.unwrap();
+    assert_eq!(four.shutdown().await.unwrap().cache_entries_saved, 1);
+
+    let (eight, probes) = support::manager_with_dimension(&extra, &["embedding"], 8);
+    assert_eq!(eight.initialize().await.unwrap().cache_entries_restored, 1);
+    let out = eight
+        .generate_embeddings("embedding", &["a", "b"])
+        .await
+        .unwrap();
+    assert_eq!(out.embeddings[0], expected_vector("a", 8), "recomputed");
+    assert_eq!(out.cache_hits, 0);
+    assert_eq!(probes.embedded_texts.lock().unwrap().len(), 2);
+    let cache = eight.get_status().await.unwrap().cache;
+    assert_eq!(
+        (cache.hits, cache.misses, cache.rejected),
+        (0, 2, 1),
+        "{cache:?}"
+    );
+}
+
+/// A model that outputs a NaN for a text: the vector is returned, but not cached, so it is
+/// neither refused on every later read nor kept in the cache.
+#[tokio::test]
+async fn a_computed_vector_no_model_should_make_is_not_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("value.txt"), "NaN").unwrap();
+    let extra = format!(
+        "models.embedding.flavour = \"file_value\"\nmodels.embedding.local_path = \"{}\"",
+        dir.path().display()
+    );
+    let (manager, probes) = manager(&extra, &["embedding"]);
+    for _ in 0..2 {
+        let out = manager
+            .generate_embeddings("embedding", &["x"])
+            .await
+            .unwrap();
+        assert!(out.embeddings[0][0].is_nan());
+    }
+    assert_eq!(
+        probes.embedded_texts.lock().unwrap().len(),
+        2,
+        "computed each time"
+    );
+    let cache = manager.get_status().await.unwrap().cache;
+    assert_eq!((cache.entries, cache.rejected), (0, 0), "{cache:?}");
+}

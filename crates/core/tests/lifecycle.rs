@@ -286,3 +286,27 @@ async fn explicit_unload_waits_for_references() {
     assert!(unload.await.unwrap(), "it was loaded");
     assert_eq!(state_of(&manager, "a").await, "unloaded");
 }
+
+/// Fetching a model's files (`mm pull`) does not initialize: no cache tier is opened (so an
+/// unreadable secret file, which would fail initialize, does not matter), nothing is restored
+/// and no `preload = true` model loads.
+#[tokio::test]
+async fn fetching_files_does_not_initialize() {
+    let extra = "embedding_cache.redis_url = \"redis://127.0.0.1:1/0\"\n\
+                 embedding_cache.redis_secret_file = \"/nonexistent/secret\"\n\
+                 models.embedding.preload = true\n";
+    let (manager, probes) = support::manager(extra, &["embedding"]);
+    let fetched = manager.fetch_files("embedding").await.unwrap();
+    assert!(fetched.is_none(), "the test loader lists no files");
+    assert_eq!(
+        probes.loads_started.load(Ordering::SeqCst),
+        0,
+        "nothing preloaded"
+    );
+    let err = manager.initialize().await.unwrap_err();
+    assert_eq!(
+        err.code,
+        ErrorCode::ConfigError,
+        "initialize does read the secret: {err}"
+    );
+}

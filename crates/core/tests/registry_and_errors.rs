@@ -223,9 +223,10 @@ async fn not_configured_wrong_capability_and_disabled() {
     assert_eq!(err.code, ErrorCode::ModelNotConfigured);
     assert_eq!(
         err.to_json()["message"],
-        "Model nope not found in configuration",
-        "the seed's message"
+        "Model not found in configuration",
+        "the seed's message (MODEL_NOT_CONFIGURED); the id is in the details, once"
     );
+    assert_eq!(err.details["model_id"], "nope");
     let err = manager.get_model_config("nope").unwrap_err();
     assert_eq!(err.code, ErrorCode::ModelNotConfigured);
     assert_eq!(

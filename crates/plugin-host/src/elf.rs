@@ -4,7 +4,10 @@
 
 use crate::error::plugin_load_error;
 use model_manager_core::{ModelError, Result};
-use object::elf::{FileHeader64, ET_DYN, PT_DYNAMIC, PT_LOAD, SHT_NOBITS};
+use object::elf::{
+    FileHeader64, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, ET_DYN, PT_DYNAMIC, PT_LOAD,
+    SHT_NOBITS,
+};
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::Endianness;
 use std::path::Path;
@@ -95,6 +98,58 @@ pub fn check_shared_library(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// What a library's dynamic section names: its own SONAME, the libraries it needs, and the
+/// folders its RUNPATH (else its RPATH) searches, as written (`$ORIGIN` unexpanded).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DynamicNames {
+    /// `DT_SONAME`.
+    pub soname: Option<String>,
+    /// `DT_NEEDED`, in order.
+    pub needed: Vec<String>,
+    /// `DT_RUNPATH` (or `DT_RPATH` without one), split at `:`.
+    pub search: Vec<String>,
+}
+
+/// The names in the dynamic section of `bytes` (a library [`check_shared_library`] passed);
+/// empty where it has none or they cannot be read.
+pub fn dynamic_names(bytes: &[u8]) -> DynamicNames {
+    let mut names = DynamicNames::default();
+    let Ok(header) = FileHeader64::<Endianness>::parse(bytes) else {
+        return names;
+    };
+    let Ok(endian) = header.endian() else {
+        return names;
+    };
+    let Ok(table) = header
+        .sections(endian, bytes)
+        .and_then(|sections| sections.dynamic_table(endian, bytes))
+    else {
+        return names;
+    };
+    let (mut runpath, mut rpath) = (None, None);
+    for entry in table.iter() {
+        let Ok(text) = table.string(entry) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(text).into_owned();
+        match entry.tag {
+            DT_SONAME => names.soname = Some(text),
+            DT_NEEDED => names.needed.push(text),
+            DT_RUNPATH => runpath = Some(text),
+            DT_RPATH => rpath = Some(text),
+            _ => {}
+        }
+    }
+    if let Some(path) = runpath.or(rpath) {
+        names.search = path
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    names
+}
+
 /// `PLUGIN_LOAD_ERROR` unless the `len` bytes at `offset` lie inside the file's `size`
 /// (`what` names the part that needs them).
 fn within_file(
@@ -145,6 +200,20 @@ mod tests {
             assert_eq!(err.code, model_manager_core::ErrorCode::PluginLoadError);
             assert!(err.message.contains("libc.so.6"), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn the_dynamic_section_names_soname_needs_and_search_path() {
+        let Some(bytes) = system_library() else {
+            return;
+        };
+        let names = dynamic_names(&bytes);
+        assert_eq!(names.soname.as_deref(), Some("libc.so.6"), "{names:?}");
+        assert!(
+            names.needed.iter().any(|n| n.starts_with("ld-linux")),
+            "{names:?}"
+        );
+        assert_eq!(dynamic_names(b"not an ELF file"), DynamicNames::default());
     }
 
     #[test]

@@ -17,6 +17,8 @@ mod guard;
 mod library;
 mod loader;
 mod opened;
+#[cfg(target_os = "linux")]
+mod origin;
 mod process;
 
 pub use library::{open_plugin, open_plugin_with, LoadedPlugin};

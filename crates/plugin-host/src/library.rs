@@ -38,12 +38,15 @@ pub struct VettedLibrary {
     pub canonical: PathBuf,
     /// The sha256 of its bytes, lowercase hex.
     pub sha256: String,
+    /// What its dynamic section names (its `$ORIGIN` dependencies are opened first).
+    #[cfg(target_os = "linux")]
+    pub(crate) dynamic: crate::elf::DynamicNames,
 }
 
 impl VettedLibrary {
     /// What to hand the dynamic loader: the checked descriptor where the system names
     /// descriptors as paths, else the canonical path.
-    fn loader_path(&self) -> PathBuf {
+    pub(crate) fn loader_path(&self) -> PathBuf {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
@@ -56,7 +59,7 @@ impl VettedLibrary {
     /// Keeps the descriptor open for the life of the process: the loader knows the library
     /// by `/proc/self/fd/N`, and would take a later library opened as the same N for this
     /// one if the number were reused.
-    fn keep_open(self) {
+    pub(crate) fn keep_open(self) {
         std::mem::forget(self.file);
     }
 }
@@ -72,9 +75,13 @@ pub fn vet_library(path: &Path, pins: &BTreeMap<String, String>) -> Result<Vette
         .caused_by("IoError", e)
     })?;
     guard::check_permissions(&canonical)?;
+    #[cfg(target_os = "linux")]
+    check_descriptor_paths(path, Path::new(DESCRIPTOR_PATHS))?;
     let (file, bytes) = guard::open_library(&canonical)?;
     #[cfg(target_os = "linux")]
     crate::elf::check_shared_library(path, &bytes)?;
+    #[cfg(target_os = "linux")]
+    let dynamic = crate::elf::dynamic_names(&bytes);
     let sha256 = guard::sha256_hex(&bytes);
     drop(bytes);
     guard::check_pin(path, &canonical, &sha256, pins)?;
@@ -82,7 +89,31 @@ pub fn vet_library(path: &Path, pins: &BTreeMap<String, String>) -> Result<Vette
         file,
         canonical,
         sha256,
+        #[cfg(target_os = "linux")]
+        dynamic,
     })
+}
+
+/// Where this process's descriptors have paths the dynamic loader can open.
+#[cfg(target_os = "linux")]
+const DESCRIPTOR_PATHS: &str = "/proc/self/fd";
+
+/// `PLUGIN_LOAD_ERROR` naming the cause when `dir` ([`DESCRIPTOR_PATHS`]) is missing (no
+/// `/proc` mounted, as in some sandboxes): libraries are opened through it.
+#[cfg(target_os = "linux")]
+fn check_descriptor_paths(path: &Path, dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(plugin_load_error(
+        path,
+        format!(
+            "cannot open plugin {}: plugins are opened through the descriptor their checks              read ({}/N), and {} is missing; mount /proc in this process's namespace",
+            path.display(),
+            dir.display(),
+            dir.display()
+        ),
+    ))
 }
 
 /// Checks and opens the plugin at `path` (or returns it if this process opened it already).
@@ -122,6 +153,8 @@ pub fn open_plugin_with(
             ),
         ));
     }
+    #[cfg(target_os = "linux")]
+    crate::origin::open_origin_dependencies(path, &vetted)?;
     let header = match lib_header_from_path(&vetted.loader_path()) {
         // The loader did not open it: nothing knows the descriptor's name.
         Err(e @ LibraryError::OpenError { .. }) => return Err(library_error(path, None, e)),
@@ -349,6 +382,19 @@ fn function_mismatch(lines: &[&str]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::first_mismatch;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn without_proc_the_error_names_the_cause() {
+        use std::path::Path;
+        let missing = Path::new("/nonexistent/proc/self/fd");
+        let err = super::check_descriptor_paths(Path::new("libx.so"), missing).unwrap_err();
+        assert_eq!(err.code, model_manager_core::ErrorCode::PluginLoadError);
+        assert!(err.message.contains("mount /proc"), "{}", err.message);
+        assert!(
+            super::check_descriptor_paths(Path::new("libx.so"), Path::new("/proc/self/fd")).is_ok()
+        );
+    }
 
     #[test]
     fn the_summary_names_the_type_the_error_and_both_fields() {

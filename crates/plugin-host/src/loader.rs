@@ -1,5 +1,6 @@
 //! Models of a plugin opened in this process, called through its ABI.
 
+use crate::error::plugin_code;
 use crate::library::LoadedPlugin;
 use abi_stable::std_types::RStr;
 use model_manager_core::{
@@ -10,11 +11,10 @@ use model_manager_plugin::{values_from_abi, values_to_abi, LoadConfig};
 use std::any::Any;
 use std::sync::Arc;
 
-/// The plugin's error with our code: the plugin's code if it is one of ours, else
-/// `fallback`.
+/// The plugin's error with our code: the plugin's code if a plugin may use it (see
+/// [`crate::error::PLUGIN_CODES`]), else `fallback`.
 fn plugin_error(plugin: &str, e: AbiError, fallback: ErrorCode) -> ModelError {
-    let code = serde_json::from_value::<ErrorCode>(serde_json::Value::String(e.code.to_string()))
-        .unwrap_or(fallback);
+    let code = plugin_code(e.code.as_str(), fallback);
     ModelError::new(code, e.message.to_string())
         .with("plugin", plugin)
         .with("plugin_code", e.code.as_str())

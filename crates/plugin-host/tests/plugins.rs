@@ -326,8 +326,78 @@ fn a_library_swapped_after_its_checks_is_not_the_one_opened() {
         false,
         &mut swap,
     );
-    match opened {
-        Ok(plugin) => assert_eq!(plugin.record.name, "echo", "the vetted library runs"),
-        Err(e) => assert_eq!(e.code, ErrorCode::PluginLoadError, "{e}"),
+    // Opened through the descriptor the checks read: the vetted library runs, not the one
+    // now at the path.
+    let plugin = opened.unwrap();
+    assert_eq!(plugin.record.name, "echo", "the vetted library runs");
+    assert_eq!(plugin.types[0].model_type, "echo");
+}
+
+/// A plugin whose native dependency sits beside it (RUNPATH `$ORIGIN`) still finds it,
+/// though opened through its checked descriptor (whose origin is `/proc/self/fd`): in this
+/// process and in a child. A dependency without the SONAME the plugin needs cannot be
+/// matched, and the error says why.
+#[tokio::test]
+async fn a_plugin_finds_its_dependencies_through_origin() {
+    let fixture = support::origin_plugin();
+    let host = env!("CARGO_BIN_EXE_mm-plugin-host");
+    let settings = |library: &Path, isolation: &str| {
+        let text = format!(
+            "plugins.enabled = true\nplugins.required = true\nplugins.paths = [{:?}]\n\
+             plugins.isolation = {isolation:?}\nplugins.host_program = {host:?}\n\
+             models.o.type = \"origin\"\n",
+            library.display().to_string()
+        );
+        Settings::from_toml_str(&text, ".").unwrap()
+    };
+    let beside = |dependency: &Path| {
+        let (dir, library) = install(&fixture.plugin, "liborigin.so");
+        let copy = dir.path().join("libmmorigin.so");
+        std::fs::copy(dependency, &copy).unwrap();
+        set_mode(&copy, 0o644);
+        (dir, library)
+    };
+    // First, before the good one is loaded (a loaded SONAME would be matched by name).
+    let (_bad_dir, bad) = beside(&fixture.dependency_without_soname);
+    let err = init_error(settings(&bad, "in-process")).await;
+    assert_eq!(err.code, ErrorCode::PluginLoadError, "{err}");
+    assert!(err.message.contains("SONAME"), "{}", err.message);
+
+    let (_dir, library) = beside(&fixture.dependency);
+    for isolation in ["process", "in-process"] {
+        let manager = ModelManager::new(settings(&library, isolation));
+        manager.initialize().await.unwrap();
+        let out = manager.infer("o", text_input("x", "")).await.unwrap();
+        assert_eq!(out["answer"], InferValue::Text("42".into()), "{isolation}");
+    }
+}
+
+/// A plugin's error code that speaks for the host (here `UNAUTHORIZED`, which would be a
+/// 401) becomes the call's own code; one a plugin may use stands.
+#[tokio::test]
+async fn a_plugin_cannot_answer_with_the_host_s_codes() {
+    let host = env!("CARGO_BIN_EXE_mm-plugin-host");
+    let (_dir, library) = install(&support::faulty_plugins().0, "libfaulty.so");
+    for isolation in ["in-process", "process"] {
+        let text = format!(
+            "plugins.enabled = true\nplugins.paths = [{:?}]\nplugins.isolation = {isolation:?}\n\
+             plugins.host_program = {host:?}\nmodels.f.type = \"faulty\"\n",
+            library.display().to_string()
+        );
+        let manager = ModelManager::new(Settings::from_toml_str(&text, ".").unwrap());
+        for (asked, expected) in [
+            ("UNAUTHORIZED", ErrorCode::InferenceError),
+            ("SHUTTING_DOWN", ErrorCode::InferenceError),
+            ("INVALID_INPUT", ErrorCode::InvalidInput),
+        ] {
+            let err = manager
+                .infer("f", text_input("error_code", asked))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, expected, "{isolation} {asked}: {err}");
+            if expected == ErrorCode::InferenceError {
+                assert_eq!(err.details["plugin_code"], asked, "{isolation}");
+            }
+        }
     }
 }

@@ -239,8 +239,8 @@ async fn a_plugin_option_typo_sets_aside_only_that_model() {
 }
 
 /// A cgroup (v1 freezer) whose processes are frozen: in the kernel, where SIGKILL does not
-/// end them until they are thawed, like a child stuck in uninterruptible I/O. Thawed and
-/// removed when dropped.
+/// end them until they are thawed, like a child stuck in uninterruptible I/O. (The v2
+/// freezer would not do: it lets SIGKILL through.) Thawed and removed when dropped.
 struct Frozen(std::path::PathBuf);
 
 impl Frozen {
@@ -267,8 +267,23 @@ impl Drop for Frozen {
     }
 }
 
+impl Frozen {
+    /// Freezes `pid` too (a process moved into a frozen cgroup is frozen).
+    fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+/// One text input of 1 MiB: more than a pipe holds, so writing it waits on the child.
+fn big_input() -> NamedValues {
+    NamedValues::from([("ok".to_owned(), InferValue::Text("x".repeat(1 << 20)))])
+}
+
 /// A child stuck in the kernel outlives its SIGKILL: the call still fails at its deadline,
-/// and the next call gets a new child instead of waiting behind the stuck one.
+/// a request larger than the pipe included, and the next call gets a new child instead of
+/// waiting behind the stuck one. Needs the v1 freezer (root); where there is none it says so
+/// and [`a_request_nobody_reads_fails_at_its_deadline_even_when_the_pipe_stays_open`] covers the
+/// write.
 #[test]
 fn a_child_stuck_in_the_kernel_costs_one_call_its_deadline_not_the_library() {
     let (_dir, child) = faulty_child();
@@ -277,21 +292,160 @@ fn a_child_stuck_in_the_kernel_costs_one_call_its_deadline_not_the_library() {
     let library = child.record.path.clone();
     let pid = support::plugin_child_of(std::process::id(), Some(&library)).expect("the child");
     let Some(frozen) = Frozen::freeze(pid) else {
-        eprintln!("skipped: freezing a process needs the cgroup v1 freezer (root)");
+        eprintln!("SKIPPED: freezing a process needs the cgroup v1 freezer and root");
         return;
     };
     let (done, finished) = std::sync::mpsc::channel();
     let calls = child.clone();
     std::thread::spawn(move || {
-        let stuck = calls.infer(1, &config("f"), &input("ok"));
+        let started = Instant::now();
+        let stuck = calls.infer(1, &config("f"), &big_input());
+        let took = started.elapsed();
         let next = calls.infer(1, &config("f"), &input("ok"));
-        let _ = done.send((stuck, next));
+        let _ = done.send((stuck, took, next));
     });
     let answered = finished.recv_timeout(Duration::from_secs(20));
     drop(frozen);
-    let (stuck, next) = answered.expect("the calls returned while the old child was stuck");
+    let (stuck, took, next) = answered.expect("the calls returned while the old child was stuck");
     let err = stuck.unwrap_err();
     assert_eq!(err.code, ErrorCode::InferenceError, "{err}");
     assert!(err.message.contains("did not answer"), "{}", err.message);
+    // The 2 s deadline, and at most the reaper's grace after it.
+    assert!(took < Duration::from_millis(3500), "{took:?}");
     assert_eq!(next.unwrap()["ok"], InferValue::Text("x".into()));
+}
+
+/// While 4 killed children of a library are stuck in the kernel, a call fails at once
+/// instead of starting a fifth (each may hold a model's memory); once they end, the library
+/// answers again. Needs the v1 freezer (root), like the test above.
+#[test]
+fn stuck_children_of_a_library_are_bounded() {
+    let (_dir, child) = faulty_child();
+    child.load(1, &config("f")).unwrap();
+    let library = child.record.path.clone();
+    let host = std::process::id();
+    let first = support::plugin_child_of(host, Some(&library)).expect("the child");
+    let Some(frozen) = Frozen::freeze(first) else {
+        eprintln!("SKIPPED: freezing a process needs the cgroup v1 freezer and root");
+        return;
+    };
+    let mut stuck = vec![first];
+    for round in 0..4 {
+        if round > 0 {
+            // A new child answers; then it is frozen too.
+            let out = child.infer(1, &config("f"), &input("ok")).unwrap();
+            assert_eq!(out["ok"], InferValue::Text("x".into()));
+            let fresh = support::plugin_children_of(host, Some(&library))
+                .into_iter()
+                .find(|pid| !stuck.contains(pid))
+                .expect("the new child");
+            frozen.add(fresh);
+            stuck.push(fresh);
+        }
+        let err = child.infer(1, &config("f"), &input("ok")).unwrap_err();
+        assert!(err.message.contains("did not answer"), "{round}: {err}");
+    }
+    let started = Instant::now();
+    let err = child.infer(1, &config("f"), &input("ok")).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InferenceError);
+    assert_eq!(err.details["reason"], "stuck", "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "failed at once"
+    );
+    drop(frozen);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match child.infer(1, &config("f"), &input("ok")) {
+            Ok(out) => {
+                assert_eq!(out["ok"], InferValue::Text("x".into()));
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "never answered again: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The read end of `pid`'s request pipe (its only pipe open for reading), opened here: held,
+/// it keeps the pipe open after the child dies, as a child stuck in the kernel does.
+fn request_pipe_of(pid: u32) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let link = std::fs::read_link(entry.path()).unwrap_or_default();
+        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+        let flags = std::fs::read_to_string(info).unwrap_or_default();
+        let access = flags
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .map(|f| f & libc::O_ACCMODE as u32);
+        if link.to_string_lossy().starts_with("pipe:") && access == Some(libc::O_RDONLY as u32) {
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(entry.path())
+                .unwrap();
+        }
+    }
+    panic!("child {pid} has no pipe open for reading");
+}
+
+/// A child that stops reading while its request pipe stays open after SIGKILL (here this
+/// test holds the read end, as a child stuck in the kernel would; no root needed): a request
+/// larger than the pipe holds still fails at its deadline, and the library answers again.
+#[test]
+fn a_request_nobody_reads_fails_at_its_deadline_even_when_the_pipe_stays_open() {
+    let (_dir, child) = faulty_child();
+    child.load(1, &config("f")).unwrap();
+    let library = child.record.path.clone();
+    let pid = support::plugin_child_of(std::process::id(), Some(&library)).expect("the child");
+    let held = request_pipe_of(pid);
+    // SAFETY: kill has no memory-safety preconditions; the pid is our live child's.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) }, 0);
+    let (done, finished) = std::sync::mpsc::channel();
+    let calls = child.clone();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let stuck = calls.infer(1, &config("f"), &big_input());
+        let _ = done.send((stuck, started.elapsed()));
+    });
+    let (stuck, took) = finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the call returned while the pipe stayed open");
+    let err = stuck.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InferenceError, "{err}");
+    assert!(err.message.contains("did not answer"), "{}", err.message);
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    let next = child.infer(1, &config("f"), &input("ok")).unwrap();
+    assert_eq!(next["ok"], InferValue::Text("x".into()));
+    drop(held);
+}
+
+/// The host's secrets stay out of a plugin child's environment; the rest is passed on.
+#[test]
+fn a_plugin_child_inherits_no_secret() {
+    // Set before this test's child starts; no other test reads these variables.
+    std::env::set_var("MM_REDIS_SECRET", "a secret the replicas share, 32+ bytes");
+    // (A settings override may hold a Redis URL with its password; no settings read this one.)
+    std::env::set_var("CORE_MODEL_MANAGER_MM_TEST_ONLY", "redis://:pw@h/0");
+    std::env::set_var("MM_TEST_PASSED_ON", "yes");
+    let (_dir, child) = faulty_child();
+    let pid =
+        support::plugin_child_of(std::process::id(), Some(&child.record.path)).expect("the child");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let names: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter_map(|v| v.split(|b| *b == b'=').next())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(names.contains(&"MM_TEST_PASSED_ON".to_owned()), "{names:?}");
+    assert!(!names.contains(&"MM_REDIS_SECRET".to_owned()), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("CORE_MODEL_MANAGER_")),
+        "{names:?}"
+    );
 }

@@ -149,6 +149,12 @@ impl IntoResponse for ApiError {
             tracing::warn!(code = %self.error.code, status = status.as_u16(), "request failed: {}", self.error.to_json());
         }
         let mut response = (status, Json(public(&self.error).to_json())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 7235 §3.1: a 401 names the scheme that would be accepted.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Every 503 says when to come back: the engine's estimate, else a second.
             let seconds = self
@@ -191,7 +197,7 @@ mod tests {
     fn an_unknown_model_id_gets_its_nearest() {
         let error = ModelError::new(
             ErrorCode::ModelNotConfigured,
-            "Model embeding not found in configuration",
+            "Model not found in configuration",
         )
         .with(
             "hint",

@@ -185,6 +185,25 @@ fn tensors_and_images_whose_shape_lies_about_their_data_never_reach_the_model() 
             json!({"many": {"shape": [65], "dtype": "i32", "data": vec![0; 65]}}),
             "inputs.many",
         ),
+        // Raw in another case is raw, and checked.
+        (
+            json!({"img": {"base64": three_pixels, "format": "RAW", "width": 1000, "height": 1000, "channels": 3}}),
+            "inputs.img",
+        ),
+        // Dimensions on an image that is not raw: a plugin might treat it as raw.
+        (
+            json!({"img": {"base64": three_pixels, "format": "", "width": 1000, "height": 1000, "channels": 3}}),
+            "inputs.img",
+        ),
+        // No element, but a dimension ONNX Runtime would take as negative.
+        (
+            json!({"t": {"shape": [0, 9223372036854775808u64], "dtype": "f32", "data": []}}),
+            "inputs.t",
+        ),
+        (
+            json!({"t": {"shape": vec![1; 33], "dtype": "f32", "data": [1]}}),
+            "inputs.t",
+        ),
     ];
     for (inputs, field) in lies {
         let (status, out) = infer(server.addr, inputs.clone());
@@ -247,6 +266,19 @@ fn the_bearer_scheme_is_case_insensitive_and_a_refusal_says_unauthorized() {
         let (status, out) = get(wrong);
         assert_eq!(status, 401, "{wrong:?}: {out}");
         assert_eq!(out["code"], "UNAUTHORIZED", "{out}");
+        // RFC 7235 §3.1: the refusal names the scheme it takes.
+        let answer = raw(
+            server.addr,
+            "GET",
+            "/v1/models",
+            "",
+            &format!("{wrong}connection: close\r\n"),
+        );
+        assert_eq!(
+            header(&answer, "www-authenticate"),
+            Some("Bearer"),
+            "{answer}"
+        );
     }
 }
 
@@ -269,6 +301,23 @@ fn a_huge_model_id_is_echoed_once_and_cut() {
     let echoed = out.to_string().matches(&"x".repeat(256)).count();
     assert_eq!(echoed, 1, "{out}");
     assert!(!out.to_string().contains(&"x".repeat(257)), "{out}");
+    // A short id is repeated once too: in details.model_id, not in the message.
+    let body = json!({"model": "no-such-model-xyz", "input": "hello"}).to_string();
+    let answer = raw(
+        server.addr,
+        "POST",
+        "/v1/embeddings",
+        &body,
+        "connection: close\r\n",
+    );
+    let (status, out) = parsed(&answer);
+    assert_eq!(status, 404, "{out}");
+    assert_eq!(out["details"]["model_id"], "no-such-model-xyz");
+    assert_eq!(
+        out.to_string().matches("no-such-model-xyz").count(),
+        1,
+        "{out}"
+    );
 }
 
 /// `router` mounted without `serve`: the same checks hold.

@@ -53,15 +53,34 @@ pub struct TensorValue {
     pub data: TensorData,
 }
 
+/// Most dimensions a tensor may have (as NumPy before 2.0; ONNX models use a handful).
+pub const MAX_TENSOR_RANK: usize = 32;
+
 impl TensorValue {
-    /// The element count, once the shape is checked against the data: the product of the
-    /// dimensions (without overflow) must be the number of values. A model can then index
-    /// by the shape without reading past the data.
+    /// The element count, once the shape is checked against the data: at most
+    /// [`MAX_TENSOR_RANK`] dimensions, the product of the dimensions (without overflow)
+    /// the number of values, and the product of the non-zero ones within `i64` (ONNX
+    /// Runtime takes dimensions as `i64`: `[0, 2^63]` holds no element, but would reach a
+    /// model as a negative dimension). A model can then index by the shape without reading
+    /// past the data.
     pub fn checked_len(&self) -> Result<usize, String> {
+        let rank = self.shape.len();
+        if rank > MAX_TENSOR_RANK {
+            return Err(format!(
+                "a shape of {rank} dimensions; at most {MAX_TENSOR_RANK} are taken"
+            ));
+        }
+        let nonzero = self
+            .shape
+            .iter()
+            .filter(|&&d| d > 0)
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .filter(|n| *n <= i64::MAX as u64);
         let stated = self
             .shape
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|_| nonzero.is_some())
             .ok_or_else(|| format!("shape {:?} holds more elements than memory", self.shape))?;
         if stated != self.data.len() {
             return Err(format!(
@@ -98,14 +117,27 @@ pub struct ImageValue {
 }
 
 impl ImageValue {
+    /// Whether this is raw pixels: `format` `raw`, in any case.
+    pub fn is_raw(&self) -> bool {
+        self.format.eq_ignore_ascii_case("raw")
+    }
+
     /// The byte count, once checked: raw pixels must be exactly width × height × channels
     /// bytes (each at least 1), so a model that trusts the dimensions neither reads past the
-    /// bytes nor allocates for pixels that are not there.
+    /// bytes nor allocates for pixels that are not there. An encoded image carries its own
+    /// dimensions: one that states width, height or channels is refused too (a model
+    /// that took it as raw would trust them unchecked).
     pub fn checked_len(&self) -> Result<usize, String> {
-        if self.format != "raw" {
+        let (w, h, c) = (self.width as u64, self.height as u64, self.channels as u64);
+        if !self.is_raw() {
+            if w != 0 || h != 0 || c != 0 {
+                return Err(
+                    "width, height and channels are for raw pixels (`format` raw); an encoded image (png, jpeg) carries its own"
+                        .to_owned(),
+                );
+            }
             return Ok(self.bytes.len());
         }
-        let (w, h, c) = (self.width as u64, self.height as u64, self.channels as u64);
         if w == 0 || h == 0 || c == 0 {
             return Err("a raw image needs width, height and channels".to_owned());
         }
@@ -233,6 +265,35 @@ mod tests {
             .checked_len()
             .is_err());
         assert!(image("raw", 0, 2, 3, 0).checked_len().is_err());
-        assert_eq!(image("png", 1000, 1000, 3, 9).checked_len(), Ok(9));
+        assert_eq!(image("png", 0, 0, 0, 9).checked_len(), Ok(9));
+        // Raw in any case is raw, and checked.
+        assert_eq!(image("RAW", 2, 2, 3, 12).checked_len(), Ok(12));
+        assert!(image("Raw", 1000, 1000, 3, 9).checked_len().is_err());
+        // Dimensions on anything else (a plugin might take it as raw) are refused.
+        for format in ["png", "", "rgb"] {
+            assert!(
+                image(format, 1000, 1000, 3, 9).checked_len().is_err(),
+                "{format:?}"
+            );
+            assert!(
+                image(format, 0, 0, 3, 9).checked_len().is_err(),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shape_is_bounded_in_rank_and_fits_onnx_s_i64_dimensions() {
+        let tensor = |shape: Vec<usize>| TensorValue {
+            shape,
+            data: TensorData::F32(Vec::new()),
+        };
+        assert_eq!(tensor(vec![0; MAX_TENSOR_RANK]).checked_len(), Ok(0));
+        let too_many = tensor(vec![1; MAX_TENSOR_RANK + 1]).checked_len();
+        assert!(too_many.unwrap_err().contains("at most 32"));
+        // No element, but a dimension ONNX would see as negative.
+        assert!(tensor(vec![0, 1 << 63]).checked_len().is_err());
+        assert!(tensor(vec![0, 1 << 62, 2]).checked_len().is_err());
+        assert_eq!(tensor(vec![0, (1 << 62) - 1, 2]).checked_len(), Ok(0));
     }
 }

@@ -10,7 +10,7 @@ use std::io::Cursor;
 pub const MAX_SIDE: u32 = 8192;
 
 fn decode(image: &Image) -> Result<DynamicImage, Error> {
-    if image.format == "raw" {
+    if image.is_raw() {
         return raw(image);
     }
     let mut reader = ImageReader::new(Cursor::new(&image.bytes));

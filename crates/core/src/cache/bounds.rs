@@ -66,7 +66,9 @@ impl EntryBounds {
         }
     }
 
-    /// What a loaded model says; `None` for a model that does not embed.
+    /// What a loaded model says; `None` for a model that does not embed. A dimension of 0
+    /// is no vector's, so it says nothing: the first entry admitted sets it instead (else
+    /// every entry, and with it the model's cache, would be refused).
     pub fn of_model(model: &dyn Model) -> Option<Self> {
         let embedder = model.as_embedder()?;
         let tokens = match embedder.as_token_embedder() {
@@ -74,7 +76,7 @@ impl EntryBounds {
             None => TokenLimit::Estimate,
         };
         Some(Self {
-            dimension: Some(embedder.dimension()),
+            dimension: Some(embedder.dimension()).filter(|d| *d > 0),
             tokens,
         })
     }
@@ -123,6 +125,54 @@ impl EntryCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Embedder, ModelInfo};
+
+    /// An embedder that reports `dimension` and embeds nothing.
+    struct Reporting {
+        dimension: usize,
+    }
+
+    impl Model for Reporting {
+        fn info(&self) -> ModelInfo {
+            ModelInfo {
+                model_type: "embedding".into(),
+                backend: "test".into(),
+                device: crate::Device::Cpu,
+                dimension: Some(self.dimension),
+                bytes: None,
+            }
+        }
+        fn as_embedder(&self) -> Option<&dyn Embedder> {
+            Some(self)
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    impl Embedder for Reporting {
+        fn dimension(&self) -> usize {
+            self.dimension
+        }
+        fn embed(&self, _texts: &[&str]) -> crate::Result<Vec<Vec<f32>>> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_model_reporting_dimension_0_lets_the_first_entry_set_it() {
+        let bounds = EntryBounds::of_model(&Reporting { dimension: 0 }).unwrap();
+        assert_eq!(bounds.dimension, None);
+        let mut check = EntryCheck::new(bounds);
+        // (An embedder without a tokenizer of its own: "hi" counts 2 estimated tokens.)
+        assert_eq!(check.admit("hi", &entry(&[1.0, 2.0], 2)), Ok(()));
+        assert_eq!(
+            check.admit("hi", &entry(&[1.0], 2)),
+            Err(Flaw::Dimension(1))
+        );
+        let known = EntryBounds::of_model(&Reporting { dimension: 2 }).unwrap();
+        assert_eq!(known.dimension, Some(2));
+    }
 
     fn entry(vector: &[f32], tokens: u32) -> CachedEmbedding {
         CachedEmbedding {

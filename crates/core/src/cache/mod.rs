@@ -202,6 +202,25 @@ impl EmbeddingCache {
         }
     }
 
+    /// Drops the entry under `key` that a look-up served (and counted as a hit) but that a
+    /// later check found not to be what its model makes: counted as rejected and as a miss
+    /// instead.
+    pub fn reject_hit(&self, key: u128) {
+        if self.entries.is_some() {
+            self.reject(key);
+            self.counters.hits.fetch_sub(1, Ordering::Relaxed);
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops the entry under `key` without counting it (a copy of another tier's entry
+    /// that was refused there).
+    pub fn forget(&self, key: u128) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate(&key);
+        }
+    }
+
     /// The entry cached under `key` if `admit` takes it, counting a hit or a miss; an
     /// entry `admit` refuses is dropped and counted as rejected (and a miss).
     pub fn get_admitted(

@@ -69,6 +69,42 @@ impl Misses {
     }
 }
 
+/// Which tier served an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    Local,
+    Remote,
+}
+
+/// The entries a look-up found, by input position, and the tier each came from (a refusal
+/// found later is counted against that tier).
+pub(super) struct Found {
+    pub entries: Vec<Option<CachedEmbedding>>,
+    tiers: Vec<Option<Tier>>,
+}
+
+impl Found {
+    fn none(n: usize) -> Self {
+        Self {
+            entries: vec![None; n],
+            tiers: vec![None; n],
+        }
+    }
+}
+
+impl std::ops::Deref for Found {
+    type Target = [Option<CachedEmbedding>];
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
+impl std::ops::DerefMut for Found {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.entries
+    }
+}
+
 /// The cached entry of each text that the model's bounds admit (`None` for every text when
 /// `key` is `None`, that is, when the model's embeddings are not cached).
 pub(super) async fn lookup<S: AsRef<str>>(
@@ -76,13 +112,13 @@ pub(super) async fn lookup<S: AsRef<str>>(
     spec: &ModelSpec,
     key: Option<CacheKey>,
     texts: &[S],
-) -> Vec<Option<CachedEmbedding>> {
+) -> Found {
     let Some(key) = key else {
-        return vec![None; texts.len()];
+        return Found::none(texts.len());
     };
     let namespace = CacheNamespace::new(&spec.id, key.fingerprint);
     let mut check = EntryCheck::new(key.bounds);
-    let mut found: Vec<_> = texts
+    let entries: Vec<_> = texts
         .iter()
         .map(|t| {
             let text = t.as_ref();
@@ -95,6 +131,11 @@ pub(super) async fn lookup<S: AsRef<str>>(
             })
         })
         .collect();
+    let tiers = entries
+        .iter()
+        .map(|e| e.as_ref().map(|_| Tier::Local))
+        .collect();
+    let mut found = Found { entries, tiers };
     let Some(tier) = inner.remote.get() else {
         return found;
     };
@@ -116,55 +157,84 @@ pub(super) async fn lookup<S: AsRef<str>>(
         }
     }
     missing.fill(&mut found, &remote);
+    for &(i, j) in &missing.at {
+        if remote[j].is_some() {
+            found.tiers[i] = Some(Tier::Remote);
+        }
+    }
     found
 }
 
 /// Checks entries found under `key`'s fingerprint again, against `key`'s bounds (learned
 /// since the look-up, by the load that computes the misses): one that fails becomes a miss
-/// and leaves the local tier.
+/// of the tier that served it (no longer a hit) and leaves the local tier.
 pub(super) fn recheck<S: AsRef<str>>(
     inner: &Inner,
     spec: &ModelSpec,
     key: CacheKey,
     texts: &[S],
-    found: &mut [Option<CachedEmbedding>],
+    found: &mut Found,
 ) {
     let namespace = CacheNamespace::new(&spec.id, key.fingerprint);
     let mut check = EntryCheck::new(key.bounds);
-    for (text, slot) in texts.iter().zip(found.iter_mut()) {
+    let Found { entries, tiers } = found;
+    for ((text, slot), tier) in texts.iter().zip(entries.iter_mut()).zip(tiers.iter_mut()) {
         let text = text.as_ref();
-        if let Some(flaw) = slot.as_ref().and_then(|e| check.admit(text, e).err()) {
-            tracing::warn!(model_id = %spec.id, "cached entry dropped: it holds {flaw}");
-            inner.cache.reject(namespace.key(text));
-            *slot = None;
+        let Some(flaw) = slot.as_ref().and_then(|e| check.admit(text, e).err()) else {
+            continue;
+        };
+        tracing::warn!(model_id = %spec.id, "cached entry dropped: it holds {flaw}");
+        let local = namespace.key(text);
+        match tier.take() {
+            Some(Tier::Remote) => {
+                inner.cache.forget(local);
+                if let Some(remote) = inner.remote.get() {
+                    remote.refused_hit();
+                }
+            }
+            _ => inner.cache.reject_hit(local),
         }
+        *slot = None;
     }
 }
 
-/// Caches computed entries in both tiers (the remote write goes on behind the caller).
+/// Caches computed entries in both tiers (the remote write goes on behind the caller),
+/// those that `key`'s bounds admit: a model that outputs a NaN for some text has that text
+/// computed again each time, not cached, refused on every read and logged each time.
 pub(super) async fn store(
     inner: &Inner,
     spec: &ModelSpec,
-    fingerprint: Option<u64>,
+    key: Option<CacheKey>,
     texts: &[String],
     computed: &[CachedEmbedding],
 ) {
-    let Some(fingerprint) = fingerprint else {
+    let Some(key) = key else {
         return;
     };
-    let namespace = CacheNamespace::new(&spec.id, fingerprint);
-    for (text, entry) in texts.iter().zip(computed) {
+    let mut check = EntryCheck::new(key.bounds);
+    let admitted: Vec<(&str, &CachedEmbedding)> = texts
+        .iter()
+        .zip(computed)
+        .filter(|(text, entry)| match check.admit(text, entry) {
+            Ok(()) => true,
+            Err(flaw) => {
+                tracing::warn!(model_id = %spec.id, "computed entry not cached: it holds {flaw}");
+                false
+            }
+        })
+        .map(|(text, entry)| (text.as_str(), entry))
+        .collect();
+    let namespace = CacheNamespace::new(&spec.id, key.fingerprint);
+    for (text, entry) in &admitted {
         inner
             .cache
-            .insert(namespace, namespace.key(text), entry.clone());
+            .insert(namespace, namespace.key(text), (*entry).clone());
     }
     let Some(tier) = inner.remote.get() else {
         return;
     };
-    if let Some(keyspace) = tier.keyspace(spec, fingerprint).await {
-        let entries: Vec<(&str, &CachedEmbedding)> =
-            texts.iter().map(String::as_str).zip(computed).collect();
-        tier.store(keyspace, &entries);
+    if let Some(keyspace) = tier.keyspace(spec, key.fingerprint).await {
+        tier.store(keyspace, &admitted);
     }
 }
 

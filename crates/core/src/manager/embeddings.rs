@@ -162,12 +162,11 @@ impl ModelManager {
                 seen: misses.distinct.clone(),
             };
             let computed = embed_distinct(spec, handle, work, options.admission).await?;
-            let fingerprint = key.map(|k| k.fingerprint);
-            cache_tiers::store(inner, spec, fingerprint, &misses.distinct, &computed).await;
+            cache_tiers::store(inner, spec, key, &misses.distinct, &computed).await;
             let computed: Vec<_> = computed.into_iter().map(Some).collect();
             misses.fill(&mut found, &computed);
         }
-        Ok(output(spec, found, misses.at.len(), texts.len()))
+        Ok(output(spec, found.entries, misses.at.len(), texts.len()))
     }
 }
 

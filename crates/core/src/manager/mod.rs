@@ -203,12 +203,18 @@ impl ModelManager {
     /// the Hugging Face cache, else downloaded by `name` (verified, resumable; with the
     /// `hub` feature). The folder, or `None` when its loader does not list its files
     /// ([`crate::backend::ModelLoader::files`]): then loading it is the way to fetch them.
+    /// Does not initialize: no cache tier is opened or restored and nothing is preloaded;
+    /// plugins are loaded only when no built-in loader serves the model's type.
     pub async fn fetch_files(&self, model_id: &str) -> Result<Option<crate::files::ModelFolder>> {
-        self.ensure_ready().await?;
+        self.inner.check_accepting()?;
         let spec = self.inner.spec(model_id)?.clone();
         let registry = self.inner.registry.clone();
+        let manager = self.clone();
         let panicked = || format!("fetching the files of model `{model_id}` panicked");
         off_runtime(ErrorCode::ModelLoadError, panicked, move || {
+            if registry.for_type(&spec.model_type).is_empty() {
+                manager.load_plugins()?;
+            }
             let Some(files) = registry.loader_of(&spec)?.files(&spec) else {
                 return Ok(None);
             };
@@ -276,16 +282,16 @@ impl Inner {
             .ok_or_else(|| self.not_configured(model_id))
     }
 
-    /// `MODEL_NOT_CONFIGURED` for `model_id`, with a "did you mean" hint. An id longer than
-    /// [`MAX_ECHOED_ID`] characters (a caller's mistake or abuse) is repeated once, cut
-    /// there, in `details.model_id`, never in the message.
+    /// `MODEL_NOT_CONFIGURED` for `model_id`, with a "did you mean" hint. The id is repeated
+    /// once, in `details.model_id`, cut to [`MAX_ECHOED_ID`] characters (a longer one is a
+    /// caller's mistake or abuse); the message is the seed's, without it.
     fn not_configured(&self, model_id: &str) -> ModelError {
         let configured: Vec<&String> = self.settings.models.keys().collect();
         let listed = format!("configured models: {}", join(&configured));
         let cut: String = model_id.chars().take(MAX_ECHOED_ID).collect();
         let (message, hint) = if cut.len() < model_id.len() {
             let message = format!(
-                "Model id of {} bytes not found in configuration (shown cut to {MAX_ECHOED_ID} characters in details.model_id)",
+                "Model not found in configuration (an id of {} bytes, shown cut to {MAX_ECHOED_ID} characters in details.model_id)",
                 model_id.len()
             );
             (message, listed)
@@ -295,7 +301,7 @@ impl Inner {
                 Some(near) => format!("did you mean `{near}`? {listed}"),
                 None => listed,
             };
-            (format!("Model {model_id} not found in configuration"), hint)
+            ("Model not found in configuration".to_owned(), hint)
         };
         ModelError::new(ErrorCode::ModelNotConfigured, message)
             .for_model(&cut)

@@ -9,8 +9,39 @@ use std::time::Duration;
 /// over `embedding_cache.redis_secret_file`.
 pub const REDIS_SECRET_ENV: &str = "MM_REDIS_SECRET";
 
-/// Shortest secret taken: shorter ones are guessable.
-const MIN_SECRET_BYTES: usize = 16;
+/// Shortest secret taken: shorter ones are guessable (32 bytes of hex are 128 bits).
+const MIN_SECRET_BYTES: usize = 32;
+
+/// Largest secret or password file read: such a file holds a line.
+const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
+
+/// The bytes of a small credential file: a regular file (a FIFO or a device would block the
+/// read, or never end) of at most [`MAX_CREDENTIAL_FILE_BYTES`], without the ASCII white
+/// space around it (so files that differ by a trailing space or line break agree).
+fn read_credential_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Opening a FIFO for reading would wait for a writer.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CREDENTIAL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {MAX_CREDENTIAL_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes.trim_ascii().to_vec())
+}
 
 /// Where and how the shared (remote) embedding-cache tier is reached.
 #[derive(Clone, PartialEq)]
@@ -47,25 +78,35 @@ impl RemoteCacheSettings {
         })
     }
 
-    /// The secret that authenticates values: [`REDIS_SECRET_ENV`], else the content of
-    /// `secret_file` without its final line break; `None` when neither is set. An
-    /// unreadable file, or a secret shorter than 16 bytes, is a `CONFIG_ERROR`.
+    /// The secret that authenticates values: [`REDIS_SECRET_ENV`] when it is set, else the
+    /// content of `secret_file`, without the white space around it; `None` when neither is
+    /// set. A variable set but empty, an unreadable file, or a secret shorter than 32 bytes
+    /// is a `CONFIG_ERROR`: the tier never falls back to unauthenticated values silently.
     pub fn secret(&self) -> Result<Option<Vec<u8>>> {
+        self.secret_with(std::env::var_os(REDIS_SECRET_ENV))
+    }
+
+    /// [`Self::secret`] with `variable` as the value of [`REDIS_SECRET_ENV`].
+    fn secret_with(&self, variable: Option<std::ffi::OsString>) -> Result<Option<Vec<u8>>> {
         let key = "embedding_cache.redis_secret_file";
-        let (secret, source) = match (std::env::var(REDIS_SECRET_ENV), &self.secret_file) {
-            (Ok(secret), _) if !secret.is_empty() => {
-                (secret.into_bytes(), REDIS_SECRET_ENV.to_owned())
+        let (secret, source) = match (variable, &self.secret_file) {
+            (Some(secret), _) => {
+                let secret = secret.as_encoded_bytes().trim_ascii().to_vec();
+                if secret.is_empty() {
+                    return Err(ModelError::config(
+                        key,
+                        format!("{REDIS_SECRET_ENV} is set but empty: set it to the replicas' secret, or unset it to use {key}"),
+                    ));
+                }
+                (secret, REDIS_SECRET_ENV.to_owned())
             }
-            (_, Some(file)) => {
-                let mut secret = std::fs::read(file).map_err(|e| {
+            (None, Some(file)) => {
+                let secret = read_credential_file(file).map_err(|e| {
                     ModelError::config(key, format!("cannot read {key} {}: {e}", file.display()))
                 })?;
-                while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    secret.pop();
-                }
                 (secret, format!("{key} {}", file.display()))
             }
-            _ => return Ok(None),
+            (None, None) => return Ok(None),
         };
         if secret.len() < MIN_SECRET_BYTES {
             return Err(ModelError::config(
@@ -77,6 +118,22 @@ impl RemoteCacheSettings {
             ));
         }
         Ok(Some(secret))
+    }
+
+    /// The content of `password_file` (white space around it left out), `None` without
+    /// one; a `CONFIG_ERROR` naming the file when it cannot be read.
+    pub fn password(&self) -> Result<Option<String>> {
+        let key = "embedding_cache.redis_password_file";
+        let Some(file) = &self.password_file else {
+            return Ok(None);
+        };
+        let unreadable = |why: String| {
+            ModelError::config(key, format!("cannot read {key} {}: {why}", file.display()))
+        };
+        let bytes = read_credential_file(file).map_err(|e| unreadable(e.to_string()))?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| unreadable("it is not UTF-8 text".to_owned()))
     }
 
     /// The URL with any password replaced by `***`, for status and logs.
@@ -140,17 +197,70 @@ mod tests {
         let file = dir.path().join("secret");
         let mut s = with_url("redis://h/0");
         assert_eq!(s.secret().unwrap(), None);
-        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        let secret = "0123456789abcdef0123456789abcdef";
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
         s.secret_file = Some(file.clone());
-        assert_eq!(s.secret().unwrap().unwrap(), b"0123456789abcdef0123");
-        std::fs::write(&file, "short\n").unwrap();
+        assert_eq!(s.secret().unwrap().unwrap(), secret.as_bytes());
+        // Files that differ only by white space around the secret agree.
+        std::fs::write(&file, format!(" {secret} \r\n")).unwrap();
+        assert_eq!(s.secret().unwrap().unwrap(), secret.as_bytes());
+        std::fs::write(&file, "0123456789abcdef\n").unwrap();
         let e = s.secret().unwrap_err();
-        assert!(e.message.contains("at least 16"), "{e}");
-        assert!(!e.message.contains("short\""), "{e}");
+        assert!(e.message.contains("at least 32"), "{e}");
+        assert!(!e.message.contains("0123456789abcdef"), "{e}");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(s.secret().is_err(), "an empty file is no secret");
         s.secret_file = Some(dir.path().join("absent"));
         assert_eq!(
             s.secret().unwrap_err().details["key"],
             "embedding_cache.redis_secret_file"
         );
+    }
+
+    /// The variable wins over the file; set but empty it is an error, not "no secret"; any
+    /// bytes are a secret, UTF-8 or not.
+    #[cfg(unix)]
+    #[test]
+    fn a_variable_set_but_empty_is_an_error_and_any_bytes_are_a_secret() {
+        use std::os::unix::ffi::OsStringExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "f".repeat(40)).unwrap();
+        let mut s = with_url("redis://h/0");
+        s.secret_file = Some(file);
+        for empty in ["", "  \n"] {
+            let e = s.secret_with(Some(empty.into())).unwrap_err();
+            assert!(e.message.contains("set but empty"), "{e}");
+        }
+        let bytes: Vec<u8> = (0..40).map(|i| 0x80 + i).collect();
+        let variable = std::ffi::OsString::from_vec(bytes.clone());
+        assert_eq!(s.secret_with(Some(variable)).unwrap(), Some(bytes));
+        assert_eq!(s.secret_with(None).unwrap(), Some(vec![b'f'; 40]));
+    }
+
+    /// A FIFO (which would block the read until a writer comes) or a huge file is refused
+    /// at once, as is a password file like it.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_a_huge_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let mut s = with_url("redis://h/0");
+        s.secret_file = Some(fifo.clone());
+        let e = s.secret().unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{e}");
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, vec![b'a'; 1 << 20]).unwrap();
+        s.secret_file = Some(huge.clone());
+        assert!(s.secret().unwrap_err().message.contains("larger than"));
+        s.password_file = Some(fifo);
+        assert!(s.password().is_err());
+        let password = dir.path().join("password");
+        std::fs::write(&password, "hunter2 \n").unwrap();
+        s.password_file = Some(password);
+        assert_eq!(s.password().unwrap().as_deref(), Some("hunter2"));
     }
 }

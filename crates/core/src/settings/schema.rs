@@ -102,6 +102,7 @@ pub const GLOBAL_KEYS: &[KeyDef] = &[
     key("log_model_usage", Kind::Bool, "true", "Log loads, unloads, gets and releases at info level."),
     key("memory_monitoring", Kind::Bool, "true", "Report the process's resident memory in status."),
     key("hub.timeout_seconds", Kind::Float { min: 0.1, max: 86400.0 }, "30", "Connect and read timeout of Hugging Face hub downloads (per request and per read, not per file)."),
+    key("hub.min_bytes_per_second", Kind::Int { min: 1 }, "65536", "Slowest average speed a hub download may keep: a whole file must arrive within hub.timeout_seconds plus a second per this many bytes (lower it for slow links)."),
     key("onnx.runtime_path", Kind::Path, "", "ONNX Runtime shared library (libonnxruntime.so.*); else ORT_DYLIB_PATH, then well-known places."),
     key("onnx.intra_threads", Kind::Int { min: 0 }, "0", "Default ONNX Runtime intra-op threads per session (0: available cores)."),
     key("plugins.enabled", Kind::Bool, "false", "Load plugin dylibs from `plugins.dirs` and `plugins.paths` at initialize."),

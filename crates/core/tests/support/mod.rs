@@ -177,6 +177,12 @@ impl ModelLoader for CountingLoader {
     fn option_keys(&self) -> &[&str] {
         &["flavour"]
     }
+    /// `flavour = "known_prompts"`: the prompts are known without a load (none), as a real
+    /// loader reads them from the model's files.
+    fn prompts(&self, spec: &ModelSpec) -> Option<model_manager_core::Prompts> {
+        let flavour = spec.option_str("flavour").ok().flatten();
+        (flavour == Some("known_prompts")).then(Default::default)
+    }
     fn load(&self, spec: &ModelSpec, _device: &DeviceChoice) -> Result<Arc<dyn Model>> {
         self.probes.loads_started.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(

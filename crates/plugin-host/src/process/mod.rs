@@ -4,7 +4,9 @@
 //! flight; the host keeps serving and starts a new child on the next call.
 
 mod child;
+mod environment;
 mod models;
+mod pipes;
 mod protocol;
 mod reap;
 mod supervisor;

@@ -215,12 +215,60 @@ impl From<ModelError> for WireError {
     }
 }
 
-impl From<WireError> for ModelError {
-    fn from(e: WireError) -> Self {
+/// Detail keys a child's error keeps: those the host's own code in the child sets. Others
+/// (e.g. `signal`, which makes `mm` re-raise a signal, or `retry_after_seconds`) would let
+/// the plugin speak for the host, and are dropped.
+const CHILD_DETAILS: &[&str] = &[
+    "plugin",
+    "plugin_code",
+    "model_id",
+    "model_type",
+    "path",
+    "reason",
+    "panic",
+    "key",
+    "field",
+    "expected",
+    "found",
+    "expected_version",
+    "found_version",
+    "first_mismatch",
+    "report",
+    "error_type",
+    "error",
+];
+
+impl WireError {
+    /// The child's error as the host reports it: a code a plugin may use (see
+    /// [`crate::error::PLUGIN_CODES`]; while `opening` the library, also the codes of a
+    /// library that cannot be used), else `fallback`; only the details of
+    /// [`CHILD_DETAILS`]. The child runs third-party code, which could write any frame.
+    pub fn into_error(self, fallback: ErrorCode, opening: bool) -> ModelError {
+        let spelled = serde_json::to_value(self.code).unwrap_or_default();
+        let spelled = spelled.as_str().unwrap_or_default();
+        let opening_code = opening
+            && matches!(
+                self.code,
+                ErrorCode::PluginLoadError | ErrorCode::PluginAbiMismatch
+            );
+        let code = match opening_code {
+            true => self.code,
+            false => crate::error::plugin_code(spelled, fallback),
+        };
+        let mut details: serde_json::Map<String, serde_json::Value> = self
+            .details
+            .into_iter()
+            .filter(|(key, _)| CHILD_DETAILS.contains(&key.as_str()))
+            .collect();
+        if code != self.code {
+            details
+                .entry("plugin_code")
+                .or_insert_with(|| spelled.into());
+        }
         ModelError {
-            code: e.code,
-            message: e.message,
-            details: e.details,
+            code,
+            message: self.message,
+            details,
         }
     }
 }
@@ -281,6 +329,46 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_error_cannot_speak_for_the_host() {
+        let forged = WireError {
+            code: ErrorCode::Unauthorized,
+            message: "no".into(),
+            details:
+                serde_json::json!({"signal": "SIGTERM", "plugin": "evil", "retry_after_seconds": 9})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+        };
+        let error = forged.clone().into_error(ErrorCode::InferenceError, false);
+        assert_eq!(error.code, ErrorCode::InferenceError);
+        assert_eq!(error.details["plugin_code"], "UNAUTHORIZED");
+        assert_eq!(error.details["plugin"], "evil");
+        assert!(!error.details.contains_key("signal"), "{error:?}");
+        assert!(!error.details.contains_key("retry_after_seconds"));
+        let mut load = forged;
+        load.code = ErrorCode::PluginAbiMismatch;
+        assert_eq!(
+            load.clone()
+                .into_error(ErrorCode::InferenceError, true)
+                .code,
+            ErrorCode::PluginAbiMismatch,
+            "opening the library, its own verdict stands"
+        );
+        assert_eq!(
+            load.into_error(ErrorCode::InferenceError, false).code,
+            ErrorCode::InferenceError
+        );
+        let own = WireError {
+            code: ErrorCode::InvalidInput,
+            message: "bad".into(),
+            details: Default::default(),
+        };
+        let error = own.into_error(ErrorCode::InferenceError, false);
+        assert_eq!(error.code, ErrorCode::InvalidInput);
+        assert!(!error.details.contains_key("plugin_code"));
+    }
 
     #[test]
     fn values_round_trip_exactly_through_frames() {

@@ -2,23 +2,24 @@
 //! demand, restarted with backoff after it dies, hangs or breaks the protocol. Calls to one
 //! library are serialized; every exchange is bounded by a deadline, writing included.
 
-use super::child::{CHILD_HOST_PID_ENV, CHILD_LIBRARY_ENV, CHILD_SHA256_ENV};
-use super::protocol::{
-    encode_frame, from_wire, read_frame_bytes, to_wire, Reply, Request, WireError, WireType,
-    PROTOCOL_VERSION,
-};
+use super::pipes::write_by;
+use super::protocol::{encode_frame, from_wire, to_wire, Reply, Request, WireType};
 use super::reap::Process;
 use crate::error::plugin_load_error;
+use failures::{decode, unexpected};
 use model_manager_core::{ErrorCode, ModelError, NamedValues, PluginRecord, Result};
 use model_manager_plugin::LoadConfig;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::io::{BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::ChildStdin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod failures;
+mod start;
 
 /// First restart delay after a failure; doubles per failure in a row, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -27,10 +28,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Starting a child and loading a model may take longer than a call.
 const MIN_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
-/// Requests up to this size are written without a watchdog thread (see `send`).
-const INLINE_WRITE_BYTES: usize = 4096;
 /// How long a child may take to exit after its request stream closes.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// Children of one library that SIGKILL could not end yet (stuck in the kernel) before no
+/// new one starts: each may hold a loaded model's memory.
+const MAX_STUCK_CHILDREN: usize = 4;
 
 type Received = std::io::Result<Option<Reply>>;
 
@@ -54,13 +56,21 @@ impl Deadline {
     }
 }
 
-/// A running child: its process (leading its own process group), its request stream, and a
-/// reader thread's replies (at most one waiting).
+/// A running child: its process (leading its own process group), its request stream
+/// (non-blocking: see [`write_by`]), and a reader thread's replies (at most one waiting).
 struct Running {
     process: Process,
     requests: Option<ChildStdin>,
     replies: Receiver<Received>,
     started: Instant,
+    /// Set when this child is dropped: its reader thread stops waiting on it.
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
 }
 
 impl Running {
@@ -105,13 +115,8 @@ pub struct ChildPlugin {
     state: Mutex<State>,
     /// Models dropped while a call was running, unloaded before the next request.
     pending_unloads: Mutex<Vec<u64>>,
-}
-
-/// What a child said hello with.
-struct Hello {
-    record: PluginRecord,
-    types: Vec<WireType>,
-    panic_abort: bool,
+    /// Its children that the reaper holds (killed, not ended yet).
+    stuck: Arc<AtomicUsize>,
 }
 
 impl ChildPlugin {
@@ -142,6 +147,7 @@ impl ChildPlugin {
             panic_abort: false,
             state: Mutex::new(State::default()),
             pending_unloads: Mutex::new(Vec::new()),
+            stuck: Arc::default(),
         };
         let (running, hello) = plugin.spawn()?;
         plugin.record = hello.record;
@@ -153,88 +159,6 @@ impl ChildPlugin {
 
     fn load_timeout(&self) -> Duration {
         self.timeout.max(MIN_LOAD_TIMEOUT)
-    }
-
-    /// Starts a child and waits for its hello.
-    fn spawn(&self) -> Result<(Running, Hello)> {
-        let mut process = Command::new(&self.program)
-            .args(&self.program_args)
-            .env(CHILD_LIBRARY_ENV, &self.library)
-            .env(CHILD_SHA256_ENV, &self.sha256)
-            .env(CHILD_HOST_PID_ENV, std::process::id().to_string())
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| {
-                plugin_load_error(
-                    &self.library,
-                    format!(
-                        "cannot start the plugin host program {} for {}: {e}",
-                        self.program.display(),
-                        self.library.display()
-                    ),
-                )
-                .with("key", "plugins.host_program")
-            })?;
-        let requests = process.stdin.take();
-        let stdout = process.stdout.take().expect("piped stdout");
-        // Room for one reply: a child that writes more than it is asked for blocks instead
-        // of filling the host's memory.
-        let (sender, replies) = mpsc::sync_channel(1);
-        let reader = std::thread::Builder::new()
-            .name("mm-plugin-replies".into())
-            .spawn(move || {
-                let mut stdout = BufReader::new(stdout);
-                loop {
-                    let received = read_frame_bytes(&mut stdout).map(|frame| frame.map(decode));
-                    let last = !matches!(received, Ok(Some(_)));
-                    if sender.send(received).is_err() || last {
-                        return;
-                    }
-                }
-            });
-        let mut running = Running {
-            process: Process::new(process),
-            requests,
-            replies,
-            started: Instant::now(),
-        };
-        if let Err(e) = reader {
-            return Err(plugin_load_error(
-                &self.library,
-                format!("cannot start a reader: {e}"),
-            ));
-        }
-        let deadline = Deadline::after(self.load_timeout());
-        match self.receive(&mut running, deadline, ErrorCode::PluginLoadError, "starting")? {
-            Reply::Hello {
-                protocol: PROTOCOL_VERSION,
-                record,
-                types,
-                panic_abort,
-            } => Ok((
-                running,
-                Hello {
-                    record,
-                    types,
-                    panic_abort,
-                },
-            )),
-            Reply::Hello { protocol, .. } => Err(plugin_load_error(
-                &self.library,
-                format!(
-                    "the plugin host program {} speaks protocol {protocol}, this host {PROTOCOL_VERSION}; use the same build for both",
-                    self.program.display()
-                ),
-            )),
-            Reply::Failed { error } => Err(error.into()),
-            other => Err(plugin_load_error(
-                &self.library,
-                format!("the plugin child greeted with {other:?}"),
-            )),
-        }
     }
 
     /// Loads model `id` (host-unique) in the current child; the memory it reports.
@@ -394,7 +318,7 @@ impl ChildPlugin {
             )
         })?;
         if state.running.is_none() {
-            self.restart(state)?;
+            self.restart(state, code)?;
         }
         let running = state.running.as_mut().expect("a running child");
         let deadline = Deadline::after(timeout);
@@ -407,7 +331,9 @@ impl ChildPlugin {
         reply
     }
 
-    /// Writes `frame`, killing the child when it stops reading past `deadline`.
+    /// Writes `frame`, killing the child when it stops reading past `deadline`. No thread
+    /// waits on the pipe: a child that SIGKILL cannot end yet keeps its end open, and a
+    /// blocked writer would then wait, holding the library's lock, for as long.
     fn send(
         &self,
         running: &mut Running,
@@ -421,33 +347,10 @@ impl ChildPlugin {
         let Some(requests) = requests.as_mut() else {
             return Err(self.died(process, code, "taking a request"));
         };
-        // The child reads each request whole before answering it, so the pipe is empty
-        // now, and a frame within one page (the least a pipe holds) cannot block.
-        if frame.len() <= INLINE_WRITE_BYTES {
-            return match requests.write_all(frame).and_then(|()| requests.flush()) {
-                Ok(()) => Ok(()),
-                Err(_) => Err(self.died(process, code, "taking a request")),
-            };
-        }
-        let written = std::thread::scope(|scope| {
-            let (done, finished) = mpsc::channel();
-            scope.spawn(move || {
-                let result = requests.write_all(frame).and_then(|()| requests.flush());
-                let _ = done.send(result);
-            });
-            match finished.recv_timeout(deadline.left()) {
-                Ok(result) => Some(result),
-                Err(_) => {
-                    // Unblocks the writer (broken pipe) so the scope can end.
-                    process.kill();
-                    None
-                }
-            }
-        });
-        match written {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) => Err(self.died(process, code, "taking a request")),
-            None => Err(self.overran(process, code, deadline, "taking a request")),
+        match write_by(requests, frame, deadline.at) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.overran(process, code, deadline, "taking a request")),
+            Err(_) => Err(self.died(process, code, "taking a request")),
         }
     }
 
@@ -490,8 +393,20 @@ impl ChildPlugin {
         state.last_failure = Some(Instant::now());
     }
 
-    /// Starts a new child once the backoff since the last failure has passed.
-    fn restart(&self, state: &mut State) -> Result<()> {
+    /// Starts a new child once the backoff since the last failure has passed; `code` when
+    /// too many of its children are stuck in the kernel to start another.
+    fn restart(&self, state: &mut State, code: ErrorCode) -> Result<()> {
+        let stuck = self.stuck.load(Ordering::SeqCst);
+        if stuck >= MAX_STUCK_CHILDREN {
+            return Err(self.error(
+                code,
+                format!(
+                    "{stuck} killed processes of plugin `{}` have not ended (stuck in the kernel); no new one starts until one does",
+                    self.name()
+                ),
+                "stuck",
+            ));
+        }
         if let Some(last) = state.last_failure {
             let exponent = state.failures_in_a_row.saturating_sub(1).min(16);
             let backoff = (FIRST_BACKOFF * 2u32.pow(exponent)).min(MAX_BACKOFF);
@@ -524,81 +439,6 @@ impl ChildPlugin {
             }
         }
     }
-
-    /// The error for a child that went away; reaps it to say how.
-    fn died(&self, process: &mut Process, code: ErrorCode, doing: &str) -> ModelError {
-        use std::os::unix::process::ExitStatusExt;
-        let status = process
-            .wait_for(EXIT_GRACE)
-            .or_else(|| process.kill_and_reap());
-        let how = match status.map(|s| (s.code(), s.signal())) {
-            Some((_, Some(signal))) => {
-                format!("was killed by signal {signal} ({})", signal_name(signal))
-            }
-            Some((Some(status), _)) => format!("exited with status {status}"),
-            _ => "ended".to_owned(),
-        };
-        self.error(
-            code,
-            format!(
-                "the process of plugin `{}` {how} while {doing}; the host lives on and restarts it on the next call",
-                self.name()
-            ),
-            "crash",
-        )
-    }
-
-    fn overran(
-        &self,
-        process: &mut Process,
-        code: ErrorCode,
-        deadline: Deadline,
-        doing: &str,
-    ) -> ModelError {
-        process.kill_and_reap();
-        self.error(
-            code,
-            format!(
-                "plugin `{}` did not answer within {:.1} s while {doing}; its process was killed and restarts on the next call",
-                self.name(),
-                deadline.limit.as_secs_f64()
-            ),
-            "timeout",
-        )
-    }
-
-    fn failed(
-        &self,
-        running: &mut Running,
-        code: ErrorCode,
-        what: &str,
-        reason: &str,
-    ) -> ModelError {
-        running.kill();
-        self.error(
-            code,
-            format!(
-                "the process of plugin `{}` {what}; it was killed and restarts on the next call",
-                self.name()
-            ),
-            reason,
-        )
-    }
-
-    fn error(&self, code: ErrorCode, message: String, reason: &str) -> ModelError {
-        ModelError::new(code, message)
-            .with("plugin", self.name())
-            .with("path", self.library.display().to_string())
-            .with("reason", reason)
-    }
-
-    fn name(&self) -> &str {
-        if self.record.name.is_empty() {
-            self.library.to_str().unwrap_or("plugin")
-        } else {
-            &self.record.name
-        }
-    }
 }
 
 impl Drop for ChildPlugin {
@@ -606,37 +446,5 @@ impl Drop for ChildPlugin {
         if let Some(mut running) = self.state.get_mut().running.take() {
             running.stop();
         }
-    }
-}
-
-/// A reply frame decoded; one that does not decode is reported as the child's error (the
-/// stream is still in step, so the child lives on).
-fn decode(bytes: Vec<u8>) -> Reply {
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| Reply::Failed {
-        error: WireError::from(ModelError::new(
-            ErrorCode::InferenceError,
-            format!("the plugin child sent a reply the host cannot read: {e}"),
-        )),
-    })
-}
-
-/// `code` unless the reply carries the child's own error.
-fn unexpected(reply: Reply, code: ErrorCode) -> ModelError {
-    match reply {
-        Reply::Failed { error } => error.into(),
-        other => ModelError::new(code, format!("the plugin child answered {other:?}")),
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGTERM => "SIGTERM",
-        _ => "signal",
     }
 }

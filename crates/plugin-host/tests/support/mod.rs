@@ -83,13 +83,21 @@ pub fn install(library: &Path, name: &str) -> (tempfile::TempDir, PathBuf) {
 /// The pid of a plugin child of process `parent` (serving `library`, when given), found in
 /// `/proc` by its parent and the environment variable the host starts it with.
 pub fn plugin_child_of(parent: u32, library: Option<&Path>) -> Option<u32> {
+    plugin_children_of(parent, library).into_iter().next()
+}
+
+/// The pids of every plugin child of process `parent` (serving `library`, when given),
+/// running or killed and not reaped yet.
+pub fn plugin_children_of(parent: u32, library: Option<&Path>) -> Vec<u32> {
     let parent = parent.to_string();
     let wanted = library.map(|l| format!("MM_PLUGIN_CHILD_LIBRARY={}", l.display()));
-    std::fs::read_dir("/proc")
-        .ok()?
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
+        .filter(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let ppid = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1));
             let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -99,6 +107,7 @@ pub fn plugin_child_of(parent: u32, library: Option<&Path>) -> Option<u32> {
             };
             ppid == Some(parent.as_str()) && environ.split(|b| *b == 0).any(serves)
         })
+        .collect()
 }
 
 /// Sets a file's permission bits.
@@ -257,7 +266,8 @@ fn build_fixtures() -> (PathBuf, PathBuf) {
 }
 
 /// The `faulty` test plugin (type `faulty`; inputs `panic`, `segfault`, `abort`, `hang`
-/// and `print` misbehave on purpose; option `memory_bytes` is what it reports holding),
+/// and `print` misbehave on purpose, `error_code` fails with that code; option
+/// `memory_bytes` is what it reports holding),
 /// built twice: as usual (unwind) and with `panic = "abort"`. Returns (unwind, abort).
 pub fn faulty_plugins() -> (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -314,6 +324,9 @@ impl PluginModel for Model {
         if inputs.contains_key("print") {
             println!("a plugin printing to stdout");
         }
+        if let Some(Value::Text(code)) = inputs.get("error_code") {
+            return Err(Error::new(code, "failing with the code asked for"));
+        }
         let mut outputs = inputs;
         if outputs.contains_key("nan") {
             let odd = vec![f32::NAN, f32::INFINITY, -0.0];
@@ -355,6 +368,114 @@ fn build_faulty() -> (PathBuf, PathBuf) {
     let abort =
         cargo_build_cdylib_with(&manifest, "faulty", Some(&target), &["--profile", "abort"]);
     (unwind, abort)
+}
+
+/// The `origin` test plugin (type `origin`, answering `answer` = what its native dependency
+/// `libmmorigin.so` returns, 42), linked with RUNPATH `$ORIGIN`, and that dependency built
+/// twice: with its SONAME, and without one.
+pub struct OriginFixture {
+    /// The plugin library.
+    pub plugin: PathBuf,
+    /// `libmmorigin.so` with SONAME `libmmorigin.so`.
+    pub dependency: PathBuf,
+    /// `libmmorigin.so` without a SONAME.
+    pub dependency_without_soname: PathBuf,
+}
+
+/// Builds [`OriginFixture`] (once per test binary) under `target/plugin-fixtures-origin`,
+/// with the C compiler cargo links with (`$CC`, else `cc`).
+pub fn origin_plugin() -> &'static OriginFixture {
+    static BUILT: OnceLock<OriginFixture> = OnceLock::new();
+    BUILT.get_or_init(build_origin)
+}
+
+const ORIGIN_SOURCE: &str = r#"//! A plugin whose native dependency sits beside it (RUNPATH `$ORIGIN`).
+
+use model_manager_plugin::{
+    export_plugin, Error, LoadConfig, Plugin, PluginInfo, PluginModel, TypeDeclaration, Value,
+    Values,
+};
+
+extern "C" {
+    fn mm_origin_answer() -> i32;
+}
+
+#[derive(Default)]
+pub struct Origin;
+
+impl Plugin for Origin {
+    fn info(&self) -> PluginInfo {
+        PluginInfo::new("origin", "0.1.0")
+            .with_type(TypeDeclaration::new("origin", "Answers from its native dependency"))
+    }
+
+    fn load(&self, _config: &LoadConfig) -> Result<Box<dyn PluginModel>, Error> {
+        Ok(Box::new(Model))
+    }
+}
+
+struct Model;
+
+impl PluginModel for Model {
+    fn infer(&self, _inputs: Values) -> Result<Values, Error> {
+        // SAFETY: a C function without arguments or state.
+        let answer = unsafe { mm_origin_answer() };
+        Ok(Values::from([("answer".to_owned(), Value::Text(answer.to_string()))]))
+    }
+}
+
+export_plugin!(Origin);
+"#;
+
+fn build_origin() -> OriginFixture {
+    let root = workspace_root();
+    let fixtures = root.join("target/plugin-fixtures-origin");
+    let source = fixtures.join("native/origin.c");
+    write(&source, "int mm_origin_answer(void) { return 42; }\n");
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let compile = |out: &Path, soname: bool| {
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let mut cc = Command::new(&compiler);
+        cc.args(["-shared", "-fPIC", "-o"]).arg(out).arg(&source);
+        if soname {
+            cc.arg("-Wl,-soname,libmmorigin.so");
+        }
+        let status = cc.status().expect("the C compiler runs");
+        assert!(status.success(), "compiling {} failed", out.display());
+    };
+    let dependency = fixtures.join("native/libmmorigin.so");
+    let dependency_without_soname = fixtures.join("native-no-soname/libmmorigin.so");
+    compile(&dependency, true);
+    compile(&dependency_without_soname, false);
+    write(
+        &fixtures.join("Cargo.toml"),
+        &format!(
+            "[package]\nname = \"origin\"\nversion = \"0.1.0\"\nedition = \"2021\"\nbuild = \"build.rs\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nmodel-manager-plugin = {{ path = {:?} }}\n\n[workspace]\n\n[profile.dev]\nopt-level = 1\n",
+            root.join("crates/plugin-api").display().to_string()
+        ),
+    );
+    write(
+        &fixtures.join("build.rs"),
+        &format!(
+            "fn main() {{\n    println!(\"cargo:rustc-link-search=native={}\");\n    println!(\"cargo:rustc-link-lib=dylib=mmorigin\");\n    println!(\"cargo:rustc-cdylib-link-arg=-Wl,-rpath,$ORIGIN\");\n}}\n",
+            dependency.parent().unwrap().display()
+        ),
+    );
+    write(&fixtures.join("src/lib.rs"), ORIGIN_SOURCE);
+    if !fixtures.join("Cargo.lock").exists() {
+        write(
+            &fixtures.join("Cargo.lock"),
+            &std::fs::read_to_string(root.join("Cargo.lock")).unwrap(),
+        );
+    }
+    // The faulty fixture's target: the same dependencies, built once.
+    let target = root.join("target/plugin-fixtures-faulty/target");
+    let plugin = cargo_build_cdylib(&fixtures.join("Cargo.toml"), "origin", Some(&target));
+    OriginFixture {
+        plugin,
+        dependency,
+        dependency_without_soname,
+    }
 }
 
 /// Writes `text` to `path` unless it is there already; through a temporary file and a

@@ -238,7 +238,9 @@ impl RemoteTier {
             return found;
         }
         let keys: Vec<String> = texts.iter().map(|t| self.key(keyspace, t)).collect();
-        let answer = tokio::time::timeout(self.settings.timeout, self.store.get_many(keys.clone()));
+        let most = self.seal.max_stored_len(check.dimension());
+        let read = self.store.get_many(keys.clone(), most);
+        let answer = tokio::time::timeout(self.settings.timeout, read);
         let values = match answer.await {
             Ok(Ok(values)) if values.len() == keys.len() => values,
             Ok(Ok(values)) => {
@@ -293,6 +295,14 @@ impl RemoteTier {
             }
         }
         found
+    }
+
+    /// Counts a value [`Self::lookup`] served (a hit) that a later check refused: a refused
+    /// value and a miss instead.
+    pub(crate) fn refused_hit(&self) {
+        self.counters.hits.fetch_sub(1, Ordering::Relaxed);
+        self.count(&self.counters.corrupt, 1);
+        self.count(&self.counters.misses, 1);
     }
 
     /// Writes `entries` behind the caller's back (a refused or damaged value under the same

@@ -17,8 +17,15 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a
 /// A key-value store shared by replicas. Operations may take any time: the tier bounds
 /// them with its own timeout and drops the future when it fires.
 pub trait RemoteStore: Send + Sync + 'static {
-    /// The value under each key (`None` where absent), in key order, in one round trip.
-    fn get_many(&self, keys: Vec<String>) -> StoreFuture<'_, Vec<Option<Vec<u8>>>>;
+    /// The value under each key (`None` where absent or empty), in key order, in one round
+    /// trip, each read only up to `most_bytes + 1` bytes: a longer value comes back cut
+    /// there (and is refused), never read whole, since anyone who can write to the store
+    /// can make a value huge. A value of another type than bytes may come back empty.
+    fn get_many(
+        &self,
+        keys: Vec<String>,
+        most_bytes: usize,
+    ) -> StoreFuture<'_, Vec<Option<Vec<u8>>>>;
     /// Writes every entry, each expiring after `ttl` (`None`: never), in one round trip.
     fn set_many(
         &self,

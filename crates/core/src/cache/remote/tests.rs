@@ -9,6 +9,8 @@ struct MemoryStore {
     failing: AtomicBool,
     hanging: AtomicBool,
     round_trips: AtomicU64,
+    /// The `most_bytes` of the latest look-up.
+    most_bytes: AtomicU64,
 }
 
 impl MemoryStore {
@@ -25,11 +27,17 @@ impl MemoryStore {
 }
 
 impl RemoteStore for MemoryStore {
-    fn get_many(&self, keys: Vec<String>) -> StoreFuture<'_, Vec<Option<Vec<u8>>>> {
+    fn get_many(
+        &self,
+        keys: Vec<String>,
+        most_bytes: usize,
+    ) -> StoreFuture<'_, Vec<Option<Vec<u8>>>> {
         Box::pin(async move {
             self.answer().await?;
+            self.most_bytes.store(most_bytes as u64, Ordering::Relaxed);
             let values = self.values.lock();
-            Ok(keys.iter().map(|k| values.get(k).cloned()).collect())
+            let cut = |v: &Vec<u8>| v[..v.len().min(most_bytes + 1)].to_vec();
+            Ok(keys.iter().map(|k| values.get(k).map(cut)).collect())
         })
     }
     fn set_many(
@@ -143,6 +151,29 @@ async fn refused_values_are_counted_misses() {
     );
     let stats = tier.stats();
     assert_eq!((stats.hits, stats.misses, stats.corrupt), (1, 3, 3));
+}
+
+/// A value anyone made huge is read only as far as the model's values go (and one byte),
+/// then refused; a hit refused by a later check counts as a refused miss.
+#[tokio::test]
+async fn a_huge_value_is_read_only_to_the_model_s_length_and_a_late_refusal_is_a_miss() {
+    let (store, tier) = connected_tier().await;
+    tier.store(KS, &[("b", &entry(2.0))]);
+    written(&tier, 1).await;
+    store
+        .values
+        .lock()
+        .insert(tier.key(KS, "a"), vec![7u8; 1 << 20]);
+    let found = tier.lookup(KS, &["a", "b"], &mut check(Some(2))).await;
+    assert_eq!(found, vec![None, Some(entry(2.0))]);
+    let most = store.most_bytes.load(Ordering::Relaxed) as usize;
+    assert_eq!(most, Seal::new(None).max_stored_len(Some(2)));
+    assert_eq!(most, 12 + 2 * 4 + 8);
+    let stats = tier.stats();
+    assert_eq!((stats.hits, stats.misses, stats.corrupt), (1, 1, 1));
+    tier.refused_hit();
+    let stats = tier.stats();
+    assert_eq!((stats.hits, stats.misses, stats.corrupt), (0, 2, 2));
 }
 
 #[tokio::test]

@@ -83,6 +83,16 @@ impl Seal {
         mac
     }
 
+    /// The longest stored value that can decode for a model of `dimension` (any dimension
+    /// up to the largest taken, when unknown): a store reads at most this much of a value
+    /// and one more byte, so a value that anyone made huge is never read whole.
+    pub fn max_stored_len(&self, dimension: Option<usize>) -> usize {
+        let body = dimension.map_or(MAX_BODY, |d| {
+            HEADER.saturating_add(d.saturating_mul(4)).min(MAX_BODY)
+        });
+        body + self.seal_len()
+    }
+
     /// The stored form of `entry` under `key`.
     pub fn encode(&self, key: &str, entry: &CachedEmbedding) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + entry.vector.len() * 4 + self.seal_len());
@@ -212,6 +222,22 @@ mod tests {
                     "{seal:?}: bit flip at byte {i} accepted"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_longest_value_read_is_the_longest_that_decodes() {
+        for seal in seals() {
+            let bytes = seal.encode("k", &entry(vec![1.0, 2.0], 3));
+            assert_eq!(seal.max_stored_len(Some(2)), bytes.len());
+            assert!(seal.decode("k", &bytes, Some(2)).is_ok());
+            let longest = seal.max_stored_len(None);
+            assert_eq!(longest, MAX_BODY + seal.seal_len());
+            assert_eq!(seal.max_stored_len(Some(usize::MAX)), longest);
+            // A value cut one byte past the longest (as a store returns one too long) is
+            // refused unread.
+            let cut = vec![0u8; longest + 1];
+            assert_eq!(seal.decode("k", &cut, None), Err(Refused::Corrupt));
         }
     }
 

@@ -69,14 +69,14 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// The slowest a file may arrive, on average, past the first `hub.timeout_seconds`: its
-/// deadline is that timeout plus a second per this many bytes (a 90 MB model gets 23
-/// minutes).
+/// Default of `hub.min_bytes_per_second`: the slowest a file may arrive, on average, past
+/// the first `hub.timeout_seconds` (its deadline is that timeout plus a second per this
+/// many bytes: a 90 MB model gets 23 minutes).
 pub const MIN_BYTES_PER_SECOND: u64 = 64 * 1024;
 
-/// The deadline of a whole file of `size` bytes, from now.
-pub fn file_deadline(timeout: Duration, size: u64) -> Instant {
-    Instant::now() + timeout + Duration::from_secs(size / MIN_BYTES_PER_SECOND)
+/// The deadline of a whole file of `size` bytes, from now, at `min_bytes_per_second`.
+pub fn file_deadline(timeout: Duration, size: u64, min_bytes_per_second: u64) -> Instant {
+    Instant::now() + timeout + Duration::from_secs(size / min_bytes_per_second.max(1))
 }
 
 /// Redirects followed for one file's metadata.
@@ -100,6 +100,8 @@ pub struct Hub {
     agent: ureq::Agent,
     /// `hub.timeout_seconds`: connect and read timeout, and the base of a file's deadline.
     pub timeout: Duration,
+    /// `hub.min_bytes_per_second`: a file's deadline grows a second per this many bytes.
+    pub min_bytes_per_second: u64,
     /// Bound on a whole metadata request (HEAD, file list), beside the per-read timeout.
     request_timeout: Duration,
     /// The endpoint, e.g. `https://huggingface.co`.
@@ -112,10 +114,22 @@ fn is_timeout(e: &ureq::Transport) -> bool {
     text.contains("timed out") || text.contains("timeout") || text.contains("would block")
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by the hub).
+/// `Retry-After`: seconds, or an HTTP date (a date past is no wait).
 fn retry_after(response: &ureq::Response) -> Option<Duration> {
-    let seconds: u64 = response.header("retry-after")?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds))
+    retry_after_value(
+        response.header("retry-after")?,
+        std::time::SystemTime::now(),
+    )
+}
+
+/// The wait a `Retry-After` value asks for at `now`.
+fn retry_after_value(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn failure(e: ureq::Error, url: &str) -> Failure {
@@ -150,9 +164,15 @@ fn io_failure(e: std::io::Error) -> Failure {
 }
 
 impl Hub {
-    /// A client for `endpoint` with connect and read timeouts of `timeout`; `token` is sent
-    /// to the endpoint only (never to the hosts it redirects to).
-    pub fn new(endpoint: &str, token: Option<String>, timeout: Duration) -> Self {
+    /// A client for `endpoint` with connect and read timeouts of `timeout`, whose files must
+    /// arrive at `min_bytes_per_second` on average past it; `token` is sent to the endpoint
+    /// only (never to the hosts it redirects to).
+    pub fn new(
+        endpoint: &str,
+        token: Option<String>,
+        timeout: Duration,
+        min_bytes_per_second: u64,
+    ) -> Self {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(timeout)
             .timeout_read(timeout)
@@ -163,6 +183,7 @@ impl Hub {
         Self {
             agent,
             timeout,
+            min_bytes_per_second: min_bytes_per_second.max(1),
             request_timeout: timeout * 2,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             token,
@@ -268,9 +289,9 @@ impl Hub {
     ) -> Result<(), Failure> {
         let too_slow = || {
             Failure::TooSlow(format!(
-                "{} did not arrive by its deadline (hub.timeout_seconds plus a second per {} KiB)",
+                "{} did not arrive by its deadline (hub.timeout_seconds plus a second per {} bytes, hub.min_bytes_per_second)",
                 meta.content_url,
-                MIN_BYTES_PER_SECOND / 1024
+                self.min_bytes_per_second
             ))
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -381,5 +402,39 @@ impl Hub {
             })
             .unwrap_or_default();
         Ok((commit, files))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after_value(" 7 ", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            retry_after_value(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(retry_after_value(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(retry_after_value("soon", now), None);
+    }
+
+    #[test]
+    fn a_file_s_deadline_grows_with_its_size_at_the_set_speed() {
+        let timeout = Duration::from_secs(2);
+        let left = |min| file_deadline(timeout, 10 << 20, min) - Instant::now();
+        let default = left(MIN_BYTES_PER_SECOND);
+        assert!(default > Duration::from_secs(161) && default <= Duration::from_secs(162));
+        let slow_link = left(1024);
+        assert!(slow_link > Duration::from_secs(10241), "{slow_link:?}");
+        assert!(
+            left(0) > Duration::from_secs(1 << 20),
+            "0 is taken as 1 byte per second"
+        );
     }
 }

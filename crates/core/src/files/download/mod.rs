@@ -16,7 +16,7 @@ use super::ModelFolder;
 use crate::{ErrorCode, ModelError, ModelSpec, Result};
 use http::{file_deadline, Failure, FileMeta, Hub};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use verify::Expected;
 
 /// Tries per file for server errors, cut connections and damaged content.
@@ -55,7 +55,17 @@ fn hub_for(spec: Option<&ModelSpec>) -> Hub {
         .and_then(|v| v.as_f64())
         .filter(|t| *t > 0.0)
         .unwrap_or(DEFAULT_TIMEOUT);
-    Hub::new(&endpoint(), token(), Duration::from_secs_f64(timeout))
+    let speed = spec
+        .and_then(|s| s.backend_setting("hub.min_bytes_per_second"))
+        .and_then(|v| v.as_u64())
+        .filter(|b| *b > 0)
+        .unwrap_or(http::MIN_BYTES_PER_SECOND);
+    Hub::new(
+        &endpoint(),
+        token(),
+        Duration::from_secs_f64(timeout),
+        speed,
+    )
 }
 
 /// A failure of `repo`'s `file` as the error users see: names the endpoint and says what
@@ -252,23 +262,38 @@ fn with_retries<T>(
         match call() {
             Err(why) if why.retryable() && attempt + 1 < ATTEMPTS => {
                 attempt += 1;
-                std::thread::sleep(wait_before_retry(&why, attempt)?);
+                std::thread::sleep(wait_before_retry(&why, attempt, None)?);
             }
             done => return done,
         }
     }
 }
 
-/// How long to wait before try `attempt + 1`: what the hub asked for, else a backoff; a hub
-/// that asks for more than [`MAX_RETRY_AFTER`] is not waited for.
-fn wait_before_retry(why: &Failure, attempt: u32) -> std::result::Result<Duration, Failure> {
-    match why.retry_after() {
-        Some(wait) if wait > MAX_RETRY_AFTER => Err(Failure::TooSlow(format!(
-            "{why}: longer than the {} s this client waits",
-            MAX_RETRY_AFTER.as_secs()
+/// How long to wait before try `attempt + 1`: what the hub asked for, else a backoff. A
+/// hub that asks for more than [`MAX_RETRY_AFTER`], or a wait that would end past the
+/// file's `deadline`, is not waited for: the download fails now, not after the wait.
+fn wait_before_retry(
+    why: &Failure,
+    attempt: u32,
+    deadline: Option<Instant>,
+) -> std::result::Result<Duration, Failure> {
+    let wait = match why.retry_after() {
+        Some(wait) if wait > MAX_RETRY_AFTER => {
+            return Err(Failure::TooSlow(format!(
+                "{why}: longer than the {} s this client waits",
+                MAX_RETRY_AFTER.as_secs()
+            )))
+        }
+        Some(wait) => wait,
+        None => backoff(attempt),
+    };
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    match left {
+        Some(left) if wait >= left => Err(Failure::TooSlow(format!(
+            "{why}: the file's deadline (hub.timeout_seconds plus a second per hub.min_bytes_per_second bytes) passes within the {:.1} s wait",
+            wait.as_secs_f64()
         ))),
-        Some(wait) => Ok(wait),
-        None => Ok(backoff(attempt)),
+        _ => Ok(wait),
     }
 }
 
@@ -303,7 +328,7 @@ fn download_blob(hub: &Hub, name: &str, file: &str, meta: &FileMeta, blob: &Path
     let expected = Expected::from_etag(&meta.etag);
     // One deadline for the file across every try: a hub that trickles bytes would
     // otherwise count as making progress forever.
-    let deadline = file_deadline(hub.timeout, meta.size);
+    let deadline = file_deadline(hub.timeout, meta.size, hub.min_bytes_per_second);
     let mut attempt = 0;
     let mut best = 0;
     loop {
@@ -323,7 +348,7 @@ fn download_blob(hub: &Hub, name: &str, file: &str, meta: &FileMeta, blob: &Path
                 return Err(download_error(hub, name, file, &why));
             }
             Err(why) => {
-                wait = match wait_before_retry(&why, attempt) {
+                wait = match wait_before_retry(&why, attempt, Some(deadline)) {
                     Ok(wait) => wait,
                     Err(too_long) => {
                         progress::finished(name, file, false);
@@ -416,7 +441,35 @@ fn write_ref(repo: &RepoCache, commit: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::checked;
+    use super::*;
+
+    #[test]
+    fn a_wait_past_the_file_s_deadline_fails_now() {
+        let busy = |seconds| Failure::Busy(429, "u".into(), Some(Duration::from_secs(seconds)));
+        let soon = Some(Instant::now() + Duration::from_secs(10));
+        assert_eq!(
+            wait_before_retry(&busy(3), 1, soon).unwrap(),
+            Duration::from_secs(3)
+        );
+        let err = wait_before_retry(&busy(30), 1, soon).unwrap_err();
+        assert!(err.to_string().contains("deadline"), "{err}");
+        assert!(matches!(err, Failure::TooSlow(_)));
+        assert!(
+            wait_before_retry(&busy(121), 1, None).is_err(),
+            "over MAX_RETRY_AFTER"
+        );
+        assert_eq!(
+            wait_before_retry(&busy(30), 1, None).unwrap(),
+            Duration::from_secs(30),
+            "a metadata request has no file deadline"
+        );
+        let gone = Some(Instant::now());
+        let cut = Failure::Network("cut".into());
+        assert!(
+            wait_before_retry(&cut, 1, gone).is_err(),
+            "nor is a backoff past it"
+        );
+    }
 
     #[test]
     fn names_from_the_hub_stay_inside_the_cache() {
