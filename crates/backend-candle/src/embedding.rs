@@ -6,6 +6,7 @@ use crate::encoder::PackedEncoder;
 use crate::families::heads::Head;
 use crate::families::Family;
 use crate::purpose::headed;
+use crate::quantize::{self, QuantizeOptions};
 use crate::weights::{estimate_bytes, var_builder, weight_files, REQUIRED};
 use crate::BACKEND_NAME;
 use candle_core::{DType, Device, Tensor};
@@ -13,7 +14,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use model_manager_core::backend::{locate_or_download, BatchCost, ModelFolder};
 use model_manager_core::{
-    Architecture, DeviceChoice, ErrorCode, ModelError, ModelInfo, ModelSpec, Prompts, Result,
+    Architecture, DeviceChoice, ErrorCode, ModelError, ModelInfo, ModelSpec, Prompts, Quantization,
+    Result,
 };
 use model_manager_text::Purpose;
 use model_manager_text::{
@@ -31,6 +33,7 @@ pub(crate) fn option_keys() -> &'static [&'static str] {
     KEYS.get_or_init(|| {
         let mut keys = vec!["dtype", "packed"];
         keys.extend_from_slice(sentence::OPTION_KEYS);
+        keys.extend_from_slice(crate::quantize::OPTION_KEYS);
         keys
     })
 }
@@ -59,6 +62,8 @@ pub struct CandleEmbedder {
     /// Width of the sentence vectors (after pooling and Dense modules).
     dimension: usize,
     bytes: Option<u64>,
+    /// How it is quantized, if it is.
+    quantization: Option<Quantization>,
 }
 
 /// `config.json` as JSON, and the family it names.
@@ -94,6 +99,16 @@ impl CandleEmbedder {
     /// Loads `spec`'s folder onto `choice`'s device for `purpose`: sentence embeddings, or
     /// the checkpoint's classification or masked-LM head.
     pub fn load_for(spec: &ModelSpec, choice: &DeviceChoice, purpose: Purpose) -> Result<Self> {
+        let quantize = QuantizeOptions::from_spec(spec)?;
+        if quantize.is_some() && purpose != Purpose::Embedding {
+            let key = format!("models.{}.quantize", spec.id);
+            return Err(ModelError::config(
+                &key,
+                format!(
+                    "`{key}` is for type `embedding`: its fidelity check compares sentence vectors"
+                ),
+            ));
+        }
         let folder = locate_or_download(spec, REQUIRED, OPTIONAL)?;
         let dtype = dtype_option(spec)?;
         let device = candle_device(choice)?;
@@ -130,7 +145,7 @@ impl CandleEmbedder {
                 .dimension(hidden)
                 .map_err(|e| e.for_model(&spec.id))?,
         };
-        Ok(Self {
+        let mut embedder = Self {
             encoder,
             head,
             purpose,
@@ -140,7 +155,38 @@ impl CandleEmbedder {
             hidden,
             dimension,
             bytes: estimate_bytes(&files, dtype),
-        })
+            quantization: None,
+        };
+        if let Some(options) = quantize {
+            embedder.quantization = Some(quantize::quantize(&mut embedder, &options, &spec.id)?);
+        }
+        Ok(embedder)
+    }
+
+    /// The packed encoder, when it runs the fused CPU kernels (what int8 needs).
+    pub(crate) fn packed(&self) -> Option<&PackedEncoder> {
+        match &self.encoder {
+            Encoder::Packed(e) if e.fused() && self.head.is_none() => Some(e),
+            _ => None,
+        }
+    }
+
+    /// See [`Self::packed`].
+    pub(crate) fn packed_mut(&mut self) -> Option<&mut PackedEncoder> {
+        match &mut self.encoder {
+            Encoder::Packed(e) if e.fused() && self.head.is_none() => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Takes `bytes` off the memory estimate (freed by quantization).
+    pub(crate) fn forget_bytes(&mut self, bytes: u64) {
+        self.bytes = self.bytes.map(|b| b.saturating_sub(bytes));
+    }
+
+    /// How it is quantized, if it is.
+    pub fn quantization(&self) -> Option<&Quantization> {
+        self.quantization.as_ref()
     }
 
     /// The forward pass: the packed encoder, or candle-transformers' `BertModel`.
@@ -173,6 +219,7 @@ pub(crate) fn describe(spec: &ModelSpec) -> Option<Architecture> {
         family: family.name().into(),
         pooling: sentence.pooling.describe(),
         packed: spec.option_bool("packed").ok().flatten().unwrap_or(true),
+        quantization: quantize::planned(spec),
     })
 }
 
@@ -319,6 +366,7 @@ impl TextEncoder for CandleEmbedder {
                 None => self.pipeline.sentence.pooling.describe(),
             },
             packed: matches!(self.encoder, Encoder::Packed(_)),
+            quantization: self.quantization.clone(),
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod encoder;
 pub mod families;
 mod loader;
 mod purpose;
+pub mod quantize;
 mod t5;
 mod weights;
 

@@ -2,34 +2,18 @@
 //! each text the vector it gets alone, the fused CPU kernels agree with stock candle ops,
 //! and the padded `BertModel` path (`packed = false`) and f16 still match the reference.
 
+#[path = "support/minilm.rs"]
+mod minilm;
 #[path = "../../../tests/support/reference.rs"]
 mod support;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
+use minilm::{cpu, minilm};
 use model_manager_candle::{CandleEmbedder, Encoder, Family, PackedEncoder};
 use model_manager_core::backend::TokenizedText;
-use model_manager_core::{DeviceChoice, ModelManager, ModelSpec, Settings};
+use model_manager_core::{ModelManager, ModelSpec, Settings};
 use model_manager_text::{EncoderOutput, PackedBatch, PaddedBatch, TokenEncoder};
-use std::path::PathBuf;
 use support::reference;
-
-fn minilm() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "run scripts/fetch-models.sh first"
-    );
-    dir
-}
-
-fn cpu() -> DeviceChoice {
-    DeviceChoice {
-        device: model_manager_core::Device::Cpu,
-        reason: "test".into(),
-        gpu_memory_fraction: 1.0,
-        allow_gpu_growth: true,
-    }
-}
 
 fn embedder(options: &[(&str, serde_json::Value)]) -> CandleEmbedder {
     let mut spec = ModelSpec::new("e", "embedding");

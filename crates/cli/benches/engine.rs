@@ -3,10 +3,15 @@
 //!
 //! 1. Bulk: `mm embed --input CORPUS --output x.npy` (whole process) against
 //!    benches/bulk_python.py, a plain onnxruntime + tokenizers pipeline that sorts by length
-//!    once, on the same fp32 ONNX export of all-MiniLM-L6-v2; wall time and peak RSS of both.
-//! 2. Server: 32 concurrent clients sending one text per request to `mm serve`, against the
-//!    same texts as one request, on the ONNX backend (two engine workers, one intra-op thread
-//!    each: `engine_workers = 2`) and on candle.
+//!    once, on the same fp32 ONNX export of all-MiniLM-L6-v2; wall time and peak RSS of
+//!    both, for mm on ONNX fp32, candle fp32, candle int8 (the kernel this CPU picks) and
+//!    candle int8 on the AVX2 kernel (`int8_kernel = "avx2"`), each with its fidelity to
+//!    Python's vectors: mean and lowest cosine, 10-nearest-neighbour agreement over the
+//!    corpus (the gate int8 loads under: 0.999, 0.995, 0.95).
+//! 2. Server: 32 and 128 concurrent clients sending one text per request to `mm serve`
+//!    (throughput, and p50 / p99 latency of a request), against the same texts as one
+//!    request, on the ONNX backend (two engine workers, one intra-op thread each:
+//!    `engine_workers = 2`), on candle fp32 and on candle int8.
 //!
 //! ```sh
 //! cargo bench -p model-manager-cli --bench engine
@@ -29,7 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-const CLIENTS: usize = 32;
+/// Concurrent single-text clients of the server measurement.
+const CLIENT_COUNTS: [usize; 2] = [32, 128];
 const SERVER_TEXTS: usize = 640;
 
 fn repo() -> PathBuf {
@@ -90,15 +96,16 @@ fn fp32_graph(repo: &Path, python: &Path) -> PathBuf {
     graph
 }
 
-/// The same model on the candle backend (safetensors), cache off.
-fn candle_settings(repo: &Path, dir: &Path) -> PathBuf {
+/// The same model on the candle backend (safetensors), cache off, with `extra` settings
+/// lines, written as `name`.
+fn candle_settings(repo: &Path, dir: &Path, name: &str, extra: &str) -> PathBuf {
     let toml = format!(
         "embedding_cache.enabled = false\nlog_model_usage = false\n\
          models.embedding.type = \"embedding\"\nmodels.embedding.backend = \"candle\"\n\
-         models.embedding.local_path = \"{}\"\n",
+         models.embedding.local_path = \"{}\"\n{extra}",
         repo.join("models/all-MiniLM-L6-v2").display()
     );
-    let path = dir.join("candle.toml");
+    let path = dir.join(name);
     std::fs::write(&path, toml).unwrap();
     path
 }
@@ -128,25 +135,124 @@ fn read_npy(path: &Path) -> Vec<f32> {
         .unwrap()
 }
 
-fn bulk(runs: usize, mm: &mut dyn FnMut() -> Command, py: &mut dyn FnMut() -> Command) {
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+/// One way of running `mm embed`: a label and its settings file.
+struct Variant {
+    label: &'static str,
+    config: PathBuf,
+}
+
+fn bulk(
+    runs: usize,
+    variants: &[Variant],
+    mm: &dyn Fn(&Path, &Path) -> Command,
+    py: &mut dyn FnMut() -> Command,
+    dir: &Path,
+) {
+    let mut ours = vec![Vec::new(); variants.len()];
+    let mut theirs = Vec::new();
     for _ in 0..runs {
-        ours.push(measure(&mut mm()));
+        for (variant, times) in variants.iter().zip(&mut ours) {
+            let out = dir.join(format!("{}.npy", variant.label.replace(' ', "-")));
+            times.push(measure(&mut mm(&variant.config, &out)));
+        }
         theirs.push(measure(&mut py()));
     }
     let secs = |v: &[(f64, u64)]| median(v.iter().map(|r| r.0).collect());
     let rss = |v: &[(f64, u64)]| v.iter().map(|r| r.1).max().unwrap() as f64 / 1048576.0;
-    let (a, b) = (secs(&ours), secs(&theirs));
-    println!("bulk, whole process, median of {runs}:");
-    println!(
-        "  mm embed                 {a:>7.2} s   peak RSS {:>6.0} MiB",
-        rss(&ours)
-    );
-    println!(
-        "  python onnxruntime       {b:>7.2} s   peak RSS {:>6.0} MiB",
-        rss(&theirs)
-    );
-    println!("  mm / python throughput   {:>7.2}x", b / a);
+    let (b, b_rss) = (secs(&theirs), rss(&theirs));
+    let python = read_npy(&dir.join("python.npy"));
+    println!("bulk, whole process, median of {runs}; fidelity to Python's vectors:");
+    println!("  python onnxruntime fp32   {b:>6.2} s   peak RSS {b_rss:>5.0} MiB");
+    for (variant, times) in variants.iter().zip(&ours) {
+        let a = secs(times);
+        let vectors = read_npy(&dir.join(format!("{}.npy", variant.label.replace(' ', "-"))));
+        let (mean, min, agreement) = fidelity(&vectors, &python, 384);
+        println!(
+            "  mm {:<22} {a:>6.2} s   peak RSS {:>5.0} MiB ({:.2}x)   {:>5.2}x python   cosine mean {mean:.5} min {min:.5}, 10-NN agreement {agreement:.3}",
+            variant.label,
+            rss(times),
+            rss(times) / b_rss,
+            b / a,
+        );
+    }
+}
+
+/// Mean and lowest cosine between the rows of `a` and `b`, and the share of each row's 10
+/// nearest neighbours (by cosine, among all rows) that both agree on.
+fn fidelity(a: &[f32], b: &[f32], dim: usize) -> (f64, f64, f64) {
+    let unit = |v: &[f32]| -> Vec<Vec<f64>> {
+        v.chunks(dim)
+            .map(|r| {
+                let n = r
+                    .iter()
+                    .map(|x| (*x as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+                    .max(1e-12);
+                r.iter().map(|x| *x as f64 / n).collect()
+            })
+            .collect()
+    };
+    let (a, b) = (unit(a), unit(b));
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
+    let cosines: Vec<f64> = a.iter().zip(&b).map(|(x, y)| dot(x, y)).collect();
+    let nearest = |rows: &[Vec<f64>], i: usize| {
+        let mut others: Vec<(f64, usize)> = (0..rows.len())
+            .filter(|&j| j != i)
+            .map(|j| (dot(&rows[i], &rows[j]), j))
+            .collect();
+        others.sort_by(|p, q| q.0.total_cmp(&p.0));
+        others
+            .into_iter()
+            .take(10)
+            .map(|(_, j)| j)
+            .collect::<Vec<_>>()
+    };
+    let kept: usize = (0..a.len())
+        .map(|i| {
+            let theirs = nearest(&b, i);
+            nearest(&a, i).iter().filter(|j| theirs.contains(j)).count()
+        })
+        .sum();
+    (
+        cosines.iter().sum::<f64>() / cosines.len() as f64,
+        cosines.iter().copied().fold(1.0, f64::min),
+        kept as f64 / (10 * a.len()) as f64,
+    )
+}
+
+/// Wall seconds for `clients` keep-alive clients to send `texts` one per request between
+/// them, and every request's latency.
+fn concurrent(addr: &str, clients: usize, texts: &[String]) -> (f64, Vec<f64>) {
+    let started = Instant::now();
+    let latencies = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..clients)
+            .map(|client| {
+                s.spawn(move || {
+                    // Keep-alive, as HTTP clients and SDKs pool their connections.
+                    let mut connection = Client::connect(addr);
+                    let mut latencies = Vec::new();
+                    for text in texts.iter().skip(client).step_by(clients) {
+                        let body = serde_json::json!({ "input": text }).to_string();
+                        let sent = Instant::now();
+                        assert_eq!(connection.post(&body), 200);
+                        latencies.push(sent.elapsed().as_secs_f64());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    (started.elapsed().as_secs_f64(), latencies)
+}
+
+fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * p).round() as usize]
 }
 
 fn serve(runs: usize, backend: &str, config: &Path, texts: &[String]) {
@@ -154,41 +260,40 @@ fn serve(runs: usize, backend: &str, config: &Path, texts: &[String]) {
     let one = serde_json::json!({ "input": texts }).to_string();
     let mut baseline = Client::connect(&addr);
     assert_eq!(baseline.post(&one), 200, "warm-up");
-    let (mut single, mut concurrent) = (Vec::new(), Vec::new());
+    let mut single = Vec::new();
+    let mut loads: Vec<(usize, Vec<f64>, Vec<f64>)> = CLIENT_COUNTS
+        .iter()
+        .map(|&c| (c, Vec::new(), Vec::new()))
+        .collect();
     for _ in 0..runs {
         let started = Instant::now();
         assert_eq!(baseline.post(&one), 200);
         single.push(started.elapsed().as_secs_f64());
-        let started = Instant::now();
-        std::thread::scope(|s| {
-            for client in 0..CLIENTS {
-                let addr = &addr;
-                s.spawn(move || {
-                    // Keep-alive, as HTTP clients and SDKs pool their connections.
-                    let mut connection = Client::connect(addr);
-                    for text in texts.iter().skip(client).step_by(CLIENTS) {
-                        let body = serde_json::json!({ "input": text }).to_string();
-                        assert_eq!(connection.post(&body), 200);
-                    }
-                });
-            }
-        });
-        concurrent.push(started.elapsed().as_secs_f64());
+        for (clients, walls, latencies) in &mut loads {
+            let (wall, each) = concurrent(&addr, *clients, texts);
+            walls.push(wall);
+            latencies.extend(each);
+        }
     }
     let _ = child.kill();
     let _ = child.wait();
-    let (a, b) = (median(single), median(concurrent));
+    let a = median(single);
     let n = texts.len() as f64;
     println!(
         "server ({backend}), {} texts, median of {runs}:",
         texts.len()
     );
     println!("  one request of all texts         {:>8.1} texts/s", n / a);
-    println!(
-        "  {CLIENTS} clients, one text each      {:>8.1} texts/s   ({:.2}x one request)",
-        n / b,
-        a / b
-    );
+    for (clients, walls, latencies) in loads {
+        let b = median(walls);
+        println!(
+            "  {clients:>3} clients, one text each     {:>8.1} texts/s   ({:.2}x one request)   latency p50 {:.1} ms, p99 {:.1} ms",
+            n / b,
+            a / b,
+            percentile(latencies.clone(), 0.5) * 1e3,
+            percentile(latencies, 0.99) * 1e3,
+        );
+    }
 }
 
 fn main() {
@@ -220,14 +325,14 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = settings(&repo, &graph, &dir);
     let tokenizer = repo.join("models/all-MiniLM-L6-v2/tokenizer.json");
-    let (ours_npy, theirs_npy) = (dir.join("mm.npy"), dir.join("python.npy"));
-    let mut mm = || {
+    let theirs_npy = dir.join("python.npy");
+    let mm = |config: &Path, out: &Path| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mm"));
         c.arg("--config")
-            .arg(&config)
+            .arg(config)
             .args(["embed", "--input"])
             .arg(&corpus);
-        c.arg("--output").arg(&ours_npy);
+        c.arg("--output").arg(out);
         c
     };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/bulk_python.py");
@@ -242,15 +347,31 @@ fn main() {
         graph.display(),
         corpus.display()
     );
-    bulk(runs, &mut mm, &mut py);
-    let (a, b) = (read_npy(&ours_npy), read_npy(&theirs_npy));
-    assert_eq!(a.len(), b.len(), "both embed every text");
-    let max_abs = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    println!("  max |mm - python| over all values: {max_abs:.2e}");
+    let int8 = "models.embedding.quantize = \"int8\"\n";
+    let variants = [
+        Variant {
+            label: "onnx fp32",
+            config: config.clone(),
+        },
+        Variant {
+            label: "candle fp32",
+            config: candle_settings(&repo, &dir, "candle.toml", ""),
+        },
+        Variant {
+            label: "candle int8",
+            config: candle_settings(&repo, &dir, "int8.toml", int8),
+        },
+        Variant {
+            label: "candle int8 avx2",
+            config: candle_settings(
+                &repo,
+                &dir,
+                "int8-avx2.toml",
+                &format!("{int8}models.embedding.int8_kernel = \"avx2\"\n"),
+            ),
+        },
+    ];
+    bulk(runs, &variants, &mm, &mut py, &dir);
     // Distinct texts: one request computes a repeated text once, 32 clients (cache off)
     // would compute it each time, and the comparison would be of different work.
     let mut seen = std::collections::HashSet::new();
@@ -262,5 +383,6 @@ fn main() {
         .map(str::to_owned)
         .collect();
     serve(runs, "onnx fp32", &config, &texts);
-    serve(runs, "candle", &candle_settings(&repo, &dir), &texts);
+    serve(runs, "candle", &variants[1].config, &texts);
+    serve(runs, "candle int8", &variants[2].config, &texts);
 }

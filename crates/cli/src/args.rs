@@ -270,6 +270,20 @@ pub enum Command {
         #[arg(long, alias = "input")]
         values: Option<String>,
     },
+    /// Load an embedding model in int8 and compare its vectors with f32 on calibration texts
+    /// (the fidelity gate `quantize = "int8"` applies at load).
+    #[command(
+        name = "quantize-check",
+        after_help = "Examples:\n  mm quantize-check -m embedding\n  mm quantize-check -m embedding -i my-texts.txt"
+    )]
+    QuantizeCheck {
+        /// Configured model id (candle backend).
+        #[arg(long, short = 'm', default_value = "embedding")]
+        model: String,
+        /// Calibration texts, one per line (default: the built-in multilingual set).
+        #[arg(long, short = 'i')]
+        input: Option<PathBuf>,
+    },
     /// Embedding throughput of a model: batched, one text per call (baseline) and cached.
     Bench {
         /// Configured model id.

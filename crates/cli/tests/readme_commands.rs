@@ -272,6 +272,7 @@ fn self_contained(words: &[String]) -> bool {
         "generate",
         "rerank",
         "classify",
+        "quantize-check",
     ];
     let first = words.first().map(String::as_str).unwrap_or_default();
     let touches_files = words

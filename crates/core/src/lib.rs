@@ -12,6 +12,7 @@
 pub mod backend;
 mod blocking;
 mod cache;
+mod cpu;
 mod device;
 mod engine;
 mod error;
@@ -30,6 +31,7 @@ mod spec;
 pub use blocking::off_runtime;
 pub use cache::remote::{RemoteCacheStats, RemoteState};
 pub use cache::{CacheStats, RestoreReport};
+pub use cpu::CpuFeatures;
 pub use device::{Device, DeviceChoice, DevicePreference, DeviceRequest};
 pub use engine::{Admission, EngineStatus, HistogramSnapshot};
 pub use error::{ErrorCode, ModelError, Result};
@@ -40,8 +42,9 @@ pub use manager::{
     ServiceStatus, ShutdownReport, SparseOutput, LOAD_FAILURE_LOG_TARGET,
 };
 pub use model::{
-    check_infer_inputs, Architecture, Embedder, GenerationParams, ImageValue, Infer, InferValue,
-    Model, ModelInfo, NamedValues, Prompts, TensorData, TensorValue, TextGenerator,
+    check_infer_inputs, Architecture, Embedder, Fidelity, GenerationParams, ImageValue, Infer,
+    InferValue, Model, ModelInfo, NamedValues, Prompts, Quantization, TensorData, TensorValue,
+    TextGenerator,
 };
 pub use outputs::{Outputs, ScoreActivation, ScoreHead, SparseVector};
 pub use plugins::{PluginFailure, PluginLoadReport, PluginRecord, PluginTypeRecord};

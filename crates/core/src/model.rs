@@ -45,7 +45,7 @@ pub trait Model: Send + Sync + 'static {
 }
 
 /// How a text model is built, for status and `mm models`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Architecture {
     /// The checkpoint's family (`bert`, `xlm-roberta`, `qwen3`…).
     pub family: String,
@@ -53,6 +53,36 @@ pub struct Architecture {
     pub pooling: String,
     /// Whether batches run packed: no padding computed.
     pub packed: bool,
+    /// How it is quantized, if it is.
+    pub quantization: Option<Quantization>,
+}
+
+/// A quantized model's scheme, kernel and fidelity to its f32 form.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quantization {
+    /// `int8`.
+    pub scheme: String,
+    /// The kernel its quantized layers run (`avx512-vnni`, `avx2`, `scalar`).
+    pub kernel: String,
+    /// Layers left in f32 because the fidelity check needed them (`feed_forward.down`…).
+    pub f32_layers: Vec<String>,
+    /// The fidelity check at load, once loaded.
+    pub fidelity: Option<Fidelity>,
+}
+
+/// How close a quantized model's vectors stay to its f32 vectors on the calibration texts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fidelity {
+    /// Calibration texts compared.
+    pub texts: usize,
+    /// Mean cosine between each text's f32 and quantized vectors.
+    pub mean_cosine: f64,
+    /// The lowest of those cosines.
+    pub min_cosine: f64,
+    /// Share of each text's 10 nearest neighbours (among the texts) kept, on average.
+    pub neighbour_agreement: f64,
+    /// Whether the figures meet the gate (mean ≥ 0.999, min ≥ 0.995, agreement ≥ 0.95).
+    pub passed: bool,
 }
 
 /// Turns texts into vectors.

@@ -69,6 +69,16 @@ impl SelfAttention {
         self
     }
 
+    /// The QKV and output projections.
+    pub fn linears_mut(&mut self) -> [&mut Linear; 2] {
+        [&mut self.qkv, &mut self.output]
+    }
+
+    /// The QKV and output projections.
+    pub fn linears(&self) -> [&Linear; 2] {
+        [&self.qkv, &self.output]
+    }
+
     /// The layout of its heads.
     pub fn heads(&self) -> Heads {
         self.heads

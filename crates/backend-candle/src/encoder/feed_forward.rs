@@ -41,6 +41,20 @@ impl FeedForward {
         Ok(Self::Gated { up, act, down })
     }
 
+    /// The up (with the gate) and down projections.
+    pub fn linears_mut(&mut self) -> [&mut Linear; 2] {
+        match self {
+            FeedForward::Plain { up, down, .. } | FeedForward::Gated { up, down, .. } => [up, down],
+        }
+    }
+
+    /// The up (with the gate) and down projections.
+    pub fn linears(&self) -> [&Linear; 2] {
+        match self {
+            FeedForward::Plain { up, down, .. } | FeedForward::Gated { up, down, .. } => [up, down],
+        }
+    }
+
     /// The block's output for `x`.
     pub fn forward(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
         match self {

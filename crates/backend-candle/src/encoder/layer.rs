@@ -6,6 +6,7 @@ use super::attention::SelfAttention;
 use super::batch::Batch;
 use super::feed_forward::FeedForward;
 use super::kernels::layout::RelativeBias;
+use super::linear::Linear;
 use super::norm::Norm;
 use candle_core::{Result, Tensor};
 
@@ -38,7 +39,29 @@ pub struct Layer {
     pub norms: Norms,
 }
 
+/// The dense layers of a layer by role, as [`Layer::linears`] lists them.
+pub const LINEAR_ROLES: [&str; 4] = [
+    "attention.qkv",
+    "attention.output",
+    "feed_forward.up",
+    "feed_forward.down",
+];
+
 impl Layer {
+    /// Its dense layers, in the order of [`LINEAR_ROLES`].
+    pub fn linears(&self) -> [&Linear; 4] {
+        let [qkv, output] = self.attention.linears();
+        let [up, down] = self.feed_forward.linears();
+        [qkv, output, up, down]
+    }
+
+    /// Its dense layers, in the order of [`LINEAR_ROLES`].
+    pub fn linears_mut(&mut self) -> [&mut Linear; 4] {
+        let [qkv, output] = self.attention.linears_mut();
+        let [up, down] = self.feed_forward.linears_mut();
+        [qkv, output, up, down]
+    }
+
     /// The layer's output for `x` (`[tokens, hidden]`).
     pub fn forward(
         &self,

@@ -1,10 +1,13 @@
 //! A dense layer, stored `[in, out]` (the layout the matmul reads fastest), with its bias
-//! and activation fused on the CPU.
+//! and activation fused on the CPU; on the CPU in f32 it can also run in int8
+//! ([`super::int8`]), smoothed by the input maxima it observed on calibration texts.
 
+use super::int8::{Int8Kernel, Int8Matrix};
 use super::kernels::math::Activation;
-use super::kernels::ops::Dense;
-use candle_core::{Result, Tensor};
+use super::kernels::ops::{Dense, Int8Dense};
+use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
+use std::sync::Mutex;
 
 /// `act(x W + b)`; several checkpoint matrices may be one layer with their outputs side by
 /// side (query, key and value: one matmul instead of three).
@@ -12,6 +15,10 @@ pub struct Linear {
     weight: Tensor,
     /// Zeros for layers without a bias, so the fused kernel has one form.
     bias: Tensor,
+    /// The weights in int8, when quantized (the f32 ones are then dropped).
+    int8: Option<Int8Matrix>,
+    /// The largest absolute value of each input seen while observing (calibration).
+    observed: Mutex<Observed>,
 }
 
 impl Linear {
@@ -33,6 +40,8 @@ impl Linear {
         Ok(Self {
             weight: weight.t()?.contiguous()?,
             bias,
+            int8: None,
+            observed: Mutex::new(Observed::default()),
         })
     }
 
@@ -68,11 +77,111 @@ impl Linear {
 
     /// `act(x W + b)`.
     pub fn forward(&self, x: &Tensor, act: Activation, fused: bool) -> Result<Tensor> {
+        if let Some(matrix) = &self.int8 {
+            return x.apply_op2_no_bwd(&self.bias, &Int8Dense { matrix, act });
+        }
+        self.observe_input(x)?;
         if fused {
             return x.apply_op3_no_bwd(&self.weight, &self.bias, &Dense(act));
         }
         activate(&x.matmul(&self.weight)?.broadcast_add(&self.bias)?, act)
     }
+}
+
+impl Linear {
+    /// Starts (`true`, forgetting what was seen) or stops recording the largest absolute
+    /// value of each input.
+    pub fn observe(&self, on: bool) {
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            observed.most.clear();
+        }
+        observed.recording = on;
+    }
+
+    fn observe_input(&self, x: &Tensor) -> Result<()> {
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        if !observed.recording || x.dim(0)? == 0 {
+            return Ok(());
+        }
+        let most = &mut observed.most;
+        let seen = x
+            .abs()?
+            .max(0)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        if most.is_empty() {
+            *most = seen;
+        } else {
+            most.iter_mut().zip(seen).for_each(|(m, s)| *m = m.max(s));
+        }
+        Ok(())
+    }
+
+    /// Runs the layer in int8 on `kernel` from now on, smoothed with `alpha` (SmoothQuant's
+    /// migration strength: 0 none, 1 all of the inputs' range into the weights) when
+    /// inputs were observed. The f32 weights are kept until [`Self::drop_f32`].
+    pub fn quantize(&mut self, alpha: f32, kernel: Int8Kernel) -> Result<()> {
+        let (inputs, outputs) = self.weight.dims2()?;
+        let weight = self.weight.flatten_all()?.to_vec1::<f32>()?;
+        let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        let smooth = Some(&observed.most)
+            .filter(|most| most.len() == inputs)
+            .map(|most| smoothing(most, &weight, outputs, alpha));
+        match Int8Matrix::quantize(&weight, inputs, outputs, smooth.as_deref(), kernel) {
+            Some(matrix) => {
+                self.int8 = Some(matrix);
+                Ok(())
+            }
+            None => bail!("the {} int8 kernel does not run on this CPU", kernel.name()),
+        }
+    }
+
+    /// Back to the f32 weights (before [`Self::drop_f32`]).
+    pub fn dequantize(&mut self) {
+        self.int8 = None;
+    }
+
+    /// Frees the f32 weights of a quantized layer; returns the bytes freed less those the
+    /// int8 weights hold.
+    pub fn drop_f32(&mut self) -> Result<i64> {
+        let Some(matrix) = &self.int8 else {
+            return Ok(0);
+        };
+        let freed = (self.weight.elem_count() * self.weight.dtype().size_in_bytes()) as i64;
+        self.weight = Tensor::zeros((0, 0), self.weight.dtype(), self.weight.device())?;
+        Ok(freed - matrix.bytes() as i64)
+    }
+
+    /// The int8 kernel it runs, if quantized.
+    pub fn int8_kernel(&self) -> Option<Int8Kernel> {
+        self.int8.as_ref().map(Int8Matrix::kernel)
+    }
+}
+
+/// What [`Linear::observe`] records.
+#[derive(Default)]
+struct Observed {
+    recording: bool,
+    /// The largest absolute value of each input; empty before the first input.
+    most: Vec<f32>,
+}
+
+/// SmoothQuant's scale of each input: `max|x_k|^alpha / max|W_k|^(1 - alpha)`, 1 where an
+/// input or its weights are all zero.
+fn smoothing(most: &[f32], weight: &[f32], outputs: usize, alpha: f32) -> Vec<f32> {
+    most.iter()
+        .zip(weight.chunks_exact(outputs))
+        .map(|(&x, row)| {
+            let w = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = x.powf(alpha) / w.powf(1.0 - alpha);
+            if s.is_finite() && s > 0.0 {
+                s.clamp(1e-5, 1e5)
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }
 
 /// `act(x)` with candle ops.

@@ -15,6 +15,7 @@ pub mod attention;
 pub mod batch;
 pub mod embeddings;
 pub mod feed_forward;
+pub mod int8;
 pub mod kernels;
 pub mod layer;
 pub mod linear;
@@ -25,8 +26,10 @@ use crate::t5::relative_position_bucket;
 use batch::Batch;
 use candle_core::{bail, DType, Device, Result, Tensor};
 use embeddings::Embeddings;
+use int8::Int8Kernel;
 use kernels::layout::{Heads, RelativeBias};
 use layer::Layer;
+use linear::Linear;
 use norm::Norm;
 
 /// A relative position bias shared by every layer (MPNet): `[buckets][heads]` values, read
@@ -105,6 +108,51 @@ impl PackedEncoder {
     /// Whether the fused CPU kernels run.
     pub fn fused(&self) -> bool {
         self.fused
+    }
+
+    /// Starts (`true`) or stops recording each dense layer's input maxima, which
+    /// [`Self::quantize`] smooths with.
+    pub fn observe(&self, on: bool) {
+        for layer in &self.parts.layers {
+            layer.linears().iter().for_each(|l| l.observe(on));
+        }
+    }
+
+    /// Runs the dense layers of every layer in int8 on `kernel` (smoothed with `alpha` by
+    /// what [`Self::observe`] saw), except those whose role (see [`layer::LINEAR_ROLES`])
+    /// `keep_f32` names. Only on the fused CPU path.
+    pub fn quantize(&mut self, alpha: f32, kernel: Int8Kernel, keep_f32: &[&str]) -> Result<()> {
+        if !self.fused {
+            bail!("int8 runs on the CPU in f32 only");
+        }
+        for layer in &mut self.parts.layers {
+            for (linear, role) in layer.linears_mut().into_iter().zip(layer::LINEAR_ROLES) {
+                match keep_f32.contains(&role) {
+                    true => linear.dequantize(),
+                    false => linear.quantize(alpha, kernel)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Back to f32 everywhere (before [`Self::drop_f32`]).
+    pub fn dequantize(&mut self) {
+        for layer in &mut self.parts.layers {
+            layer.linears_mut().into_iter().for_each(Linear::dequantize);
+        }
+    }
+
+    /// Frees the f32 weights of the quantized layers; returns the bytes freed less the
+    /// bytes the int8 weights hold.
+    pub fn drop_f32(&mut self) -> Result<u64> {
+        let mut saved = 0i64;
+        for layer in &mut self.parts.layers {
+            for linear in layer.linears_mut() {
+                saved += linear.drop_f32()?;
+            }
+        }
+        Ok(saved.max(0) as u64)
     }
 
     /// Hidden size of the outputs.

@@ -9,6 +9,7 @@ pub mod models;
 pub mod plugins;
 pub mod ps;
 pub mod pull;
+pub mod quantize_check;
 pub mod scoring;
 pub mod serve;
 pub mod status;

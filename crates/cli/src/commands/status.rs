@@ -47,11 +47,34 @@ pub async fn status(manager: &ModelManager, json_out: bool) -> Result<(), ModelE
             plugin.path.display()
         )?;
     }
+    let features = status.cpu.names();
+    outln!(
+        "cpu features: {}",
+        if features.is_empty() {
+            "baseline".to_string()
+        } else {
+            features.join(" ")
+        }
+    )?;
     if let Some(rss) = status.process_resident_bytes {
         outln!("process resident memory: {:.1} MiB", rss as f64 / 1048576.0)?;
     }
     for (id, m) in &status.models {
         outln!("  {id:<16} {:<12} {}", m.model_type, m.state)?;
+        let quantization = m
+            .architecture
+            .as_ref()
+            .and_then(|a| a.quantization.as_ref());
+        if let Some(f) = quantization.and_then(|q| q.fidelity.as_ref()) {
+            outln!(
+                "    int8: mean cosine {:.5}, lowest {:.5}, neighbours kept {:.3} over {} texts ({})",
+                f.mean_cosine,
+                f.min_cosine,
+                f.neighbour_agreement,
+                f.texts,
+                if f.passed { "passes" } else { "below the gate, loaded with fidelity = warn" }
+            )?;
+        }
     }
     Ok(())
 }

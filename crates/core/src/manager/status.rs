@@ -74,6 +74,8 @@ pub struct ModelStatusReport {
 pub struct ServiceStatus {
     /// `enabled` from settings.
     pub enabled: bool,
+    /// The CPU's SIMD features (which kernels models can use).
+    pub cpu: crate::cpu::CpuFeatures,
     /// Whether initialize has run.
     pub initialized: bool,
     /// Whether shutdown has begun.
@@ -198,6 +200,7 @@ impl ModelManager {
         cache.remote = inner.remote.get().map(|tier| tier.stats());
         Ok(ServiceStatus {
             enabled: inner.settings.enabled,
+            cpu: crate::cpu::CpuFeatures::detect(),
             initialized: inner.initialized.load(Ordering::Acquire),
             shutting_down: inner.shutting_down.load(Ordering::Acquire),
             configured_models: models.len(),

@@ -55,6 +55,8 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
+
 multiversion! {
     /// `x = act(x)` for every value.
     pub fn activation(values: &mut [f32], act: Activation) => activation_body

@@ -10,6 +10,7 @@ use super::math::{
     activation, add_layer_norm, gated, layer_norm, rms_norm, Activation, NormParams,
 };
 use super::rotary::{rotate_f32, RotaryStyle, RotaryTable};
+use crate::encoder::int8::Int8Matrix;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp1, InplaceOp3, Layout, Result,
     Shape,
@@ -116,6 +117,43 @@ impl CustomOp3 for Dense {
             out.par_chunks_mut(n * ROWS_PER_TASK)
                 .for_each(|chunk| activation(chunk, self.0));
         }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// `act(x W + b)` with `W` in int8 ([`Int8Matrix`]): `x` `[rows, in]`, `b` `[out]`.
+pub struct Int8Dense<'a> {
+    /// The quantized weights.
+    pub matrix: &'a Int8Matrix,
+    /// The activation.
+    pub act: Activation,
+}
+
+impl CustomOp2 for Int8Dense<'_> {
+    fn name(&self) -> &'static str {
+        "packed-int8-dense"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, bias) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "bias")?);
+        let (&[m, k], n) = (l1.dims(), self.matrix.outputs()) else {
+            bail!("int8 dense: input of {:?}", l1.dims());
+        };
+        if k != self.matrix.inputs() || bias.len() != n {
+            bail!(
+                "int8 dense: {:?} x [{}, {n}] + {:?}",
+                l1.dims(),
+                self.matrix.inputs(),
+                l2.dims()
+            );
+        }
+        let out = self.matrix.forward(x, bias, self.act);
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }

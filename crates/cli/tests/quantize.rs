@@ -1,0 +1,151 @@
+//! int8 through `mm` and `mm serve`: `mm quantize-check` prints the load-time fidelity
+//! figures beside the gate and fails on bad input, a server's `/v1/status` shows a quantized
+//! model's figures and kernel once loaded and the CPU's features, and int8 vectors over HTTP
+//! stay next to f32 ones.
+
+mod common;
+
+use common::{json_of, repo, Server};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// MiniLM twice: `embedding` in f32, `int8` quantized.
+fn settings(dir: &Path) -> PathBuf {
+    let minilm = repo().join("models/all-MiniLM-L6-v2");
+    let toml = format!(
+        "embedding_cache.enabled = false\n\
+         models.embedding.type = \"embedding\"\nmodels.embedding.local_path = \"{0}\"\n\
+         models.int8.type = \"embedding\"\nmodels.int8.local_path = \"{0}\"\n\
+         models.int8.quantize = \"int8\"\n\
+         models.t5.type = \"text2text\"\nmodels.t5.local_path = \"{1}\"\n",
+        minilm.display(),
+        repo().join("models/flan-t5-small-title-onnx").display(),
+    );
+    let path = dir.join("settings.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn mm(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(assert_cmd::cargo::cargo_bin("mm"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn quantize_check_prints_the_gate_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(dir.path());
+    // `embedding` is not quantized in the file: the check quantizes it anyway.
+    let out = mm(&config, &["--json", "quantize-check", "-m", "embedding"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_of(&out.stdout);
+    let q = &report["quantization"];
+    assert_eq!(q["scheme"], "int8");
+    assert_eq!(q["fidelity"]["texts"], 72);
+    assert_eq!(q["fidelity"]["passed"], true);
+    assert!(
+        q["fidelity"]["mean_cosine"].as_f64().unwrap() >= 0.999,
+        "{q}"
+    );
+    let text = mm(&config, &["quantize-check", "-m", "int8"]);
+    let printed = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        printed.contains("mean cosine") && printed.contains("gate >= 0.999"),
+        "{printed}"
+    );
+    assert!(printed.contains("passes the gate"), "{printed}");
+
+    let few = dir.path().join("few.txt");
+    std::fs::write(&few, "one\ntwo\nthree\n").unwrap();
+    let out = mm(
+        &config,
+        &[
+            "--json",
+            "quantize-check",
+            "-m",
+            "int8",
+            "-i",
+            few.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "CONFIG_ERROR");
+    assert_eq!(json_of(&out.stdout)["code"], "CONFIG_ERROR");
+    let out = mm(&config, &["quantize-check", "-m", "absent"]);
+    assert_eq!(out.status.code(), Some(3), "MODEL_NOT_CONFIGURED");
+    let out = mm(&config, &["--json", "quantize-check", "-m", "t5"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn cosine(a: &Value, b: &Value) -> f64 {
+    let (a, b): (Vec<f64>, Vec<f64>) = (
+        a.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect(),
+        b.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect(),
+    );
+    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
+        * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+}
+
+#[test]
+fn a_server_shows_the_figures_and_serves_int8_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(dir.path());
+    let server = Server::start(&["--config", config.to_str().unwrap()], &[]);
+    let texts = json!([
+        "How do I get my money back?",
+        "Der Zug hat Verspätung.",
+        "ok"
+    ]);
+    let (status, f32_body) = server.post(
+        "/v1/embeddings",
+        &json!({"model": "embedding", "input": texts}).to_string(),
+    );
+    assert_eq!(status, 200);
+    let (status, int8_body) = server.post(
+        "/v1/embeddings",
+        &json!({"model": "int8", "input": texts}).to_string(),
+    );
+    assert_eq!(status, 200);
+    for (a, b) in f32_body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(int8_body["data"].as_array().unwrap())
+    {
+        let c = cosine(&a["embedding"], &b["embedding"]);
+        assert!(c > 0.995 && c < 1.0, "int8 vs f32 cosine {c}");
+    }
+    let (status, body) = server.get("/v1/status");
+    assert_eq!(status, 200);
+    let cpu = &body["cpu"];
+    for feature in ["avx2", "avx512", "vnni", "amx"] {
+        assert!(cpu[feature].is_boolean(), "{body}");
+    }
+    let q = &body["models"]["int8"]["architecture"]["quantization"];
+    assert_eq!(q["fidelity"]["passed"], true, "{body}");
+    assert!(q["kernel"].is_string());
+    assert!(body["models"]["embedding"]["architecture"]["quantization"].is_null());
+}

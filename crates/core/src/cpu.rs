@@ -1,0 +1,49 @@
+//! The CPU's SIMD features, for status and for backends that pick kernels at run time.
+
+use serde::Serialize;
+
+/// The SIMD features the numeric kernels care about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CpuFeatures {
+    /// AVX2.
+    pub avx2: bool,
+    /// AVX-512 foundation and byte/word instructions.
+    pub avx512: bool,
+    /// AVX-512 VNNI (int8 dot products).
+    pub vnni: bool,
+    /// AMX int8 tiles (Sapphire Rapids and later).
+    pub amx: bool,
+}
+
+impl CpuFeatures {
+    /// What this CPU has.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            CpuFeatures {
+                avx2: has!("avx2"),
+                avx512: has!("avx512f") && has!("avx512bw"),
+                vnni: has!("avx512vnni"),
+                // std's AMX detection is unstable; Linux lists the flag.
+                amx: std::fs::read_to_string("/proc/cpuinfo")
+                    .is_ok_and(|info| info.split_whitespace().any(|f| f == "amx_int8")),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        CpuFeatures::default()
+    }
+
+    /// The features present, by name (`avx2 avx512 vnni amx`).
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.avx2, "avx2"),
+            (self.avx512, "avx512"),
+            (self.vnni, "vnni"),
+            (self.amx, "amx"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
