@@ -80,6 +80,17 @@ fn quantize_check_prints_the_gate_and_refuses_bad_input() {
     );
     assert_eq!(out.status.code(), Some(3), "CONFIG_ERROR");
     assert_eq!(json_of(&out.stdout)["code"], "CONFIG_ERROR");
+    let models = mm(&config, &["models"]);
+    let listed = String::from_utf8_lossy(&models.stdout);
+    let line = |id: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("int8").contains(" int8 ("), "{listed}");
+    assert!(!line("embedding").contains("int8"), "{listed}");
     let out = mm(&config, &["quantize-check", "-m", "absent"]);
     assert_eq!(out.status.code(), Some(3), "MODEL_NOT_CONFIGURED");
     let out = mm(&config, &["--json", "quantize-check", "-m", "t5"]);

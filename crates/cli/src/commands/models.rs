@@ -43,10 +43,14 @@ fn architecture(registry: &Registry, spec: &ModelSpec) -> Option<model_manager::
 fn architecture_text(registry: &Registry, spec: &ModelSpec) -> String {
     match architecture(registry, spec) {
         Some(a) => format!(
-            "{} {}{}",
+            "{} {}{}{}",
             a.family,
             a.pooling,
-            if a.packed { " packed" } else { "" }
+            if a.packed { " packed" } else { "" },
+            match &a.quantization {
+                Some(q) => format!(" {} ({})", q.scheme, q.kernel),
+                None => String::new(),
+            }
         ),
         None => "-".into(),
     }
