@@ -181,12 +181,17 @@ async fn dispatch(cli: &Cli) -> Result<(), ModelError> {
 /// arena keeps what a forward pass freed for its next one: with the default (8 per core)
 /// bulk int8 `mm embed` peaked at 253 MiB, with one arena at 211 MiB, in the same time (the
 /// large buffers are few; small ones come from the per-thread caches, which need no arena
-/// lock). Called before any thread starts.
+/// lock). Called before any thread starts; an operator's own `MALLOC_ARENA_MAX` or
+/// `GLIBC_TUNABLES` wins.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable; no thread exists yet to race with it.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && std::env::var_os("GLIBC_TUNABLES").is_none()
+    {
+        // SAFETY: mallopt only sets a tunable; no thread exists yet to race with it.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
 

@@ -18,12 +18,18 @@ fn settings(dir: &Path) -> PathBuf {
          models.embedding.type = \"embedding\"\nmodels.embedding.local_path = \"{0}\"\n\
          models.int8.type = \"embedding\"\nmodels.int8.local_path = \"{0}\"\n\
          models.int8.quantize = \"int8\"\n\
+         models.own_texts.type = \"embedding\"\nmodels.own_texts.local_path = \"{0}\"\n\
+         models.own_texts.quantize = \"int8\"\nmodels.own_texts.calibration_file = \"texts.txt\"\n\
          models.t5.type = \"text2text\"\nmodels.t5.local_path = \"{1}\"\n",
         minilm.display(),
         repo().join("models/flan-t5-small-title-onnx").display(),
     );
     let path = dir.join("settings.toml");
     std::fs::write(&path, toml).unwrap();
+    let texts: Vec<String> = (0..15)
+        .map(|i| format!("my own calibration text number {i}"))
+        .collect();
+    std::fs::write(dir.join("texts.txt"), texts.join("\n")).unwrap();
     path
 }
 
@@ -80,6 +86,17 @@ fn quantize_check_prints_the_gate_and_refuses_bad_input() {
     );
     assert_eq!(out.status.code(), Some(3), "CONFIG_ERROR");
     assert_eq!(json_of(&out.stdout)["code"], "CONFIG_ERROR");
+    // A relative calibration_file is the settings folder's, wherever mm runs.
+    let out = mm(&config, &["--json", "quantize-check", "-m", "own_texts"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        json_of(&out.stdout)["quantization"]["fidelity"]["texts"],
+        15
+    );
     let models = mm(&config, &["models"]);
     let listed = String::from_utf8_lossy(&models.stdout);
     let line = |id: &str| {

@@ -16,8 +16,13 @@ pub struct CpuFeatures {
 }
 
 impl CpuFeatures {
-    /// What this CPU has.
+    /// What this CPU has (detected once per process).
     pub fn detect() -> Self {
+        static DETECTED: std::sync::OnceLock<CpuFeatures> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(Self::probe)
+    }
+
+    fn probe() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;

@@ -7,6 +7,7 @@ use super::kernels::math::Activation;
 use super::kernels::ops::{Dense, Int8Dense};
 use candle_core::{bail, Result, Tensor};
 use candle_nn::VarBuilder;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// `act(x W + b)`; several checkpoint matrices may be one layer with their outputs side by
@@ -19,6 +20,9 @@ pub struct Linear {
     int8: Option<Int8Matrix>,
     /// The largest absolute value of each input seen while observing (calibration).
     observed: Mutex<Observed>,
+    /// Whether observing: checked before the lock, so forward passes outside calibration
+    /// take no lock.
+    observing: AtomicBool,
 }
 
 impl Linear {
@@ -42,6 +46,7 @@ impl Linear {
             bias,
             int8: None,
             observed: Mutex::new(Observed::default()),
+            observing: AtomicBool::new(false),
         })
     }
 
@@ -97,9 +102,13 @@ impl Linear {
             observed.most.clear();
         }
         observed.recording = on;
+        self.observing.store(on, Ordering::Release);
     }
 
     fn observe_input(&self, x: &Tensor) -> Result<()> {
+        if !self.observing.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         if !observed.recording || x.dim(0)? == 0 {
             return Ok(());
@@ -119,7 +128,7 @@ impl Linear {
     }
 
     /// Runs the layer in int8 on `kernel` from now on, smoothed with `alpha` (SmoothQuant's
-    /// migration strength: 0 none, 1 all of the inputs' range into the weights) when
+    /// migration strength: each input's scale is `max|x|^alpha / max|W|^(1 - alpha)`) when
     /// inputs were observed. The f32 weights are kept until [`Self::drop_f32`].
     pub fn quantize(&mut self, alpha: f32, kernel: Int8Kernel) -> Result<()> {
         let (inputs, outputs) = self.weight.dims2()?;

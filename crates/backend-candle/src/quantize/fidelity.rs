@@ -19,14 +19,32 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-/// The `NEIGHBOURS` texts nearest each text (itself left out), by cosine.
+/// `vectors` scaled to length 1 (zero and NaN vectors become zeros), for ranking.
+fn unit(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    vectors
+        .iter()
+        .map(|v| {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            match norm > 0.0 && norm.is_finite() {
+                true => v.iter().map(|x| x / norm).collect(),
+                false => vec![0.0; v.len()],
+            }
+        })
+        .collect()
+}
+
+/// The `NEIGHBOURS` texts nearest each text (itself left out), by cosine; rows across the
+/// pool (a calibration file may hold thousands of texts).
 fn neighbours(vectors: &[Vec<f32>]) -> Vec<Vec<usize>> {
+    use rayon::prelude::*;
+    let unit = unit(vectors);
     let k = NEIGHBOURS.min(vectors.len().saturating_sub(1));
-    (0..vectors.len())
+    (0..unit.len())
+        .into_par_iter()
         .map(|i| {
-            let mut others: Vec<(f64, usize)> = (0..vectors.len())
+            let mut others: Vec<(f32, usize)> = (0..unit.len())
                 .filter(|&j| j != i)
-                .map(|j| (cosine(&vectors[i], &vectors[j]), j))
+                .map(|j| (unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum(), j))
                 .collect();
             others.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             others.into_iter().take(k).map(|(_, j)| j).collect()
@@ -34,9 +52,28 @@ fn neighbours(vectors: &[Vec<f32>]) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// The f32 vectors of the calibration texts and their neighbours, computed once for every
+/// plan measured against them.
+pub struct Reference {
+    vectors: Vec<Vec<f32>>,
+    neighbours: Vec<Vec<usize>>,
+}
+
+impl Reference {
+    /// The reference of `vectors`.
+    pub fn new(vectors: Vec<Vec<f32>>) -> Self {
+        let neighbours = neighbours(&vectors);
+        Self {
+            vectors,
+            neighbours,
+        }
+    }
+}
+
 /// The figures of `quantized` against `reference` (the same texts, in order).
-pub fn measure(reference: &[Vec<f32>], quantized: &[Vec<f32>]) -> Fidelity {
+pub fn measure(reference: &Reference, quantized: &[Vec<f32>]) -> Fidelity {
     let cosines: Vec<f64> = reference
+        .vectors
         .iter()
         .zip(quantized)
         .map(|(a, b)| cosine(a, b))
@@ -45,7 +82,7 @@ pub fn measure(reference: &[Vec<f32>], quantized: &[Vec<f32>]) -> Fidelity {
     let texts = cosines.len();
     let mean_cosine = cosines.iter().sum::<f64>() / texts.max(1) as f64;
     let min_cosine = cosines.iter().copied().fold(1.0, f64::min);
-    let (a, b) = (neighbours(reference), neighbours(quantized));
+    let (a, b) = (&reference.neighbours, neighbours(quantized));
     let kept: usize = a
         .iter()
         .zip(&b)
@@ -83,19 +120,19 @@ mod tests {
     #[test]
     fn equal_vectors_pass_and_scrambled_ones_fail() {
         let a = vectors(20, 0.7);
-        let same = measure(&a, &a);
+        let same = measure(&Reference::new(a.clone()), &a);
         assert!(same.mean_cosine > 1.0 - 1e-12 && same.min_cosine > 1.0 - 1e-12);
         assert_eq!(same.neighbour_agreement, 1.0);
         assert!(same.passed);
         let mut b = a.clone();
         b.swap(3, 4);
-        let swapped = measure(&a, &b);
+        let swapped = measure(&Reference::new(a.clone()), &b);
         assert!(!swapped.passed && swapped.min_cosine < 0.9, "{swapped:?}");
         let noisy: Vec<Vec<f32>> = a
             .iter()
             .map(|v| v.iter().map(|x| x + 0.3).collect())
             .collect();
-        assert!(!measure(&a, &noisy).passed);
+        assert!(!measure(&Reference::new(a.clone()), &noisy).passed);
     }
 
     #[test]
@@ -104,7 +141,7 @@ mod tests {
         let mut b = a.clone();
         b[0] = vec![f32::NAN; 8];
         b[1] = vec![0.0; 8];
-        let f = measure(&a, &b);
+        let f = measure(&Reference::new(a.clone()), &b);
         assert_eq!(f.min_cosine, 0.0);
         assert!(!f.passed);
     }

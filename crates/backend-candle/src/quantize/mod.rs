@@ -8,6 +8,8 @@
 
 mod fidelity;
 
+pub use fidelity::GATE;
+
 use crate::embedding::CandleEmbedder;
 use crate::encoder::int8::Int8Kernel;
 use model_manager_core::{ErrorCode, Fidelity, ModelError, ModelSpec, Quantization, Result};
@@ -20,9 +22,11 @@ pub const OPTION_KEYS: &[&str] = &["quantize", "fidelity", "calibration_file", "
 const CALIBRATION: &str = include_str!("calibration.txt");
 /// SmoothQuant's migration strength: half of the inputs' range moves into the weights.
 const SMOOTHING: f32 = 0.5;
-/// Fewest calibration texts: one more than the neighbours compared.
+/// Fewest calibration texts: each text's neighbours are compared, so a text needs more
+/// than `NEIGHBOURS` others for the agreement to mean anything.
 const MIN_TEXTS: usize = fidelity::NEIGHBOURS + 2;
-/// Most calibration texts read from a file (the check embeds them twice at load).
+/// Most calibration texts read from a file (the check embeds them twice or three times at
+/// load); lines past it are left out, with a warning.
 const MAX_TEXTS: usize = 4096;
 /// Largest calibration file read.
 const MAX_FILE_BYTES: u64 = 16 << 20;
@@ -123,7 +127,7 @@ pub fn kernel_option(spec: &ModelSpec) -> Result<Int8Kernel> {
 /// The built-in texts, or `calibration_file`'s non-empty lines.
 fn calibration_texts(spec: &ModelSpec) -> Result<Vec<String>> {
     let Some(path) = spec.option_str("calibration_file")? else {
-        return Ok(CALIBRATION.lines().map(str::to_owned).collect());
+        return Ok(lines(CALIBRATION));
     };
     let key = key(spec, "calibration_file");
     let unusable = |why: String| {
@@ -140,13 +144,15 @@ fn calibration_texts(spec: &ModelSpec) -> Result<Vec<String>> {
         )));
     }
     let text = String::from_utf8(bytes).map_err(|_| unusable("not UTF-8 text".into()))?;
-    let texts: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(MAX_TEXTS)
-        .map(str::to_owned)
-        .collect();
+    let mut texts = lines(text.strip_prefix('\u{feff}').unwrap_or(&text));
+    if texts.len() > MAX_TEXTS {
+        tracing::warn!(
+            model = spec.id,
+            "{key}: using the first {MAX_TEXTS} of its {} texts",
+            texts.len()
+        );
+        texts.truncate(MAX_TEXTS);
+    }
     if texts.len() < MIN_TEXTS {
         return Err(unusable(format!(
             "{} texts; the fidelity check needs at least {MIN_TEXTS} (one per line)",
@@ -154,6 +160,15 @@ fn calibration_texts(spec: &ModelSpec) -> Result<Vec<String>> {
         )));
     }
     Ok(texts)
+}
+
+/// The non-empty lines of `text`, trimmed.
+fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What `quantize` would report before loading (no figures yet).
@@ -177,39 +192,8 @@ pub fn quantize(
     id: &str,
 ) -> Result<Quantization> {
     let texts: Vec<&str> = options.texts.iter().map(String::as_str).collect();
-    let encoder = embedder.packed().ok_or_else(|| not_packed(id))?;
-    encoder.observe(true);
-    let reference = embedder.pipeline().embed(embedder, &texts);
-    embedder
-        .packed()
-        .ok_or_else(|| not_packed(id))?
-        .observe(false);
-    let reference = reference?;
-    let mut best: Option<(Fidelity, &[&str])> = None;
-    for keep in PLANS {
-        let encoder = embedder.packed_mut().ok_or_else(|| not_packed(id))?;
-        encoder
-            .quantize(SMOOTHING, options.kernel, keep)
-            .map_err(|e| {
-                ModelError::new(
-                    ErrorCode::ModelLoadError,
-                    format!("model `{id}`: int8: {e}"),
-                )
-            })?;
-        let figures = fidelity::measure(&reference, &embedder.pipeline().embed(embedder, &texts)?);
-        tracing::info!(model = id, f32_layers = ?keep, "int8 fidelity: {}", fidelity::describe(&figures));
-        let passed = figures.passed;
-        if best
-            .as_ref()
-            .is_none_or(|(b, _)| figures.mean_cosine > b.mean_cosine)
-        {
-            best = Some((figures, keep));
-        }
-        if passed {
-            break;
-        }
-    }
-    let (figures, keep) = best.expect("at least one plan");
+    let reference = fidelity::Reference::new(calibrate(embedder, &texts, id)?);
+    let (figures, keep, in_place) = choose_plan(embedder, options, &texts, &reference, id)?;
     if !figures.passed {
         let message = format!(
             "model `{id}`: int8 misses the fidelity gate: {}; leave models.{id}.quantize unset, or set models.{id}.fidelity = \"warn\" to load it anyway",
@@ -217,32 +201,86 @@ pub fn quantize(
         );
         if options.on_miss == OnMiss::Refuse {
             return Err(ModelError::new(ErrorCode::ModelLoadError, message)
-                .with("mean_cosine", figures.mean_cosine.to_string())
-                .with("min_cosine", figures.min_cosine.to_string())
-                .with(
-                    "neighbour_agreement",
-                    figures.neighbour_agreement.to_string(),
-                ));
+                .with("mean_cosine", figures.mean_cosine)
+                .with("min_cosine", figures.min_cosine)
+                .with("neighbour_agreement", figures.neighbour_agreement));
         }
         tracing::warn!(model = id, "{message}");
     }
     let encoder = embedder.packed_mut().ok_or_else(|| not_packed(id))?;
-    encoder
-        .quantize(SMOOTHING, options.kernel, keep)
-        .and_then(|_| encoder.drop_f32())
-        .map(|saved| embedder.forget_bytes(saved))
-        .map_err(|e| {
-            ModelError::new(
-                ErrorCode::ModelLoadError,
-                format!("model `{id}`: int8: {e}"),
-            )
-        })?;
+    if !in_place {
+        encoder
+            .quantize(SMOOTHING, options.kernel, keep)
+            .map_err(|e| load_error(id, e))?;
+    }
+    let saved = encoder.drop_f32().map_err(|e| load_error(id, e))?;
+    embedder.forget_bytes(saved);
     Ok(Quantization {
         scheme: "int8".into(),
         kernel: options.kernel.name().into(),
         f32_layers: keep.iter().map(|s| s.to_string()).collect(),
         fidelity: Some(figures),
     })
+}
+
+/// The f32 vectors of `texts`, recording each dense layer's input maxima on the way.
+fn calibrate(embedder: &CandleEmbedder, texts: &[&str], id: &str) -> Result<Vec<Vec<f32>>> {
+    let encoder = embedder.packed().ok_or_else(|| not_packed(id))?;
+    encoder.observe(true);
+    let vectors = embedder.pipeline().embed(embedder, texts);
+    encoder.observe(false);
+    vectors.map_err(|e| {
+        load_error(
+            id,
+            format!("embedding the calibration texts: {}", e.message),
+        )
+    })
+}
+
+/// Tries [`PLANS`] in order until one passes the gate: the plan to keep (a passing one,
+/// else the closest), its figures, and whether the encoder is in that state now.
+fn choose_plan(
+    embedder: &mut CandleEmbedder,
+    options: &QuantizeOptions,
+    texts: &[&str],
+    reference: &fidelity::Reference,
+    id: &str,
+) -> Result<(Fidelity, &'static [&'static str], bool)> {
+    let mut best: Option<(Fidelity, &'static [&'static str])> = None;
+    let mut last = PLANS[0];
+    for keep in PLANS {
+        last = keep;
+        let encoder = embedder.packed_mut().ok_or_else(|| not_packed(id))?;
+        encoder
+            .quantize(SMOOTHING, options.kernel, keep)
+            .map_err(|e| load_error(id, e))?;
+        let vectors = embedder.pipeline().embed(embedder, texts).map_err(|e| {
+            load_error(
+                id,
+                format!("embedding the calibration texts: {}", e.message),
+            )
+        })?;
+        let figures = fidelity::measure(reference, &vectors);
+        tracing::info!(model = id, f32_layers = ?keep, "int8 fidelity: {}", fidelity::describe(&figures));
+        let better = best
+            .as_ref()
+            .is_none_or(|(b, _)| (figures.passed, figures.mean_cosine) > (b.passed, b.mean_cosine));
+        if better {
+            best = Some((figures, keep));
+        }
+        if best.as_ref().is_some_and(|(b, _)| b.passed) {
+            break;
+        }
+    }
+    let (figures, keep) = best.expect("at least one plan");
+    Ok((figures, keep, std::ptr::eq(keep, last)))
+}
+
+fn load_error(id: &str, e: impl std::fmt::Display) -> ModelError {
+    ModelError::new(
+        ErrorCode::ModelLoadError,
+        format!("model `{id}`: int8: {e}"),
+    )
 }
 
 fn not_packed(id: &str) -> ModelError {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 /// The gate the load-time check applies: mean cosine, lowest cosine, agreement.
-const GATE: [f64; 3] = [0.999, 0.995, 0.95];
+const GATE: (f64, f64, f64) = model_manager::candle::quantize::GATE;
 
 /// `settings` with model `id` set to load in int8 whatever the check finds (so the
 /// figures come back), on `texts` when given.
@@ -51,9 +51,9 @@ pub async fn quantize_check(
             format!("model `{id}` reported no fidelity figures"),
         ));
     };
-    if json_out {
+    if json_out && figures.passed {
         print_json(&json!({"success": true, "model": id, "quantization": quantization}))?;
-    } else {
+    } else if !json_out {
         let layers = match quantization.f32_layers.is_empty() {
             true => "none".to_string(),
             false => quantization.f32_layers.join(", "),
@@ -66,21 +66,23 @@ pub async fn quantize_check(
     }
     match figures.passed {
         true => Ok(()),
+        // With --json the error is the one line printed, the figures in its details.
         false => Err(ModelError::new(
             ErrorCode::ModelLoadError,
             format!("model `{id}`: int8 misses the fidelity gate; it loads only with models.{id}.fidelity = \"warn\""),
-        )),
+        )
+        .with("quantization", serde_json::to_value(&quantization).unwrap_or_default())),
     }
 }
 
 fn report(f: &Fidelity) -> Result<(), ModelError> {
     let rows = [
-        ("mean cosine", f.mean_cosine, GATE[0]),
-        ("lowest cosine", f.min_cosine, GATE[1]),
+        ("mean cosine", f.mean_cosine, GATE.0),
+        ("lowest cosine", f.min_cosine, GATE.1),
         (
             "10-nearest-neighbour agreement",
             f.neighbour_agreement,
-            GATE[2],
+            GATE.2,
         ),
     ];
     outln!("  {:<32} {}", "calibration texts", f.texts)?;

@@ -15,6 +15,10 @@ pub use remote_cache::RemoteCacheSettings;
 pub use server::ServerSettings;
 pub use value::resolve_path;
 
+/// Backend options that name a file of the user's (not one in the model's folder): resolved
+/// against the settings file's folder, as `local_path` is.
+const OPTIONS_NAMING_FILES: &[&str] = &["calibration_file"];
+
 use crate::device::{DevicePolicy, DevicePreference};
 use crate::error::{ModelError, Result};
 use crate::spec::ModelSpec;
@@ -330,7 +334,15 @@ fn model_spec(r: &Reader<'_>, id: &str) -> Result<ModelSpec> {
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?, v)))
         .filter(|(k, _)| schema::model_key(k).is_none())
-        .map(|(k, v)| (k.to_owned(), serde_json::to_value(v).unwrap_or_default()))
+        .map(
+            |(k, v)| match (OPTIONS_NAMING_FILES.contains(&k), v.as_str()) {
+                (true, Some(path)) => {
+                    let path = resolve_path(r.base_dir, path).display().to_string();
+                    (k.to_owned(), serde_json::Value::from(path))
+                }
+                _ => (k.to_owned(), serde_json::to_value(v).unwrap_or_default()),
+            },
+        )
         .collect();
     Ok(ModelSpec {
         id: id.to_owned(),

@@ -53,7 +53,10 @@ impl Int8Matrix {
         smooth: Option<&[f32]>,
         kernel: Int8Kernel,
     ) -> Option<Self> {
+        // i32 sums of 255 x 127 products stay exact below this many inputs.
+        const MOST_INPUTS: usize = (i32::MAX / (255 * 127)) as usize;
         if !kernel.available()
+            || inputs > MOST_INPUTS
             || weight.len() != inputs * outputs
             || smooth.is_some_and(|s| s.len() != inputs)
         {
@@ -133,6 +136,10 @@ impl Int8Matrix {
     /// `act(x W + bias)` for the rows of `x` (`inputs` values each): `[rows, outputs]`.
     pub fn forward(&self, x: &[f32], bias: &[f32], act: Activation) -> Vec<f32> {
         assert_eq!(bias.len(), self.outputs, "one bias per output");
+        assert!(
+            x.len().is_multiple_of(self.inputs.max(1)),
+            "whole rows of inputs"
+        );
         let rows = x.len() / self.inputs.max(1);
         let quantized = quantize_rows(x, self.inputs, self.padded, self.smooth_inverse.as_deref());
         let words: Vec<i16> = match self.kernel.reads_words() {

@@ -76,10 +76,10 @@ fn quantize_row_body(row: &[f32], smooth_inverse: Option<&[f32]>, out: &mut [u8]
     // A NaN row keeps a NaN scale, so its outputs are NaN as in f32; an all-zero row
     // quantizes to zeros with scale 0.
     let scale = if nan { f32::NAN } else { (high - low) / 255.0 };
-    let inverse = if scale > 0.0 && scale.is_finite() {
-        1.0 / scale
-    } else {
-        0.0
+    // A scale so small that its inverse overflows (values below ~1e-36) quantizes to zeros.
+    let inverse = match 1.0 / scale {
+        inverse if scale > 0.0 && inverse.is_finite() => inverse,
+        _ => 0.0,
     };
     let zero = (-low * inverse).round_ties_even().clamp(0.0, 255.0);
     // `v * inverse + zero` lies in [0, 255] up to rounding; the clamp keeps it there.
