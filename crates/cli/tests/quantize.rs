@@ -169,7 +169,7 @@ fn a_server_shows_the_figures_and_serves_int8_vectors() {
     let (status, body) = server.get("/v1/status");
     assert_eq!(status, 200);
     let cpu = &body["cpu"];
-    for feature in ["avx2", "avx512", "vnni", "amx"] {
+    for feature in ["avx2", "avx512", "vnni", "avx_vnni", "amx"] {
         assert!(cpu[feature].is_boolean(), "{body}");
     }
     let q = &body["models"]["int8"]["architecture"]["quantization"];

@@ -11,6 +11,8 @@ pub struct CpuFeatures {
     pub avx512: bool,
     /// AVX-512 VNNI (int8 dot products).
     pub vnni: bool,
+    /// AVX-VNNI: the same dot products on 256-bit registers, without AVX-512.
+    pub avx_vnni: bool,
     /// AMX int8 tiles (Sapphire Rapids and later).
     pub amx: bool,
 }
@@ -30,6 +32,7 @@ impl CpuFeatures {
                 avx2: has!("avx2"),
                 avx512: has!("avx512f") && has!("avx512bw"),
                 vnni: has!("avx512vnni"),
+                avx_vnni: has!("avxvnni"),
                 // std's AMX detection is unstable; Linux lists the flag.
                 amx: std::fs::read_to_string("/proc/cpuinfo")
                     .is_ok_and(|info| info.split_whitespace().any(|f| f == "amx_int8")),
@@ -39,12 +42,13 @@ impl CpuFeatures {
         CpuFeatures::default()
     }
 
-    /// The features present, by name (`avx2 avx512 vnni amx`).
+    /// The features present, by name (`avx2 avx512 vnni avx-vnni amx`).
     pub fn names(&self) -> Vec<&'static str> {
         [
             (self.avx2, "avx2"),
             (self.avx512, "avx512"),
             (self.vnni, "vnni"),
+            (self.avx_vnni, "avx-vnni"),
             (self.amx, "amx"),
         ]
         .into_iter()

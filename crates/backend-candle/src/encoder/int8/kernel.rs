@@ -9,6 +9,8 @@ pub enum Int8Kernel {
     /// `vpdpbusd` on 512-bit registers (AVX-512 VNNI): unsigned activations times signed
     /// weights, four products a lane per instruction.
     Avx512Vnni,
+    /// `vpdpbusd` on 256-bit registers (AVX-VNNI, without AVX-512).
+    AvxVnni,
     /// `vpmaddwd` on 256-bit registers (AVX2): both sides widened to 16 bits.
     Avx2,
     /// Plain loops: any CPU, and the reference the others are tested against.
@@ -17,7 +19,12 @@ pub enum Int8Kernel {
 
 impl Int8Kernel {
     /// Every kernel, fastest first.
-    pub const ALL: [Int8Kernel; 3] = [Int8Kernel::Avx512Vnni, Int8Kernel::Avx2, Int8Kernel::Scalar];
+    pub const ALL: [Int8Kernel; 4] = [
+        Int8Kernel::Avx512Vnni,
+        Int8Kernel::AvxVnni,
+        Int8Kernel::Avx2,
+        Int8Kernel::Scalar,
+    ];
 
     /// The fastest kernel this CPU runs.
     pub fn detect() -> Self {
@@ -32,6 +39,7 @@ impl Int8Kernel {
         let cpu = CpuFeatures::detect();
         match self {
             Int8Kernel::Avx512Vnni => cpu.avx512 && cpu.vnni,
+            Int8Kernel::AvxVnni => cpu.avx2 && cpu.avx_vnni,
             Int8Kernel::Avx2 => cpu.avx2,
             Int8Kernel::Scalar => true,
         }
@@ -46,6 +54,7 @@ impl Int8Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Int8Kernel::Avx512Vnni => "avx512-vnni",
+            Int8Kernel::AvxVnni => "avx-vnni",
             Int8Kernel::Avx2 => "avx2",
             Int8Kernel::Scalar => "scalar",
         }
@@ -87,6 +96,10 @@ impl Int8Kernel {
             // its kernel (`Int8Matrix::quantize`).
             (Int8Kernel::Avx512Vnni, Operands::Bytes { a, panel }) => unsafe {
                 super::avx512::panel(a.as_ptr(), panel.as_ptr(), step, tile)
+            },
+            // SAFETY: as above.
+            (Int8Kernel::AvxVnni, Operands::Bytes { a, panel }) => unsafe {
+                super::avxvnni::panel(a.as_ptr(), panel.as_ptr(), step, tile)
             },
             // SAFETY: as above.
             (Int8Kernel::Avx2, Operands::Words { a, panel }) => unsafe {

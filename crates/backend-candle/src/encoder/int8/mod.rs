@@ -11,11 +11,12 @@
 //! the same for every family, whatever sits before the layer, and costs one multiply per
 //! value of a pass that reads every value anyway.
 //!
-//! The kernel is chosen at run time ([`Int8Kernel::detect`]): AVX-512 VNNI, AVX2, or the
-//! portable scalar one. They add the same integers, so their outputs are equal bit for bit.
+//! The kernel is chosen at run time ([`Int8Kernel::detect`]): AVX-512 VNNI, AVX-VNNI, AVX2,
+//! or the portable scalar one. They add the same integers, so their outputs are equal bit for bit.
 
 mod avx2;
 mod avx512;
+mod avxvnni;
 mod kernel;
 mod matrix;
 mod rows;
