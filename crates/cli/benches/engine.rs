@@ -5,7 +5,8 @@
 //!    benches/bulk_python.py, a plain onnxruntime + tokenizers pipeline that sorts by length
 //!    once, on the same fp32 ONNX export of all-MiniLM-L6-v2; wall time and peak RSS of
 //!    both, for mm on ONNX fp32, candle fp32, candle int8 (the kernel this CPU picks) and
-//!    candle int8 on the AVX2 kernel (`int8_kernel = "avx2"`), each with its fidelity to
+//!    candle int8 on the AVX2 kernel (`int8_kernel = "avx2"`; and on AVX-VNNI where the CPU
+//!    has it), each with its fidelity to
 //!    Python's vectors: mean and lowest cosine, 10-nearest-neighbour agreement over the
 //!    corpus (the gate int8 loads under: 0.999, 0.995, 0.95).
 //! 2. Server: 32 and 128 concurrent clients sending one text per request to `mm serve`
@@ -348,7 +349,8 @@ fn main() {
         corpus.display()
     );
     let int8 = "models.embedding.quantize = \"int8\"\n";
-    let variants = [
+    let forced = |kernel: &str| format!("{int8}models.embedding.int8_kernel = \"{kernel}\"\n");
+    let mut variants = vec![
         Variant {
             label: "onnx fp32",
             config: config.clone(),
@@ -363,14 +365,17 @@ fn main() {
         },
         Variant {
             label: "candle int8 avx2",
-            config: candle_settings(
-                &repo,
-                &dir,
-                "int8-avx2.toml",
-                &format!("{int8}models.embedding.int8_kernel = \"avx2\"\n"),
-            ),
+            config: candle_settings(&repo, &dir, "int8-avx2.toml", &forced("avx2")),
         },
     ];
+    // The 256-bit VNNI kernel, where the CPU has it (it is the one an AVX2-class CPU with
+    // AVX-VNNI and no AVX-512 would pick).
+    if model_manager::CpuFeatures::detect().avx_vnni {
+        variants.push(Variant {
+            label: "candle int8 avx-vnni",
+            config: candle_settings(&repo, &dir, "int8-avx-vnni.toml", &forced("avx-vnni")),
+        });
+    }
     bulk(runs, &variants, &mm, &mut py, &dir);
     // Distinct texts: one request computes a repeated text once, 32 clients (cache off)
     // would compute it each time, and the comparison would be of different work.
