@@ -5,7 +5,7 @@
 use super::int8::{Int8Kernel, Int8Matrix};
 use super::kernels::math::Activation;
 use super::kernels::ops::{Dense, Int8Dense};
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -114,11 +114,7 @@ impl Linear {
             return Ok(());
         }
         let most = &mut observed.most;
-        let seen = x
-            .abs()?
-            .max(0)?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec1::<f32>()?;
+        let seen = x.abs()?.max(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         if most.is_empty() {
             *most = seen;
         } else {
@@ -131,6 +127,9 @@ impl Linear {
     /// migration strength: each input's scale is `max|x|^alpha / max|W|^(1 - alpha)`) when
     /// inputs were observed. The f32 weights are kept until [`Self::drop_f32`].
     pub fn quantize(&mut self, alpha: f32, kernel: Int8Kernel) -> Result<()> {
+        if self.weight.elem_count() == 0 && self.int8.is_some() {
+            bail!("the layer's f32 weights were dropped after quantization; load the model again");
+        }
         let (inputs, outputs) = self.weight.dims2()?;
         let weight = self.weight.flatten_all()?.to_vec1::<f32>()?;
         let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,9 +145,12 @@ impl Linear {
         }
     }
 
-    /// Back to the f32 weights (before [`Self::drop_f32`]).
+    /// Back to the f32 weights; after [`Self::drop_f32`] there are none, and the layer
+    /// stays in int8.
     pub fn dequantize(&mut self) {
-        self.int8 = None;
+        if self.weight.elem_count() > 0 {
+            self.int8 = None;
+        }
     }
 
     /// Frees the f32 weights of a quantized layer; returns the bytes freed less those the
@@ -202,5 +204,35 @@ pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
         Activation::Silu => x.silu(),
         Activation::Tanh => x.tanh(),
         Activation::Identity => Ok(x.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn a_layer_without_its_f32_weights_stays_int8() {
+        let values = (0..128 * 64).map(|v| (v % 17) as f32 / 7.0).collect();
+        let weight = Tensor::from_vec(values, (128, 64), &Device::Cpu).unwrap();
+        let mut linear = Linear::from_parts(&[weight], None).unwrap();
+        linear.quantize(0.5, Int8Kernel::Scalar).unwrap();
+        assert!(linear.drop_f32().unwrap() > 0);
+        linear.dequantize();
+        assert_eq!(
+            linear.int8_kernel(),
+            Some(Int8Kernel::Scalar),
+            "nothing to go back to"
+        );
+        assert!(linear.quantize(0.5, Int8Kernel::Scalar).is_err());
+        let x = Tensor::ones((2, 64), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(
+            linear
+                .forward(&x, Activation::Identity, true)
+                .unwrap()
+                .dims(),
+            [2, 128]
+        );
     }
 }
