@@ -99,30 +99,12 @@ impl CandleEmbedder {
     /// Loads `spec`'s folder onto `choice`'s device for `purpose`: sentence embeddings, or
     /// the checkpoint's classification or masked-LM head.
     pub fn load_for(spec: &ModelSpec, choice: &DeviceChoice, purpose: Purpose) -> Result<Self> {
-        let quantize = QuantizeOptions::from_spec(spec)?;
-        if quantize.is_some() && purpose != Purpose::Embedding {
-            let key = format!("models.{}.quantize", spec.id);
-            return Err(ModelError::config(
-                &key,
-                format!(
-                    "`{key}` is for type `embedding`: its fidelity check compares sentence vectors"
-                ),
-            ));
-        }
+        let (quantize, dtype, packed) = load_options(spec, purpose)?;
         let folder = locate_or_download(spec, REQUIRED, OPTIONAL)?;
-        let dtype = dtype_option(spec)?;
         let device = candle_device(choice)?;
         let (config, family) = read_config(&folder.file("config.json"))?;
         let files = weight_files(&folder, ErrorCode::ModelLoadError)?;
         let vb = var_builder(&files, dtype, &device, ErrorCode::ModelLoadError)?;
-        let packed = spec.option_bool("packed")?.unwrap_or(true);
-        if !packed && purpose != Purpose::Embedding {
-            let key = format!("models.{}.packed", spec.id);
-            return Err(ModelError::config(
-                &key,
-                format!("`{key}` = false is for embeddings only"),
-            ));
-        }
         let (output, head) = headed(purpose, family, &config, &folder.path, vb.clone())
             .map_err(|e| e.for_model(&spec.id))?;
         let encoder = build_encoder(spec, &folder, &config, family, vb, packed)
@@ -427,4 +409,38 @@ fn repad(output: EncoderOutput, batch: &PaddedBatch) -> Result<EncoderOutput> {
         data: padded,
         hidden,
     })
+}
+
+/// The options of a load for `purpose` (quantization, dtype, packing), or the
+/// `CONFIG_ERROR` of the first value it refuses; [`check_options`] for `mm check`.
+fn load_options(
+    spec: &ModelSpec,
+    purpose: Purpose,
+) -> Result<(Option<QuantizeOptions>, candle_core::DType, bool)> {
+    let quantize = QuantizeOptions::from_spec(spec)?;
+    if quantize.is_some() && purpose != Purpose::Embedding {
+        let key = format!("models.{}.quantize", spec.id);
+        return Err(ModelError::config(
+            &key,
+            format!(
+                "`{key}` is for type `embedding`: its fidelity check compares sentence vectors"
+            ),
+        ));
+    }
+    let dtype = dtype_option(spec)?;
+    let packed = spec.option_bool("packed")?.unwrap_or(true);
+    if !packed && purpose != Purpose::Embedding {
+        let key = format!("models.{}.packed", spec.id);
+        return Err(ModelError::config(
+            &key,
+            format!("`{key}` = false is for embeddings only"),
+        ));
+    }
+    Ok((quantize, dtype, packed))
+}
+
+/// Checks `spec`'s option values as a load for `purpose` would (the calibration file
+/// included), without loading.
+pub fn check_options(spec: &ModelSpec, purpose: Purpose) -> Result<()> {
+    load_options(spec, purpose).map(drop)
 }

@@ -17,6 +17,9 @@ pub struct SafetensorsLoader {
     /// Files read besides [`REQUIRED`], where they exist.
     optional: &'static [&'static str],
     option_keys: fn() -> &'static [&'static str],
+    /// What an encoder type is for (its option values are checked as its load reads
+    /// them); `None` for text2text.
+    purpose: Option<Purpose>,
     /// What the probe checks beyond the files being there.
     accepts: fn(&ModelSpec) -> Probe,
     describe: fn(&ModelSpec) -> Option<Architecture>,
@@ -32,6 +35,7 @@ impl SafetensorsLoader {
             model_type: "embedding",
             optional: embedding::OPTIONAL,
             option_keys: embedding::option_keys,
+            purpose: Some(Purpose::Embedding),
             accepts: known_family,
             describe: embedding::describe,
             prompts: embedding::prompts,
@@ -42,7 +46,7 @@ impl SafetensorsLoader {
     /// Type `rerank`: one-label cross-encoders (`XxxForSequenceClassification` on a BERT,
     /// XLM-RoBERTa, DistilBERT or ModernBERT body).
     pub fn rerank() -> Self {
-        Self::headed("rerank", |spec, device| {
+        Self::headed("rerank", Purpose::Rerank, |spec, device| {
             Ok(Arc::new(TextEmbedding(CandleEmbedder::load_for(
                 spec,
                 device,
@@ -53,7 +57,7 @@ impl SafetensorsLoader {
 
     /// Type `classifier`: sequence classifiers with labels, on the same bodies.
     pub fn classifier() -> Self {
-        Self::headed("classifier", |spec, device| {
+        Self::headed("classifier", Purpose::Classifier, |spec, device| {
             Ok(Arc::new(TextEmbedding(CandleEmbedder::load_for(
                 spec,
                 device,
@@ -64,7 +68,7 @@ impl SafetensorsLoader {
 
     /// Type `sparse`: SPLADE over a masked-LM head (`BertForMaskedLM`, DistilBERT's).
     pub fn sparse() -> Self {
-        Self::headed("sparse", |spec, device| {
+        Self::headed("sparse", Purpose::Sparse, |spec, device| {
             Ok(Arc::new(TextEmbedding(CandleEmbedder::load_for(
                 spec,
                 device,
@@ -75,10 +79,12 @@ impl SafetensorsLoader {
 
     fn headed(
         model_type: &'static str,
+        purpose: Purpose,
         load: fn(&ModelSpec, &DeviceChoice) -> Result<Arc<dyn Model>>,
     ) -> Self {
         Self {
             model_type,
+            purpose: Some(purpose),
             optional: embedding::OPTIONAL,
             option_keys: embedding::option_keys,
             accepts: known_family,
@@ -92,6 +98,7 @@ impl SafetensorsLoader {
     pub fn text2text() -> Self {
         Self {
             model_type: "text2text",
+            purpose: None,
             optional: t5::OPTIONAL,
             option_keys: t5::option_keys,
             accepts: |_| Probe::Accept,
@@ -120,6 +127,12 @@ impl ModelLoader for SafetensorsLoader {
     }
     fn option_keys(&self) -> &[&str] {
         (self.option_keys)()
+    }
+    fn check_options(&self, spec: &ModelSpec) -> Result<()> {
+        match self.purpose {
+            Some(purpose) => embedding::check_options(spec, purpose),
+            None => Ok(()),
+        }
     }
     fn files(&self, _spec: &ModelSpec) -> Option<ModelFiles> {
         Some(ModelFiles::of(REQUIRED, self.optional))

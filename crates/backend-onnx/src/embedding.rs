@@ -112,6 +112,10 @@ impl ModelLoader for OnnxEmbeddingLoader {
     fn option_keys(&self) -> &[&str] {
         option_keys()
     }
+    fn check_options(&self, spec: &ModelSpec) -> Result<()> {
+        refuse_quantize(spec)?;
+        crate::session::check_session_options(spec)
+    }
     fn files(&self, spec: &ModelSpec) -> Option<ModelFiles> {
         let tokenizer = match spec.option_str("tokenizer_path").ok()? {
             Some(path) if std::path::Path::new(path).is_absolute() => None,

@@ -51,6 +51,13 @@ fn optimization_level(spec: &ModelSpec) -> Result<GraphOptimizationLevel> {
     })
 }
 
+/// Checks the session options' values of `spec` as [`build_session`] reads them.
+pub fn check_session_options(spec: &ModelSpec) -> Result<()> {
+    intra_threads(spec)?;
+    intra_op_spinning(spec)?;
+    optimization_level(spec).map(drop)
+}
+
 /// A session for `file`, on the runtime found for `spec`, with its threads, optimization
 /// level and execution provider. A CUDA device whose provider cannot register is an error:
 /// never a silent CPU run.

@@ -39,6 +39,9 @@ impl ModelLoader for OnnxTensorLoader {
     fn option_keys(&self) -> &[&str] {
         SESSION_OPTION_KEYS
     }
+    fn check_options(&self, spec: &ModelSpec) -> Result<()> {
+        crate::session::check_session_options(spec)
+    }
     fn files(&self, spec: &ModelSpec) -> Option<ModelFiles> {
         Some(ModelFiles {
             required: vec![graph_entry(spec).ok()?],

@@ -1,7 +1,7 @@
 //! int8 through `mm` and `mm serve`: `mm quantize-check` prints the load-time fidelity
 //! figures beside the gate and fails on bad input, a server's `/v1/status` shows a quantized
 //! model's figures and kernel once loaded and the CPU's features, and int8 vectors over HTTP
-//! stay next to f32 ones.
+//! stay next to f32 ones. `mm check` refuses bad quantization values without loading.
 
 mod common;
 
@@ -176,4 +176,65 @@ fn a_server_shows_the_figures_and_serves_int8_vectors() {
     assert_eq!(q["fidelity"]["passed"], true, "{body}");
     assert!(q["kernel"].is_string());
     assert!(body["models"]["embedding"]["architecture"]["quantization"].is_null());
+}
+
+#[test]
+fn mm_check_refuses_bad_quantization_values_without_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(dir.path());
+    let out = mm(&config, &["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minilm = repo().join("models/all-MiniLM-L6-v2");
+    let model = |id: &str, backend: &str, extra: &str| {
+        format!(
+            "models.{id}.type = \"embedding\"\nmodels.{id}.backend = \"{backend}\"\n\
+             models.{id}.local_path = \"{}\"\n{extra}",
+            minilm.display()
+        )
+    };
+    let toml = [
+        model("scheme", "candle", "models.scheme.quantize = \"int4\"\n"),
+        model(
+            "policy",
+            "candle",
+            "models.policy.quantize = \"int8\"\nmodels.policy.fidelity = \"maybe\"\n",
+        ),
+        model(
+            "kernel",
+            "candle",
+            "models.kernel.quantize = \"int8\"\nmodels.kernel.int8_kernel = \"avx1024\"\n",
+        ),
+        model(
+            "texts",
+            "candle",
+            "models.texts.quantize = \"int8\"\nmodels.texts.calibration_file = \"absent.txt\"\n",
+        ),
+        model("onnx", "onnx", "models.onnx.quantize = \"int8\"\n"),
+        model("fine", "candle", "models.fine.quantize = \"int8\"\n"),
+    ]
+    .concat();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, format!("embedding_cache.enabled = false\n{toml}")).unwrap();
+    let started = std::time::Instant::now();
+    let out = mm(&bad, &["--json", "check"]);
+    assert_eq!(out.status.code(), Some(3), "CONFIG_ERROR");
+    let report = json_of(&out.stdout);
+    assert_eq!(report["code"], "CONFIG_ERROR");
+    let problems = report["details"]["problems"].to_string();
+    for key in [
+        "models.scheme.quantize",
+        "models.policy.fidelity",
+        "models.kernel.int8_kernel",
+        "models.texts.calibration_file",
+        "models.onnx.quantize",
+    ] {
+        assert!(problems.contains(key), "{key} not reported: {problems}");
+    }
+    assert!(!problems.contains("models.fine"), "{problems}");
+    // The check reads settings and files; quantizing (a calibration pass) would take seconds.
+    assert!(started.elapsed().as_secs() < 20, "mm check loaded a model?");
 }

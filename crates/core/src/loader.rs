@@ -83,6 +83,12 @@ pub trait ModelLoader: Send + Sync + 'static {
     fn option_keys(&self) -> &[&str] {
         &[]
     }
+    /// Checks the values of `spec`'s options as [`ModelLoader::load`] would read them,
+    /// without loading (`mm check` reports the error instead of the first use). Cheap; the
+    /// default accepts every value.
+    fn check_options(&self, _spec: &ModelSpec) -> Result<()> {
+        Ok(())
+    }
     /// The files this loader reads for `spec`, so that `mm pull` (and
     /// [`crate::ModelManager::fetch_files`]) can bring them without loading the model.
     /// `None` (the default): the loader does not say, and fetching means loading.

@@ -153,9 +153,16 @@ impl Registry {
     }
 
     /// Every option of `spec` its type's loaders do not read (each with the nearest key),
-    /// not only the first: what `mm check` reports.
+    /// not only the first, then a value the loader that would load it refuses: what `mm
+    /// check` reports.
     pub fn option_problems(&self, spec: &ModelSpec) -> Vec<ModelError> {
-        option_problems(spec, &self.for_type(&spec.model_type))
+        let mut problems = option_problems(spec, &self.for_type(&spec.model_type));
+        if problems.is_empty() {
+            if let Ok(loader) = self.loader_of(spec) {
+                problems.extend(loader.check_options(spec).err());
+            }
+        }
+        problems
     }
 }
 

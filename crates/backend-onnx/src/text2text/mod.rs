@@ -71,6 +71,9 @@ impl ModelLoader for OnnxText2TextLoader {
     fn option_keys(&self) -> &[&str] {
         option_keys()
     }
+    fn check_options(&self, spec: &ModelSpec) -> Result<()> {
+        crate::session::check_session_options(spec)
+    }
     fn load(&self, spec: &ModelSpec, device: &DeviceChoice) -> Result<Arc<dyn Model>> {
         Ok(Arc::new(OnnxGenerator::load(spec, device)?))
     }
