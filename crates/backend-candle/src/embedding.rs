@@ -279,13 +279,39 @@ fn token_output(
     })
 }
 
+/// Runs a forward pass on a thread of rayon's pool. The encoder's kernels fork work dozens
+/// of times a layer; forked from a thread outside the pool (the engine's worker), each fork
+/// parks that thread on a latch and wakes a pool thread, two context switches a fork, and
+/// the caller's core sits idle meanwhile. Forked from a pool thread they run in place. One
+/// hop a pass instead.
+fn in_pool<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| pass())
+}
+
 impl TokenEncoder for CandleEmbedder {
     fn forward(&self, batch: &PaddedBatch) -> Result<EncoderOutput> {
+        in_pool(|| self.forward_padded(batch))
+    }
+
+    fn forward_packed(&self, batch: &PackedBatch) -> Result<EncoderOutput> {
+        in_pool(|| self.forward_packed_in_pool(batch))
+    }
+
+    fn batch_cost(&self) -> BatchCost {
+        match self.encoder {
+            Encoder::Packed(_) => BatchCost::Packed,
+            Encoder::Padded(_) => BatchCost::Padded,
+        }
+    }
+}
+
+impl CandleEmbedder {
+    fn forward_padded(&self, batch: &PaddedBatch) -> Result<EncoderOutput> {
         let model = match &self.encoder {
             Encoder::Padded(model) => model,
             // The packed encoder pads nothing: strip the padding, run packed, pad the output.
             Encoder::Packed(_) => {
-                let out = self.forward_packed(&unpad(batch)?)?;
+                let out = self.forward_packed_in_pool(&unpad(batch)?)?;
                 return repad(out, batch);
             }
         };
@@ -297,7 +323,7 @@ impl TokenEncoder for CandleEmbedder {
         token_output(model.forward(&ids, &type_ids, Some(&mask)), self.hidden)
     }
 
-    fn forward_packed(&self, batch: &PackedBatch) -> Result<EncoderOutput> {
+    fn forward_packed_in_pool(&self, batch: &PackedBatch) -> Result<EncoderOutput> {
         match (&self.encoder, &self.head) {
             (Encoder::Packed(model), Some(head)) => {
                 let rows = model
@@ -316,13 +342,6 @@ impl TokenEncoder for CandleEmbedder {
                 ErrorCode::GenerateEmbeddingsError,
                 "this model runs padded batches (packed = false)",
             )),
-        }
-    }
-
-    fn batch_cost(&self) -> BatchCost {
-        match self.encoder {
-            Encoder::Packed(_) => BatchCost::Packed,
-            Encoder::Padded(_) => BatchCost::Padded,
         }
     }
 }

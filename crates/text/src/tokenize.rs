@@ -7,6 +7,9 @@ use std::path::Path;
 use tokenizers::normalizers::{Lowercase, Sequence};
 use tokenizers::{Encoding, NormalizerWrapper, Tokenizer, TruncationParams};
 
+/// Inputs from which a batch is tokenized across rayon's pool (see `encode_inputs`).
+const PARALLEL_FROM_INPUTS: usize = 16;
+
 /// Bytes of text tokenized at first per token of the limit. English averages under five
 /// bytes a token, so this prefix nearly always holds every token that is kept; when it does
 /// not, the prefix doubles until it does (see [`TextTokenizer::encode`]).
@@ -94,12 +97,7 @@ impl TextTokenizer {
     pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<TokenizedText>> {
         let inputs: Vec<tokenizers::EncodeInput> =
             pairs.iter().map(|&(a, b)| (a, b).into()).collect();
-        let encodings = self.inner.encode_batch(inputs, true).map_err(|e| {
-            ModelError::new(
-                ErrorCode::GenerateEmbeddingsError,
-                format!("tokenization failed: {e}"),
-            )
-        })?;
+        let encodings = self.encode_inputs(inputs)?;
         Ok(encodings
             .iter()
             .map(|e| TokenizedText::new(e.get_ids().to_vec(), e.get_type_ids().to_vec()))
@@ -154,7 +152,26 @@ impl TextTokenizer {
     }
 
     fn encode_all(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
-        self.inner.encode_batch(texts.to_vec(), true).map_err(|e| {
+        self.encode_inputs(texts.to_vec())
+    }
+
+    /// A few inputs are encoded on the calling thread: `encode_batch` hands every batch to
+    /// rayon's pool and waits, and while a forward pass runs that pool is busy with it, so a
+    /// server request's one text would wait for a pass's fork to finish and cost two context
+    /// switches. Many inputs are worth the pool.
+    fn encode_inputs<'s, E>(&self, inputs: Vec<E>) -> Result<Vec<Encoding>>
+    where
+        E: Into<tokenizers::EncodeInput<'s>> + Send,
+    {
+        let encoded = if inputs.len() < PARALLEL_FROM_INPUTS {
+            inputs
+                .into_iter()
+                .map(|input| self.inner.encode(input, true))
+                .collect()
+        } else {
+            self.inner.encode_batch(inputs, true)
+        };
+        encoded.map_err(|e| {
             ModelError::new(
                 ErrorCode::GenerateEmbeddingsError,
                 format!("tokenization failed: {e}"),
@@ -204,7 +221,39 @@ fn prefix(text: &str, limit: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix;
+    use super::{prefix, TextTokenizer, PARALLEL_FROM_INPUTS};
+    use std::path::Path;
+
+    /// A batch large enough for the pool and the same texts a few at a time on the calling
+    /// thread give the same tokens, for single texts and for pairs.
+    #[test]
+    fn few_and_many_inputs_tokenize_alike() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/all-MiniLM-L6-v2/tokenizer.json");
+        let tokenizer = TextTokenizer::from_file(&path, 64)
+            .expect("MiniLM's tokenizer (scripts/fetch-models.sh)");
+        let texts: Vec<String> = (0..3 * PARALLEL_FROM_INPUTS)
+            .map(|i| format!("Text {i}: {}", "naïve café, 東京 ".repeat(i)))
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let together = tokenizer.encode(&texts).unwrap();
+        let apart: Vec<_> = texts
+            .chunks(3)
+            .flat_map(|few| tokenizer.encode(few).unwrap())
+            .collect();
+        assert_eq!(together, apart);
+        assert!(
+            together.iter().any(|t| t.len() == 64),
+            "some texts reach the limit"
+        );
+        let pairs: Vec<(&str, &str)> = texts.iter().map(|t| ("a query", *t)).collect();
+        let together = tokenizer.encode_pairs(&pairs).unwrap();
+        let apart: Vec<_> = pairs
+            .chunks(2)
+            .flat_map(|few| tokenizer.encode_pairs(few).unwrap())
+            .collect();
+        assert_eq!(together, apart);
+    }
 
     #[test]
     fn prefix_cuts_on_a_char_boundary() {
