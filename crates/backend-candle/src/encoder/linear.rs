@@ -106,15 +106,17 @@ impl Linear {
     }
 
     fn observe_input(&self, x: &Tensor) -> Result<()> {
-        if !self.observing.load(Ordering::Acquire) {
+        if !self.observing.load(Ordering::Acquire) || x.dim(0)? == 0 {
             return Ok(());
         }
+        // Computed before the lock is taken: the forward pass runs on rayon's pool, and a
+        // pool thread waiting inside candle's ops may run another pass's work meanwhile.
+        let seen = x.abs()?.max(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
-        if !observed.recording || x.dim(0)? == 0 {
+        if !observed.recording {
             return Ok(());
         }
         let most = &mut observed.most;
-        let seen = x.abs()?.max(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         if most.is_empty() {
             *most = seen;
         } else {
