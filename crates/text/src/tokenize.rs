@@ -221,7 +221,7 @@ fn prefix(text: &str, limit: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{prefix, TextTokenizer, PARALLEL_FROM_INPUTS};
+    use super::{prefix, TextTokenizer, TokenizedText, PARALLEL_FROM_INPUTS};
     use std::path::Path;
 
     /// A batch large enough for the pool and the same texts a few at a time on the calling
@@ -236,23 +236,25 @@ mod tests {
             .map(|i| format!("Text {i}: {}", "naïve café, 東京 ".repeat(i)))
             .collect();
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let together = tokenizer.encode(&texts).unwrap();
-        let apart: Vec<_> = texts
-            .chunks(3)
-            .flat_map(|few| tokenizer.encode(few).unwrap())
-            .collect();
-        assert_eq!(together, apart);
+        let together = tokenized_alike(&texts, 3, |few| tokenizer.encode(few).unwrap());
         assert!(
             together.iter().any(|t| t.len() == 64),
             "some texts reach the limit"
         );
         let pairs: Vec<(&str, &str)> = texts.iter().map(|t| ("a query", *t)).collect();
-        let together = tokenizer.encode_pairs(&pairs).unwrap();
-        let apart: Vec<_> = pairs
-            .chunks(2)
-            .flat_map(|few| tokenizer.encode_pairs(few).unwrap())
-            .collect();
+        tokenized_alike(&pairs, 2, |few| tokenizer.encode_pairs(few).unwrap());
+    }
+
+    /// `items` encoded at once and `few` at a time give the same tokens; those tokens.
+    fn tokenized_alike<T>(
+        items: &[T],
+        few: usize,
+        encode: impl Fn(&[T]) -> Vec<TokenizedText>,
+    ) -> Vec<TokenizedText> {
+        let together = encode(items);
+        let apart: Vec<_> = items.chunks(few).flat_map(&encode).collect();
         assert_eq!(together, apart);
+        together
     }
 
     #[test]
