@@ -9,7 +9,10 @@
 //!    has it), each with its fidelity to
 //!    Python's vectors: mean and lowest cosine, 10-nearest-neighbour agreement over the
 //!    corpus (the gate int8 loads under: 0.999, 0.995, 0.95).
-//! 2. Server: 32 and 128 concurrent clients sending one text per request to `mm serve`
+//! 2. AVX2-only CPU (`avx2cpu`): the bulk comparison of candle int8 and fp32 again, with
+//!    `mm` and Python both on an emulated CPU without AVX-512, VNNI or AMX
+//!    (`engine/avx2_cpu.rs`, tools/cpu-mask): the figure of an AVX2-only machine.
+//! 3. Server: 32 and 128 concurrent clients sending one text per request to `mm serve`
 //!    (throughput, and p50 / p99 latency of a request), against the same texts as one
 //!    request, on the ONNX backend (two engine workers, one intra-op thread each:
 //!    `engine_workers = 2`), on candle fp32 and on candle int8.
@@ -23,9 +26,11 @@
 //! `../shared/bench/corpus_mixed_public.txt`), `MM_BENCH_FP32_ONNX` (default: exported once
 //! into target/bench-fp32/ with `MM_EXPORT_TOOL`, default
 //! `../shared/tools/export_bert_onnx.py`), `MM_BENCH_RUNS` (3), `MM_BENCH_SERVE_RUNS` (7: the
-//! server runs are short), `MM_BENCH_PARTS` (`bulk,serve`: which of the two to run), `MM_BENCH_SERVE`
+//! server runs are short), `MM_BENCH_PARTS` (`bulk,avx2cpu,serve`: which parts to run), `MM_BENCH_SERVE`
 //! (`onnx,candle,int8`: the servers measured).
 
+#[path = "engine/avx2_cpu.rs"]
+mod avx2_cpu;
 #[path = "../../../benches/python_venv.rs"]
 mod python_venv;
 #[path = "support/mod.rs"]
@@ -33,6 +38,7 @@ mod support;
 
 use support::Client;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -431,21 +437,33 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = settings(&repo, &graph, &dir);
     let tokenizer = repo.join("models/all-MiniLM-L6-v2/tokenizer.json");
-    let theirs_npy = dir.join("python.npy");
+    let mm_args = |config: &Path, out: &Path| -> Vec<OsString> {
+        vec![
+            "--config".into(),
+            config.as_os_str().to_owned(),
+            "embed".into(),
+            "--input".into(),
+            corpus.as_os_str().to_owned(),
+            "--output".into(),
+            out.as_os_str().to_owned(),
+        ]
+    };
     let mm = |config: &Path, out: &Path| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mm"));
-        c.arg("--config")
-            .arg(config)
-            .args(["embed", "--input"])
-            .arg(&corpus);
-        c.arg("--output").arg(out);
+        c.args(mm_args(config, out));
         c
     };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/bulk_python.py");
+    let python_args = |out: &Path| -> Vec<OsString> {
+        [&script, &graph, &tokenizer, &corpus, out]
+            .into_iter()
+            .map(|p| p.as_os_str().to_owned())
+            .collect()
+    };
+    let theirs_npy = dir.join("python.npy");
     let mut py = || {
         let mut c = Command::new(&python);
-        c.arg(&script)
-            .args([&graph, &tokenizer, &corpus, &theirs_npy]);
+        c.args(python_args(&theirs_npy));
         c
     };
     println!(
@@ -481,10 +499,20 @@ fn main() {
             config: candle_settings(&repo, &dir, "int8-avx-vnni.toml", &forced("avx-vnni")),
         });
     }
-    let parts = std::env::var("MM_BENCH_PARTS").unwrap_or_else(|_| "bulk,serve".into());
+    let parts = std::env::var("MM_BENCH_PARTS").unwrap_or_else(|_| "bulk,avx2cpu,serve".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     if part("bulk") {
         bulk(runs, &variants, &mm, &mut py, &dir);
+    }
+    if part("avx2cpu") {
+        avx2_cpu::bulk_on_avx2_cpu(
+            runs,
+            &repo,
+            &dir.join("avx2-cpu"),
+            &python,
+            &python_args,
+            &mm_args,
+        );
     }
     if !part("serve") {
         return;

@@ -182,11 +182,12 @@ async fn dispatch(cli: &Cli) -> Result<(), ModelError> {
 /// bulk int8 `mm embed` peaked at 253 MiB, with one arena at 211 MiB, in the same time (the
 /// large buffers are few; small ones come from the per-thread caches, which need no arena
 /// lock). Called before any thread starts; an operator's own `MALLOC_ARENA_MAX` or
-/// `GLIBC_TUNABLES` wins.
+/// `glibc.malloc.arena_max` tunable wins (other tunables, such as the CPU features the
+/// AVX2-only bench masks, leave it to us).
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none()
-        && std::env::var_os("GLIBC_TUNABLES").is_none()
+        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"))
     {
         // SAFETY: mallopt only sets a tunable; no thread exists yet to race with it.
         unsafe {

@@ -33,9 +33,7 @@ impl CpuFeatures {
                 avx512: has!("avx512f") && has!("avx512bw"),
                 vnni: has!("avx512vnni"),
                 avx_vnni: has!("avxvnni"),
-                // std's AMX detection is unstable; Linux lists the flag.
-                amx: std::fs::read_to_string("/proc/cpuinfo")
-                    .is_ok_and(|info| info.split_whitespace().any(|f| f == "amx_int8")),
+                amx: amx_int8(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -55,4 +53,17 @@ impl CpuFeatures {
         .filter_map(|(on, name)| on.then_some(name))
         .collect()
     }
+}
+
+/// AMX-INT8 as the CPU reports it (`cpuid`, which a masked CPU can deny) and Linux enabled
+/// it (the flag in /proc/cpuinfo); std's AMX detection is unstable.
+#[cfg(target_arch = "x86_64")]
+fn amx_int8() -> bool {
+    use std::arch::x86_64::{__cpuid_count, __get_cpuid_max};
+    #[allow(unused_unsafe)]
+    // SAFETY: cpuid exists on every x86-64 CPU; leaf 7 is read only where it exists.
+    let cpu_has = unsafe { __get_cpuid_max(0).0 >= 7 && __cpuid_count(7, 0).edx & (1 << 25) != 0 };
+    cpu_has
+        && std::fs::read_to_string("/proc/cpuinfo")
+            .is_ok_and(|info| info.split_whitespace().any(|f| f == "amx_int8"))
 }
