@@ -33,18 +33,16 @@
 mod avx2_cpu;
 #[path = "../../../benches/python_venv.rs"]
 mod python_venv;
+#[path = "engine/serve.rs"]
+mod serve;
 #[path = "support/mod.rs"]
 mod support;
-
-use support::Client;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// Concurrent single-text clients of the server measurement.
-const CLIENT_COUNTS: [usize; 2] = [32, 128];
 const SERVER_TEXTS: usize = 640;
 
 fn repo() -> PathBuf {
@@ -230,184 +228,6 @@ fn fidelity(a: &[f32], b: &[f32], dim: usize) -> (f64, f64, f64) {
     )
 }
 
-/// Wall seconds for `clients` keep-alive clients to send `texts` one per request between
-/// them, and every request's latency.
-fn concurrent(addr: &str, clients: usize, texts: &[String]) -> (f64, Vec<f64>) {
-    let started = Instant::now();
-    let latencies = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..clients)
-            .map(|client| {
-                s.spawn(move || {
-                    // Keep-alive, as HTTP clients and SDKs pool their connections.
-                    let mut connection = Client::connect(addr);
-                    let mut latencies = Vec::new();
-                    for text in texts.iter().skip(client).step_by(clients) {
-                        let body = serde_json::json!({ "input": text }).to_string();
-                        let sent = Instant::now();
-                        assert_eq!(connection.post(&body), 200);
-                        latencies.push(sent.elapsed().as_secs_f64());
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect::<Vec<_>>()
-    });
-    (started.elapsed().as_secs_f64(), latencies)
-}
-
-fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[((values.len() - 1) as f64 * p).round() as usize]
-}
-
-/// The engine's counters that explain a throughput: forward passes, texts and seconds in
-/// forward passes so far, from the server's /metrics.
-#[derive(Clone, Copy, Default)]
-struct EngineCounters {
-    batches: f64,
-    texts: f64,
-    tokens: f64,
-    padded_tokens: f64,
-    forward_seconds: f64,
-}
-
-impl EngineCounters {
-    fn read(addr: &str) -> Self {
-        let (status, body) = Client::connect(addr).request("GET", "/metrics", "");
-        assert_eq!(status, 200);
-        let text = String::from_utf8_lossy(&body);
-        let value = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-                .unwrap_or(0.0)
-        };
-        Self {
-            batches: value("mm_engine_batches_total{"),
-            texts: value("mm_engine_texts_total{"),
-            tokens: value("mm_engine_tokens_total{"),
-            padded_tokens: value("mm_engine_padded_tokens_total{"),
-            forward_seconds: value("mm_engine_forward_seconds_sum{"),
-        }
-    }
-
-    fn since(self, before: Self) -> Self {
-        Self {
-            batches: self.batches - before.batches,
-            texts: self.texts - before.texts,
-            tokens: self.tokens - before.tokens,
-            padded_tokens: self.padded_tokens - before.padded_tokens,
-            forward_seconds: self.forward_seconds - before.forward_seconds,
-        }
-    }
-}
-
-/// Seconds for the server to embed all of `texts` as one request.
-fn one_request(client: &mut Client, body: &str) -> f64 {
-    let started = Instant::now();
-    assert_eq!(client.post(body), 200);
-    started.elapsed().as_secs_f64()
-}
-
-/// The server measurement; each run times one request of all texts just before and after
-/// the concurrent loads, and a load's ratio is taken against that run's mean of the two
-/// (paired, so the machine's drift between runs cancels), its median printed.
-fn serve(runs: usize, backend: &str, config: &Path, texts: &[String]) {
-    let (mut child, addr) = support::start_server(config);
-    let one = serde_json::json!({ "input": texts }).to_string();
-    let mut baseline = Client::connect(&addr);
-    one_request(&mut baseline, &one);
-    let before = EngineCounters::read(&addr);
-    one_request(&mut baseline, &one);
-    let whole = EngineCounters::read(&addr).since(before);
-    let mut single = Vec::new();
-    let mut loads: Vec<Load> = CLIENT_COUNTS.iter().map(|&c| Load::new(c)).collect();
-    for _ in 0..runs {
-        let before = one_request(&mut baseline, &one);
-        let walls: Vec<f64> = loads
-            .iter_mut()
-            .map(|load| load.run(&addr, texts))
-            .collect();
-        let after = one_request(&mut baseline, &one);
-        let reference = (before + after) / 2.0;
-        single.push(reference);
-        for (load, wall) in loads.iter_mut().zip(walls) {
-            load.ratios.push(reference / wall);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let n = texts.len() as f64;
-    println!(
-        "server ({backend}), {} texts, median of {runs}:",
-        texts.len()
-    );
-    println!(
-        "  one request of all texts         {:>8.1} texts/s   {:.1} texts a pass, paid/real tokens {:.2}",
-        n / median(single),
-        whole.texts / whole.batches.max(1.0),
-        whole.padded_tokens / whole.tokens.max(1.0),
-    );
-    for load in loads {
-        load.print(n);
-    }
-}
-
-/// One concurrent load's measurements over the runs.
-struct Load {
-    clients: usize,
-    walls: Vec<f64>,
-    ratios: Vec<f64>,
-    latencies: Vec<f64>,
-    counters: EngineCounters,
-}
-
-impl Load {
-    fn new(clients: usize) -> Self {
-        Self {
-            clients,
-            walls: Vec::new(),
-            ratios: Vec::new(),
-            latencies: Vec::new(),
-            counters: EngineCounters::default(),
-        }
-    }
-
-    /// One run; its wall seconds.
-    fn run(&mut self, addr: &str, texts: &[String]) -> f64 {
-        let before = EngineCounters::read(addr);
-        let (wall, each) = concurrent(addr, self.clients, texts);
-        let during = EngineCounters::read(addr).since(before);
-        self.counters.batches += during.batches;
-        self.counters.texts += during.texts;
-        self.counters.tokens += during.tokens;
-        self.counters.padded_tokens += during.padded_tokens;
-        self.counters.forward_seconds += during.forward_seconds;
-        self.walls.push(wall);
-        self.latencies.extend(each);
-        wall
-    }
-
-    fn print(self, texts: f64) {
-        let busy = self.counters.forward_seconds / self.walls.iter().sum::<f64>();
-        println!(
-            "  {:>3} clients, one text each     {:>8.1} texts/s   ({:.2}x one request)   latency p50 {:.1} ms, p99 {:.1} ms   {:.1} texts a pass, paid/real tokens {:.2}, in passes {:.0}% of the time",
-            self.clients,
-            texts / median(self.walls),
-            median(self.ratios),
-            percentile(self.latencies.clone(), 0.5) * 1e3,
-            percentile(self.latencies, 0.99) * 1e3,
-            self.counters.texts / self.counters.batches.max(1.0),
-            self.counters.padded_tokens / self.counters.tokens.max(1.0),
-            busy * 100.0,
-        );
-    }
-}
-
 fn main() {
     let repo = repo();
     assert!(
@@ -539,7 +359,7 @@ fn main() {
     ];
     for (name, label, config) in servers {
         if backends.split(',').any(|b| b.trim() == name) {
-            serve(runs, label, config, &texts);
+            serve::serve(runs, label, config, &texts);
         }
     }
 }

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     one_malloc_arena();
     // Started as a plugin child (`plugins.isolation = "process"`), serve and exit.
     model_manager::plugin_host::serve_child_if_asked();
+    name_compute_pool();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -175,6 +176,17 @@ async fn dispatch(cli: &Cli) -> Result<(), ModelError> {
         }
         command => managed(cli, |m| async move { with_models(&m, command, json).await }).await,
     }
+}
+
+/// Names the compute pool's threads `mm-pool-N`, so `top -H` (and the engine bench's CPU
+/// accounting) tells them from the HTTP runtime's: unnamed, they would take the name of the
+/// thread that first used the pool. Its size stays rayon's default (`RAYON_NUM_THREADS`, or
+/// one per core).
+fn name_compute_pool() {
+    // Fails only if the pool already exists, and then it keeps its threads as they are.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("mm-pool-{i}"))
+        .build_global();
 }
 
 /// glibc gives each thread that allocates (rayon's, tokio's) an arena of its own, and an

@@ -1,4 +1,4 @@
-//! Part 3 of the engine bench (`MM_BENCH_PARTS=avx2cpu`): the bulk comparison again on an
+//! Part 2 of the engine bench (`MM_BENCH_PARTS=avx2cpu`): the bulk comparison again on an
 //! emulated AVX2-only CPU, for `mm` and Python alike. `int8_kernel = "avx2"` alone (part 1)
 //! keeps everything else on AVX-512, Python's onnxruntime included, which no AVX2-only
 //! machine would; here every `cpuid` of `mm`, onnxruntime, numpy and tokenizers answers
