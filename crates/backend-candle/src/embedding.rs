@@ -140,9 +140,19 @@ impl CandleEmbedder {
             quantization: None,
         };
         if let Some(options) = quantize {
-            embedder.quantization = Some(quantize::quantize(&mut embedder, &options, &spec.id)?);
+            let source = quantize::Source {
+                folder: &folder.path,
+                weights: &files,
+            };
+            embedder.quantization =
+                Some(quantize::quantize(&mut embedder, &options, spec, source)?);
         }
         Ok(embedder)
+    }
+
+    /// Width of the vectors it gives.
+    pub(crate) fn dimension(&self) -> usize {
+        self.dimension
     }
 
     /// The packed encoder, when it runs the fused CPU kernels (what int8 needs).

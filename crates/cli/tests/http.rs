@@ -35,6 +35,23 @@ fn embeddings_models_status_and_errors() {
         "/v1/embeddings",
         r#"{"input": ["A man is playing a guitar.", "hi"], "encoding_format": "base64"}"#,
     );
+    // Each float is written as the shortest text of its f32 (at most 9 significant digits),
+    // not of the f64 it widens to (17); and that text reads back to the same f32.
+    let (_, text) = server.request_text("POST", "/v1/embeddings", r#"{"input": "hi"}"#, &[]);
+    let array = text.split_once(r#""embedding":["#).unwrap().1;
+    let array = array.split_once(']').unwrap().0;
+    let vector = &serde_json::from_str::<serde_json::Value>(&text).unwrap()["data"][0]["embedding"];
+    for (number, parsed) in array.split(',').zip(vector.as_array().unwrap()) {
+        let mantissa = number.split(['e', 'E']).next().unwrap();
+        let digits = mantissa
+            .trim_start_matches(['-', '0', '.'])
+            .replace('.', "");
+        assert!(digits.len() <= 9, "{number}");
+        assert_eq!(
+            number.parse::<f32>().unwrap(),
+            parsed.as_f64().unwrap() as f32
+        );
+    }
     for i in 0..2 {
         let from_float: Vec<f32> = floats["data"][i]["embedding"]
             .as_array()

@@ -34,11 +34,21 @@ fn settings(dir: &Path) -> PathBuf {
 }
 
 fn mm(config: &Path, args: &[&str]) -> std::process::Output {
+    mm_caching_in(
+        config,
+        args,
+        &std::env::temp_dir().join("mm-tests-xdg-cache"),
+    )
+}
+
+/// `mm` with its caches (the int8 calibration) under `cache_home`.
+fn mm_caching_in(config: &Path, args: &[&str], cache_home: &Path) -> std::process::Output {
     Command::new(assert_cmd::cargo::cargo_bin("mm"))
         .arg("--config")
         .arg(config)
         .args(args)
         .env("HF_HUB_OFFLINE", "1")
+        .env("XDG_CACHE_HOME", cache_home)
         .output()
         .unwrap()
 }
@@ -117,6 +127,68 @@ fn quantize_check_prints_the_gate_and_refuses_bad_input() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[test]
+fn a_kept_calibration_gives_the_same_gate_and_a_damaged_one_is_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = settings(dir.path());
+    let home = dir.path().join("cache-home");
+    let entries = || -> Vec<PathBuf> {
+        match std::fs::read_dir(home.join("model-manager/int8-calibration")) {
+            Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let check = || {
+        let out = mm_caching_in(&config, &["--json", "quantize-check", "-m", "int8"], &home);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            json_of(&out.stdout)["quantization"].clone(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (fresh, _) = check();
+    let kept = entries();
+    assert_eq!(
+        kept.len(),
+        1,
+        "one entry for the model and the built-in texts"
+    );
+    // From the cache: the f32 pass is skipped, the int8 pass and the gate are not, and the
+    // figures are the same to the last digit.
+    let (cached, _) = check();
+    assert_eq!(cached, fresh);
+    assert_eq!(entries(), kept, "the same entry, read");
+
+    let good = std::fs::read(&kept[0]).unwrap();
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 1;
+    std::fs::write(&kept[0], &damaged).unwrap();
+    let (redone, log) = check();
+    assert_eq!(redone, fresh);
+    assert!(log.contains("damaged int8 calibration"), "{log}");
+    assert_eq!(
+        std::fs::read(&kept[0]).unwrap(),
+        good,
+        "written again whole"
+    );
+
+    // Turned off, nothing is kept.
+    let off = format!(
+        "{}models.int8.calibration_cache = false\n",
+        std::fs::read_to_string(&config).unwrap()
+    );
+    std::fs::write(&config, off).unwrap();
+    std::fs::remove_file(&kept[0]).unwrap();
+    let (uncached, _) = check();
+    assert_eq!(uncached, fresh);
+    assert!(entries().is_empty());
 }
 
 fn cosine(a: &Value, b: &Value) -> f64 {

@@ -6,12 +6,13 @@ use super::request::{self, Inputs};
 use super::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use model_manager_core::{Admission, EmbedOptions, GenerationParams, ModelError};
+use model_manager_core::{Admission, EmbedOptions, ErrorCode, GenerationParams, ModelError};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 type Answer = Result<Json<Value>, ApiError>;
@@ -45,7 +46,7 @@ fn value_bytes(base64: bool) -> usize {
 
 /// `POST /v1/embeddings`, OpenAI-compatible: texts or token ids, `encoding_format` float or
 /// base64, `dimensions`.
-pub async fn embeddings(State(state): State<AppState>, body: Bytes) -> Answer {
+pub async fn embeddings(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let parsed = request::parse(&body, state.config.limits.max_inputs);
     let request = parsed.inspect_err(|_| tag_model(&request::model_of(&body)))?;
     tag_model(&request.model);
@@ -95,26 +96,76 @@ pub async fn embeddings(State(state): State<AppState>, body: Bytes) -> Answer {
             StatusCode::PAYLOAD_TOO_LARGE,
         ));
     }
-    let data: Vec<Value> = out
+    let data = out
         .embeddings
         .iter()
         .enumerate()
-        .map(|(index, vector)| {
-            let embedding = if request.base64 {
+        .map(|(index, vector)| EmbeddingItem {
+            object: "embedding",
+            index,
+            embedding: if request.base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Embedding::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(vector)
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+                Embedding::Floats(vector)
+            },
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": request.model,
-        "usage": {"prompt_tokens": out.tokens, "total_tokens": out.tokens},
-    })))
+    let list = EmbeddingList {
+        object: "list",
+        data,
+        model: &request.model,
+        usage: Usage {
+            prompt_tokens: out.tokens,
+            total_tokens: out.tokens,
+        },
+    };
+    Ok(json_response(&list, size + 256))
+}
+
+/// The answer of `POST /v1/embeddings`, serialized as it stands: each float as the shortest
+/// text that reads back to the same f32 (through a `Value` it became an f64 and took twice
+/// the digits), and no tree of values built per request.
+#[derive(Serialize)]
+struct EmbeddingList<'a> {
+    object: &'static str,
+    data: Vec<EmbeddingItem<'a>>,
+    model: &'a str,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct EmbeddingItem<'a> {
+    object: &'static str,
+    index: usize,
+    embedding: Embedding<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Embedding<'a> {
+    Floats(&'a [f32]),
+    Base64(String),
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
+}
+
+/// `value` as a JSON response, written into a buffer of `capacity` bytes from the start
+/// (axum's `Json` starts at 128 bytes and grows a 4 KB vector's answer five times).
+fn json_response(value: &impl Serialize, capacity: usize) -> Response {
+    let mut body = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(error) => ApiError::from(ModelError::new(
+            ErrorCode::GenerateEmbeddingsError,
+            format!("the answer could not be written as JSON: {error}"),
+        ))
+        .into_response(),
+    }
 }
 
 /// `POST /v1/generate` body.

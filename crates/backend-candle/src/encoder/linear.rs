@@ -111,7 +111,16 @@ impl Linear {
         }
         // Computed before the lock is taken: the forward pass runs on rayon's pool, and a
         // pool thread waiting inside candle's ops may run another pass's work meanwhile.
-        let seen = x.abs()?.max(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        // One pass over the rows: candle's reduction over dimension 0 walks the matrix by
+        // columns.
+        let inputs = x.dim(1)?;
+        let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut seen = vec![0f32; inputs];
+        for row in values.chunks_exact(inputs) {
+            seen.iter_mut()
+                .zip(row)
+                .for_each(|(m, v)| *m = m.max(v.abs()));
+        }
         let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         if !observed.recording {
             return Ok(());
@@ -122,6 +131,27 @@ impl Linear {
         } else {
             most.iter_mut().zip(seen).for_each(|(m, s)| *m = m.max(s));
         }
+        Ok(())
+    }
+
+    /// The largest absolute value of each input recorded so far (empty before any).
+    pub fn input_maxima(&self) -> Vec<f32> {
+        let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        observed.most.clone()
+    }
+
+    /// Takes `most` as the recorded input maxima (a calibration kept from an earlier load):
+    /// one finite, non-negative value per input.
+    pub fn set_input_maxima(&self, most: Vec<f32>) -> Result<()> {
+        let inputs = self.weight.dim(0)?;
+        if most.len() != inputs || most.iter().any(|m| !(m.is_finite() && *m >= 0.0)) {
+            bail!(
+                "{} input maxima for a layer of {inputs} inputs, or a negative or non-finite one",
+                most.len()
+            );
+        }
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        observed.most = most;
         Ok(())
     }
 

@@ -118,6 +118,29 @@ impl PackedEncoder {
         }
     }
 
+    /// Every dense layer's recorded input maxima (see [`Self::observe`]), layer by layer in
+    /// [`layer::LINEAR_ROLES`] order.
+    pub fn input_maxima(&self) -> Vec<Vec<f32>> {
+        let linears = self.parts.layers.iter().flat_map(|l| l.linears());
+        linears.map(Linear::input_maxima).collect()
+    }
+
+    /// Takes `maxima` (as [`Self::input_maxima`] gives them) as what was observed.
+    pub fn set_input_maxima(&self, maxima: Vec<Vec<f32>>) -> Result<()> {
+        let linears: Vec<&Linear> = self.parts.layers.iter().flat_map(|l| l.linears()).collect();
+        if maxima.len() != linears.len() {
+            bail!(
+                "{} layers of input maxima for {} dense layers",
+                maxima.len(),
+                linears.len()
+            );
+        }
+        for (linear, most) in linears.into_iter().zip(maxima) {
+            linear.set_input_maxima(most)?;
+        }
+        Ok(())
+    }
+
     /// Runs the dense layers of every layer in int8 on `kernel` (smoothed with `alpha` by
     /// what [`Self::observe`] saw), except those whose role (see [`layer::LINEAR_ROLES`])
     /// `keep_f32` names. Only on the fused CPU path.

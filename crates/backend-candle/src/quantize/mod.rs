@@ -6,17 +6,27 @@
 //! feed-forward down projections (whose GELU inputs carry the widest outliers) stay in f32
 //! and the check runs again.
 
+mod cache;
 mod fidelity;
 
 pub use fidelity::GATE;
+
+use cache::{Calibration, CalibrationCache};
 
 use crate::embedding::CandleEmbedder;
 use crate::encoder::int8::Int8Kernel;
 use model_manager_core::{ErrorCode, Fidelity, ModelError, ModelSpec, Quantization, Result};
 use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// Option keys of quantization.
-pub const OPTION_KEYS: &[&str] = &["quantize", "fidelity", "calibration_file", "int8_kernel"];
+pub const OPTION_KEYS: &[&str] = &[
+    "quantize",
+    "fidelity",
+    "calibration_file",
+    "int8_kernel",
+    "calibration_cache",
+];
 
 /// The built-in calibration texts: multilingual, from two words to a paragraph.
 const CALIBRATION: &str = include_str!("calibration.txt");
@@ -47,6 +57,8 @@ pub struct QuantizeOptions {
     kernel: Int8Kernel,
     on_miss: OnMiss,
     texts: Vec<String>,
+    /// Whether the calibration is kept between loads ([`cache`]).
+    cache: bool,
 }
 
 fn key(spec: &ModelSpec, name: &str) -> String {
@@ -86,6 +98,7 @@ impl QuantizeOptions {
             kernel: kernel_option(spec)?,
             on_miss,
             texts: calibration_texts(spec)?,
+            cache: spec.option_bool("calibration_cache")?.unwrap_or(true),
         }))
     }
 
@@ -185,14 +198,31 @@ pub fn planned(spec: &ModelSpec) -> Option<Quantization> {
     })
 }
 
+/// Where a model was loaded from: its folder and weight files (they name its calibration
+/// in the cache).
+pub struct Source<'a> {
+    /// The model's folder.
+    pub folder: &'a Path,
+    /// Its weight files.
+    pub weights: &'a [PathBuf],
+}
+
 /// Quantizes `embedder`'s encoder as `options` say and checks it against its f32 self.
 pub fn quantize(
     embedder: &mut CandleEmbedder,
     options: &QuantizeOptions,
-    id: &str,
+    spec: &ModelSpec,
+    source: Source<'_>,
 ) -> Result<Quantization> {
+    let id = spec.id.as_str();
     let texts: Vec<&str> = options.texts.iter().map(String::as_str).collect();
-    let reference = fidelity::Reference::new(calibrate(embedder, &texts, id)?);
+    let cache = match options.cache {
+        true => cache::default_dir().and_then(|dir| {
+            CalibrationCache::new(&dir, source.folder, source.weights, &spec.options, &texts)
+        }),
+        false => None,
+    };
+    let reference = fidelity::Reference::new(calibrated(embedder, &texts, cache.as_ref(), id)?);
     let (figures, keep, in_place) = choose_plan(embedder, options, &texts, &reference, id)?;
     if !figures.passed {
         let message = format!(
@@ -221,6 +251,39 @@ pub fn quantize(
         f32_layers: keep.iter().map(|s| s.to_string()).collect(),
         fidelity: Some(figures),
     })
+}
+
+/// The f32 vectors of `texts` with each dense layer's input maxima recorded: the kept ones
+/// when `cache` has them for this model and these texts, else from a calibration pass
+/// (then kept).
+fn calibrated(
+    embedder: &CandleEmbedder,
+    texts: &[&str],
+    cache: Option<&CalibrationCache>,
+    id: &str,
+) -> Result<Vec<Vec<f32>>> {
+    let encoder = embedder.packed().ok_or_else(|| not_packed(id))?;
+    if let Some(kept) = cache.and_then(CalibrationCache::read) {
+        let dimension = embedder.dimension();
+        let fits =
+            kept.vectors.len() == texts.len() && kept.vectors.iter().all(|v| v.len() == dimension);
+        if fits && encoder.set_input_maxima(kept.maxima).is_ok() {
+            tracing::info!(model = id, "int8 calibration from the cache");
+            return Ok(kept.vectors);
+        }
+        tracing::warn!(
+            model = id,
+            "a kept int8 calibration does not fit the model; calibrating again"
+        );
+    }
+    let vectors = calibrate(embedder, texts, id)?;
+    if let Some(cache) = cache {
+        cache.write(&Calibration {
+            maxima: encoder.input_maxima(),
+            vectors: vectors.clone(),
+        });
+    }
+    Ok(vectors)
 }
 
 /// The f32 vectors of `texts`, recording each dense layer's input maxima on the way.

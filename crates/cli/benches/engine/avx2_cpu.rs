@@ -22,6 +22,7 @@ pub struct MaskedCpu {
     preload: PathBuf,
     mm: PathBuf,
     site_packages: PathBuf,
+    cache_home: PathBuf,
 }
 
 impl MaskedCpu {
@@ -50,6 +51,7 @@ impl MaskedCpu {
             preload,
             mm,
             site_packages,
+            cache_home: super::fresh_cache_home(dir),
         }
     }
 
@@ -63,7 +65,8 @@ impl MaskedCpu {
     /// `mm` on the masked CPU.
     pub fn mm(&self) -> Command {
         let mut command = Command::new(&self.mm);
-        self.mask(&mut command);
+        self.mask(&mut command)
+            .env("XDG_CACHE_HOME", &self.cache_home);
         command
     }
 

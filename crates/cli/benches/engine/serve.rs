@@ -199,12 +199,20 @@ pub fn serve(runs: usize, backend: &str, config: &Path, texts: &[String]) {
             load.ratios.push(reference / wall);
         }
     }
+    let peak = std::fs::read_to_string(format!("/proc/{server}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .unwrap_or(0.0);
     let _ = child.kill();
     let _ = child.wait();
     let n = texts.len() as f64;
     println!(
-        "server ({backend}), {} texts, median of {runs}:",
-        texts.len()
+        "server ({backend}), {} texts, median of {runs}, server peak RSS {:.0} MiB:",
+        texts.len(),
+        peak / 1024.0
     );
     println!(
         "  one request of all texts         {:>8.1} texts/s   {:.1} texts a pass, paid/real tokens {:.2}; {}",
