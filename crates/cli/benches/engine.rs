@@ -27,7 +27,7 @@
 //! into target/bench-fp32/ with `MM_EXPORT_TOOL`, default
 //! `../shared/tools/export_bert_onnx.py`), `MM_BENCH_RUNS` (3), `MM_BENCH_SERVE_RUNS` (7: the
 //! server runs are short), `MM_BENCH_PARTS` (`bulk,avx2cpu,serve`: which parts to run), `MM_BENCH_SERVE`
-//! (`onnx,candle,int8`: the servers measured).
+//! (`onnx,candle,int8`: the servers measured), `MM_BENCH_BIN` (another `mm` to measure).
 
 #[path = "engine/avx2_cpu.rs"]
 mod avx2_cpu;
@@ -280,7 +280,7 @@ fn main() {
     };
     let cache_home = fresh_cache_home(&dir);
     let mm = |config: &Path, out: &Path| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mm"));
+        let mut c = Command::new(support::mm_binary());
         c.args(mm_args(config, out))
             .env("XDG_CACHE_HOME", &cache_home);
         c

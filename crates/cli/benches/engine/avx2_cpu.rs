@@ -32,7 +32,7 @@ impl MaskedCpu {
             .expect("cargo builds tools/cpu-mask's cdylib for this bench");
         std::fs::create_dir_all(dir).unwrap();
         let mm = dir.join("mm");
-        let mut replaced = patch_file(Path::new(env!("CARGO_BIN_EXE_mm")), &mm).unwrap();
+        let mut replaced = patch_file(&super::support::mm_binary(), &mm).unwrap();
         let site = python_output(Command::new(python).args([
             "-c",
             "import sysconfig; print(sysconfig.get_paths()['purelib'])",

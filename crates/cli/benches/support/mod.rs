@@ -3,12 +3,19 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+/// The `mm` measured: `MM_BENCH_BIN` when set (to compare another build of it), else the
+/// one cargo built for this bench.
+pub fn mm_binary() -> PathBuf {
+    std::env::var_os("MM_BENCH_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mm")), PathBuf::from)
+}
 
 /// Starts `mm serve` with `config`; the child and its address.
 pub fn start_server(config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mm"))
+    let mut child = Command::new(mm_binary())
         .arg("--config")
         .arg(config)
         .args(["serve", "--addr", "127.0.0.1:0"])
