@@ -134,6 +134,14 @@ impl Linear {
         Ok(())
     }
 
+    /// How many inputs it takes.
+    pub fn inputs(&self) -> usize {
+        match &self.int8 {
+            Some(matrix) if self.weight.elem_count() == 0 => matrix.inputs(),
+            _ => self.weight.dims().first().copied().unwrap_or(0),
+        }
+    }
+
     /// The largest absolute value of each input recorded so far (empty before any).
     pub fn input_maxima(&self) -> Vec<f32> {
         let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,7 +151,7 @@ impl Linear {
     /// Takes `most` as the recorded input maxima (a calibration kept from an earlier load):
     /// one finite, non-negative value per input.
     pub fn set_input_maxima(&self, most: Vec<f32>) -> Result<()> {
-        let inputs = self.weight.dim(0)?;
+        let inputs = self.inputs();
         if most.len() != inputs || most.iter().any(|m| !(m.is_finite() && *m >= 0.0)) {
             bail!(
                 "{} input maxima for a layer of {inputs} inputs, or a negative or non-finite one",

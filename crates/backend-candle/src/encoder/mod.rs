@@ -125,6 +125,12 @@ impl PackedEncoder {
         linears.map(Linear::input_maxima).collect()
     }
 
+    /// The input count of every dense layer, in [`Self::input_maxima`]'s order.
+    pub fn input_widths(&self) -> Vec<usize> {
+        let linears = self.parts.layers.iter().flat_map(|l| l.linears());
+        linears.map(Linear::inputs).collect()
+    }
+
     /// Takes `maxima` (as [`Self::input_maxima`] gives them) as what was observed.
     pub fn set_input_maxima(&self, maxima: Vec<Vec<f32>>) -> Result<()> {
         let linears: Vec<&Linear> = self.parts.layers.iter().flat_map(|l| l.linears()).collect();

@@ -21,8 +21,6 @@ use std::sync::OnceLock;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 const FORMAT: &[u8] = b"mm int8 calibration 1\n";
-/// Largest entry read (4,096 texts of a 4,096-wide model are 64 MiB).
-const MAX_ENTRY_BYTES: u64 = 256 << 20;
 
 /// What a calibration pass yields.
 pub struct Calibration {
@@ -30,6 +28,26 @@ pub struct Calibration {
     pub maxima: Vec<Vec<f32>>,
     /// The f32 vector of each calibration text.
     pub vectors: Vec<Vec<f32>>,
+}
+
+/// The shapes an entry must have: each dense layer's input count, the number of
+/// calibration texts and the width of their vectors.
+pub struct Shape {
+    /// Input count of each dense layer.
+    pub layer_inputs: Vec<usize>,
+    /// Calibration texts.
+    pub texts: usize,
+    /// Width of a vector.
+    pub dimension: usize,
+}
+
+impl Shape {
+    /// The exact size of an entry of this shape.
+    fn bytes(&self) -> u64 {
+        let floats = self.layer_inputs.iter().sum::<usize>() + self.texts * self.dimension;
+        let counts = 1 + self.layer_inputs.len() + 2;
+        (FORMAT.len() + 16 + 4 * counts + 4 * floats + 8) as u64
+    }
 }
 
 /// The cache entry of one model, options, program and set of calibration texts.
@@ -141,16 +159,21 @@ impl CalibrationCache {
         })
     }
 
-    /// The kept calibration, if a whole entry with this key is there.
-    pub fn read(&self) -> Option<Calibration> {
+    /// The kept calibration, if a whole entry with this key and `shape` is there (only a
+    /// file of exactly that size is read).
+    pub fn read(&self, shape: &Shape) -> Option<Calibration> {
         let file = std::fs::File::open(&self.path).ok()?;
+        let size = shape.bytes();
         let mut bytes = Vec::new();
-        file.take(MAX_ENTRY_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .ok()?;
-        let parsed = (bytes.len() as u64 <= MAX_ENTRY_BYTES)
-            .then(|| self.parse(&bytes))
-            .flatten();
+        let whole =
+            file.metadata().ok()?.len() == size && file.take(size).read_to_end(&mut bytes).is_ok();
+        let parsed = whole.then(|| self.parse(&bytes)).flatten();
+        let parsed = parsed.filter(|c| {
+            let widths: Vec<usize> = c.maxima.iter().map(Vec::len).collect();
+            widths == shape.layer_inputs
+                && c.vectors.len() == shape.texts
+                && c.vectors.iter().all(|v| v.len() == shape.dimension)
+        });
         if parsed.is_none() {
             tracing::warn!(file = %self.path.display(), "ignoring a damaged int8 calibration entry; calibrating again");
         }
@@ -214,7 +237,14 @@ impl CalibrationCache {
             .path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&temporary, &bytes))
+            .and_then(|()| {
+                // create_new: never through a link someone left at the temporary name.
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&temporary)?;
+                std::io::Write::write_all(&mut file, &bytes)
+            })
             .and_then(|()| std::fs::rename(&temporary, &self.path));
         if let Err(error) = written {
             let _ = std::fs::remove_file(&temporary);
@@ -274,6 +304,14 @@ mod tests {
         .unwrap()
     }
 
+    fn shape() -> Shape {
+        Shape {
+            layer_inputs: vec![2, 3],
+            texts: 2,
+            dimension: 2,
+        }
+    }
+
     fn calibration() -> Calibration {
         Calibration {
             maxima: vec![vec![1.0, 2.5], vec![0.0, 3.0, 4.0]],
@@ -285,15 +323,40 @@ mod tests {
     fn an_entry_reads_back_bit_for_bit_and_only_under_its_own_key() {
         let dir = tempfile::tempdir().unwrap();
         let cache = entry(dir.path(), &["a", "b"]);
-        assert!(cache.read().is_none(), "nothing kept yet");
+        assert!(cache.read(&shape()).is_none(), "nothing kept yet");
         cache.write(&calibration());
-        let read = cache.read().expect("kept");
+        let read = cache.read(&shape()).expect("kept");
         assert_eq!(read.maxima, calibration().maxima);
         assert_eq!(read.vectors, calibration().vectors);
         // Other texts, or a changed model file, name another entry.
-        assert!(entry(dir.path(), &["a", "c"]).read().is_none());
+        assert!(entry(dir.path(), &["a", "c"]).read(&shape()).is_none());
+        let wider = Shape {
+            dimension: 3,
+            ..shape()
+        };
+        assert!(cache.read(&wider).is_none(), "another shape");
         std::fs::write(dir.path().join("model/1_Pooling/config.json"), b"{\"x\":1}").unwrap();
-        assert!(entry(dir.path(), &["a", "b"]).read().is_none());
+        assert!(entry(dir.path(), &["a", "b"]).read(&shape()).is_none());
+    }
+
+    #[test]
+    fn an_entry_is_written_whole_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = entry(dir.path(), &["a", "b"]);
+        cache.write(&calibration());
+        let size = std::fs::metadata(&cache.path).unwrap().len();
+        assert_eq!(size, shape().bytes());
+        // A link at the temporary name: the write fails (logged) and its target is untouched.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let temporary = cache.path.with_extension(format!(
+            "{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::os::unix::fs::symlink(&victim, &temporary).unwrap();
+        cache.write(&calibration());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 
     #[test]
@@ -306,14 +369,14 @@ mod tests {
             let mut bad = good.clone();
             bad[at] ^= 0x40;
             std::fs::write(&cache.path, &bad).unwrap();
-            assert!(cache.read().is_none(), "byte {at} flipped");
+            assert!(cache.read(&shape()).is_none(), "byte {at} flipped");
         }
         std::fs::write(&cache.path, &good[..good.len() - 9]).unwrap();
-        assert!(cache.read().is_none(), "cut short");
+        assert!(cache.read(&shape()).is_none(), "cut short");
         // Another key's whole entry at this name (a renamed file) is not this one.
         let other = entry(dir.path(), &["x", "y"]);
         other.write(&calibration());
         std::fs::copy(&other.path, &cache.path).unwrap();
-        assert!(cache.read().is_none());
+        assert!(cache.read(&shape()).is_none());
     }
 }

@@ -263,17 +263,19 @@ fn calibrated(
     id: &str,
 ) -> Result<Vec<Vec<f32>>> {
     let encoder = embedder.packed().ok_or_else(|| not_packed(id))?;
-    if let Some(kept) = cache.and_then(CalibrationCache::read) {
-        let dimension = embedder.dimension();
-        let fits =
-            kept.vectors.len() == texts.len() && kept.vectors.iter().all(|v| v.len() == dimension);
-        if fits && encoder.set_input_maxima(kept.maxima).is_ok() {
+    let shape = cache::Shape {
+        layer_inputs: encoder.input_widths(),
+        texts: texts.len(),
+        dimension: embedder.dimension(),
+    };
+    if let Some(kept) = cache.and_then(|c| c.read(&shape)) {
+        if encoder.set_input_maxima(kept.maxima).is_ok() {
             tracing::info!(model = id, "int8 calibration from the cache");
             return Ok(kept.vectors);
         }
         tracing::warn!(
             model = id,
-            "a kept int8 calibration does not fit the model; calibrating again"
+            "a kept int8 calibration holds unusable maxima; calibrating again"
         );
     }
     let vectors = calibrate(embedder, texts, id)?;
