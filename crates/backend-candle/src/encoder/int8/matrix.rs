@@ -62,35 +62,25 @@ impl Int8Matrix {
         {
             return None;
         }
-        let smoothed = |k: usize, c: usize| weight[k * outputs + c] * smooth.map_or(1.0, |s| s[k]);
-        let column_scales: Vec<f32> = (0..outputs)
-            .map(|c| (0..inputs).fold(0f32, |m, k| m.max(smoothed(k, c).abs())) / 127.0)
-            .collect();
         let padded = inputs.next_multiple_of(K_STEP);
-        let panels = outputs.div_ceil(PANEL);
-        let mut bytes = vec![0i8; panels * padded * PANEL];
-        let mut column_sums = vec![0i32; outputs];
         // The kernel's input step: 4 bytes a lane, or 2 words.
         let step = if kernel.reads_words() {
             WORD_STEP
         } else {
             K_STEP
         };
-        for k in 0..inputs {
-            for c in 0..outputs {
-                let scale = column_scales[c];
-                let q = match scale > 0.0 {
-                    true => (smoothed(k, c) / scale).round().clamp(-127.0, 127.0) as i8,
-                    false => 0,
-                };
-                let at = (c / PANEL) * padded * PANEL
-                    + (k / step) * PANEL * step
-                    + (c % PANEL) * step
-                    + k % step;
-                bytes[at] = q;
-                column_sums[c] += q as i32;
-            }
-        }
+        // One task per panel of PANEL columns, each writing its own part of the packing.
+        let mut bytes = vec![0i8; outputs.div_ceil(PANEL) * padded * PANEL];
+        let panels: Vec<(Vec<f32>, Vec<i32>)> = bytes
+            .par_chunks_mut(padded * PANEL)
+            .enumerate()
+            .map(|(p, panel)| {
+                let columns = p * PANEL..((p + 1) * PANEL).min(outputs);
+                quantize_panel(weight, outputs, smooth, columns, step, panel)
+            })
+            .collect();
+        let (scales, sums): (Vec<Vec<f32>>, Vec<Vec<i32>>) = panels.into_iter().unzip();
+        let (column_scales, column_sums) = (scales.concat(), sums.concat());
         let packed = match kernel.reads_words() {
             true => Packed::Words(bytes.iter().map(|&q| q as i16).collect()),
             false => Packed::Bytes(bytes),
@@ -275,5 +265,81 @@ fn dequantize_row_body(
         (&sums[..n], &scales[..n], &column_sums[..n], &bias[..n]);
     for c in 0..n {
         out[c].write((sums[c] - zero * column_sums[c]) as f32 * (row_scale * scales[c]) + bias[c]);
+    }
+}
+
+/// Quantizes the weight columns `columns` (of `outputs`, rows smoothed by `smooth`) into
+/// `panel`, `step` inputs together per column; their scales and sums.
+fn quantize_panel(
+    weight: &[f32],
+    outputs: usize,
+    smooth: Option<&[f32]>,
+    columns: std::ops::Range<usize>,
+    step: usize,
+    panel: &mut [i8],
+) -> (Vec<f32>, Vec<i32>) {
+    let rows = weight
+        .chunks_exact(outputs)
+        .map(|row| &row[columns.clone()]);
+    let factor = |k: usize| smooth.map_or(1.0, |s| s[k]);
+    let mut most = vec![0f32; columns.len()];
+    for (k, row) in rows.clone().enumerate() {
+        for (m, w) in most.iter_mut().zip(row) {
+            *m = m.max((w * factor(k)).abs());
+        }
+    }
+    let scales: Vec<f32> = most.into_iter().map(|m| m / 127.0).collect();
+    let mut sums = vec![0i32; columns.len()];
+    for (k, row) in rows.enumerate() {
+        let base = (k / step) * PANEL * step + k % step;
+        for (c, (w, &scale)) in row.iter().zip(&scales).enumerate() {
+            let q = match scale > 0.0 {
+                true => round_half_away(w * factor(k) / scale).clamp(-127.0, 127.0) as i8,
+                false => 0,
+            };
+            panel[base + c * step] = q;
+            sums[c] += q as i32;
+        }
+    }
+    (scales, sums)
+}
+
+/// `x.round()` (halves away from zero) for `|x| < 2^31`, inline: without SSE4.1 in the
+/// baseline target `round` is a libm call per weight. `x - trunc(x)` is exact in f32 below
+/// 2^23, and larger values are already whole.
+#[inline]
+fn round_half_away(x: f32) -> f32 {
+    let whole = x as i32 as f32;
+    // Without a branch: which way a weight rounds is a coin toss to the predictor.
+    let away = ((x - whole).abs() >= 0.5) as i32 as f32;
+    // copysign: -0.4 rounds to -0, as `round` gives it.
+    (whole + away * x.signum()).copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_half_away;
+
+    #[test]
+    fn rounding_matches_std_round_on_halves_and_neighbours() {
+        let mut values = vec![
+            0.0f32, -0.0, 0.5, -0.5, 1.5, -2.5, 126.5, -127.49999, 1e9, -2e9,
+        ];
+        values.extend([0.49999997f32, -0.49999997, 8388607.5, 8388608.0]);
+        // Every f32 step around a few halves, and a spread of ordinary values.
+        for half in [0.5f32, 2.5, 63.5, -63.5] {
+            let mut x = half;
+            for _ in 0..8 {
+                x = x.next_down();
+            }
+            for _ in 0..16 {
+                values.push(x);
+                x = x.next_up();
+            }
+        }
+        values.extend((0..20_000).map(|i| (i as f32 * 0.0137 - 137.0) * 0.93));
+        for x in values {
+            assert_eq!(round_half_away(x).to_bits(), x.round().to_bits(), "{x}");
+        }
     }
 }
