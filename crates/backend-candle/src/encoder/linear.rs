@@ -114,6 +114,9 @@ impl Linear {
         // One pass over the rows: candle's reduction over dimension 0 walks the matrix by
         // columns.
         let inputs = x.dim(1)?;
+        if inputs == 0 {
+            return Ok(());
+        }
         let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let mut seen = vec![0f32; inputs];
         for row in values.chunks_exact(inputs) {

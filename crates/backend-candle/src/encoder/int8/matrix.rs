@@ -55,7 +55,9 @@ impl Int8Matrix {
     ) -> Option<Self> {
         // i32 sums of 255 x 127 products stay exact below this many inputs.
         const MOST_INPUTS: usize = (i32::MAX / (255 * 127)) as usize;
+        // A layer without inputs has nothing to quantize (and no panel to split).
         if !kernel.available()
+            || inputs == 0
             || inputs > MOST_INPUTS
             || weight.len() != inputs * outputs
             || smooth.is_some_and(|s| s.len() != inputs)
