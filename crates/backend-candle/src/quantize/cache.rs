@@ -132,25 +132,34 @@ impl CalibrationCache {
         texts: &[&str],
     ) -> Option<Self> {
         let mut hasher = Xxh3::new();
+        // Every variable-length part with its length first, so no two inputs run together.
+        let part = |hasher: &mut Xxh3, bytes: &[u8]| {
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
         hasher.update(FORMAT);
         hasher.update(&program()?.to_le_bytes());
         let cpu = model_manager_core::CpuFeatures::detect().names().join(" ");
-        hasher.update(cpu.as_bytes());
+        part(&mut hasher, cpu.as_bytes());
         let options: serde_json::Map<_, _> = options
             .iter()
             .filter(|(k, _)| !super::OPTION_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        hasher.update(serde_json::Value::Object(options).to_string().as_bytes());
-        for file in model_files(folder, weights).ok()? {
+        part(
+            &mut hasher,
+            serde_json::Value::Object(options).to_string().as_bytes(),
+        );
+        let files = model_files(folder, weights).ok()?;
+        hasher.update(&(files.len() as u64).to_le_bytes());
+        for file in files {
             let name = file.strip_prefix(folder).unwrap_or(&file);
-            hasher.update(name.to_string_lossy().as_bytes());
+            part(&mut hasher, name.to_string_lossy().as_bytes());
             hash_file(&mut hasher, &file).ok()?;
         }
         hasher.update(&(texts.len() as u64).to_le_bytes());
         for text in texts {
-            hasher.update(&(text.len() as u64).to_le_bytes());
-            hasher.update(text.as_bytes());
+            part(&mut hasher, text.as_bytes());
         }
         let key = hasher.digest128();
         Some(Self {
@@ -167,20 +176,17 @@ impl CalibrationCache {
         let mut bytes = Vec::new();
         let whole =
             file.metadata().ok()?.len() == size && file.take(size).read_to_end(&mut bytes).is_ok();
-        let parsed = whole.then(|| self.parse(&bytes)).flatten();
-        let parsed = parsed.filter(|c| {
-            let widths: Vec<usize> = c.maxima.iter().map(Vec::len).collect();
-            widths == shape.layer_inputs
-                && c.vectors.len() == shape.texts
-                && c.vectors.iter().all(|v| v.len() == shape.dimension)
-        });
+        let parsed = whole.then(|| self.parse(&bytes, shape)).flatten();
         if parsed.is_none() {
             tracing::warn!(file = %self.path.display(), "ignoring a damaged int8 calibration entry; calibrating again");
         }
         parsed
     }
 
-    fn parse(&self, bytes: &[u8]) -> Option<Calibration> {
+    /// The entry in `bytes`, if it is whole, has this key and `shape`: every count is
+    /// checked against `shape` before it is used, so no field makes the reader loop or
+    /// allocate past what the model needs.
+    fn parse(&self, bytes: &[u8], shape: &Shape) -> Option<Calibration> {
         let (body, checksum) = bytes.split_at(bytes.len().checked_sub(8)?);
         if xxh3_64(body).to_le_bytes() != checksum {
             return None;
@@ -189,13 +195,20 @@ impl CalibrationCache {
         if reader.take(16)? != self.key.to_le_bytes() {
             return None;
         }
-        let layers = reader.count()?;
+        if reader.count()? != shape.layer_inputs.len() {
+            return None;
+        }
         let mut maxima = Vec::new();
-        for _ in 0..layers {
-            let inputs = reader.count()?;
+        for &inputs in &shape.layer_inputs {
+            if reader.count()? != inputs {
+                return None;
+            }
             maxima.push(reader.floats(inputs)?);
         }
         let (count, dimension) = (reader.count()?, reader.count()?);
+        if (count, dimension) != (shape.texts, shape.dimension) {
+            return None;
+        }
         let mut vectors = Vec::new();
         for _ in 0..count {
             vectors.push(reader.floats(dimension)?);
@@ -373,6 +386,16 @@ mod tests {
         }
         std::fs::write(&cache.path, &good[..good.len() - 9]).unwrap();
         assert!(cache.read(&shape()).is_none(), "cut short");
+        // A forged entry of the right size, key and checksum whose counts say 2^32 - 1
+        // vectors of width 0: refused before any loop.
+        let mut forged = good.clone();
+        let counts_at = good.len() - 8 - 4 * (2 * 2) - 8;
+        forged[counts_at..counts_at + 8].copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        let body = forged.len() - 8;
+        let checksum = xxh3_64(&forged[..body]).to_le_bytes();
+        forged[body..].copy_from_slice(&checksum);
+        std::fs::write(&cache.path, &forged).unwrap();
+        assert!(cache.read(&shape()).is_none(), "forged counts");
         // Another key's whole entry at this name (a renamed file) is not this one.
         let other = entry(dir.path(), &["x", "y"]);
         other.write(&calibration());
