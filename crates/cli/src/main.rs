@@ -22,11 +22,12 @@ fn main() -> ExitCode {
     one_malloc_arena();
     // Started as a plugin child (`plugins.isolation = "process"`), serve and exit.
     model_manager::plugin_host::serve_child_if_asked();
-    name_compute_pool();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    // After parsing: `--help` and usage errors start no threads.
+    name_compute_pool();
     init_logging(&cli);
     output::set_quiet(cli.quiet);
     match run(&cli) {

@@ -219,22 +219,23 @@ impl CalibrationCache {
             .then_some(Calibration { maxima, vectors })
     }
 
-    /// Keeps `calibration` (written to a temporary file, then renamed into place, so a
-    /// reader sees a whole entry or none); failures are logged, the load goes on.
-    pub fn write(&self, calibration: &Calibration) {
+    /// Keeps a calibration's `maxima` and `vectors` (written to a temporary file, then
+    /// renamed into place, so a reader sees a whole entry or none); failures are logged,
+    /// the load goes on.
+    pub fn write(&self, maxima: &[Vec<f32>], vectors: &[Vec<f32>]) {
         let mut bytes = FORMAT.to_vec();
         bytes.extend_from_slice(&self.key.to_le_bytes());
         let count =
             |bytes: &mut Vec<u8>, n: usize| bytes.extend_from_slice(&(n as u32).to_le_bytes());
-        count(&mut bytes, calibration.maxima.len());
-        for most in &calibration.maxima {
+        count(&mut bytes, maxima.len());
+        for most in maxima {
             count(&mut bytes, most.len());
             most.iter()
                 .for_each(|m| bytes.extend_from_slice(&m.to_le_bytes()));
         }
-        count(&mut bytes, calibration.vectors.len());
-        count(&mut bytes, calibration.vectors.first().map_or(0, Vec::len));
-        for vector in &calibration.vectors {
+        count(&mut bytes, vectors.len());
+        count(&mut bytes, vectors.first().map_or(0, Vec::len));
+        for vector in vectors {
             vector
                 .iter()
                 .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
@@ -337,7 +338,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = entry(dir.path(), &["a", "b"]);
         assert!(cache.read(&shape()).is_none(), "nothing kept yet");
-        cache.write(&calibration());
+        cache.write(&calibration().maxima, &calibration().vectors);
         let read = cache.read(&shape()).expect("kept");
         assert_eq!(read.maxima, calibration().maxima);
         assert_eq!(read.vectors, calibration().vectors);
@@ -356,7 +357,7 @@ mod tests {
     fn an_entry_is_written_whole_and_never_through_a_link() {
         let dir = tempfile::tempdir().unwrap();
         let cache = entry(dir.path(), &["a", "b"]);
-        cache.write(&calibration());
+        cache.write(&calibration().maxima, &calibration().vectors);
         let size = std::fs::metadata(&cache.path).unwrap().len();
         assert_eq!(size, shape().bytes());
         // A link at the temporary name: the write fails (logged) and its target is untouched.
@@ -368,7 +369,7 @@ mod tests {
             std::thread::current().id()
         ));
         std::os::unix::fs::symlink(&victim, &temporary).unwrap();
-        cache.write(&calibration());
+        cache.write(&calibration().maxima, &calibration().vectors);
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 
@@ -376,7 +377,7 @@ mod tests {
     fn a_damaged_or_foreign_entry_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let cache = entry(dir.path(), &["a", "b"]);
-        cache.write(&calibration());
+        cache.write(&calibration().maxima, &calibration().vectors);
         let good = std::fs::read(&cache.path).unwrap();
         for at in [0, FORMAT.len() + 3, good.len() / 2, good.len() - 1] {
             let mut bad = good.clone();
@@ -398,7 +399,7 @@ mod tests {
         assert!(cache.read(&shape()).is_none(), "forged counts");
         // Another key's whole entry at this name (a renamed file) is not this one.
         let other = entry(dir.path(), &["x", "y"]);
-        other.write(&calibration());
+        other.write(&calibration().maxima, &calibration().vectors);
         std::fs::copy(&other.path, &cache.path).unwrap();
         assert!(cache.read(&shape()).is_none());
     }

@@ -11,7 +11,7 @@ mod fidelity;
 
 pub use fidelity::GATE;
 
-use cache::{Calibration, CalibrationCache};
+use cache::CalibrationCache;
 
 use crate::embedding::CandleEmbedder;
 use crate::encoder::int8::Int8Kernel;
@@ -280,10 +280,7 @@ fn calibrated(
     }
     let vectors = calibrate(embedder, texts, id)?;
     if let Some(cache) = cache {
-        cache.write(&Calibration {
-            maxima: encoder.input_maxima(),
-            vectors: vectors.clone(),
-        });
+        cache.write(&encoder.input_maxima(), &vectors);
     }
     Ok(vectors)
 }

@@ -33,7 +33,7 @@ impl MaskedCpu {
         std::fs::create_dir_all(dir).unwrap();
         let mm = dir.join("mm");
         let mut replaced = patch_file(&super::support::mm_binary(), &mm).unwrap();
-        let site = python_output(Command::new(python).args([
+        let site = stdout_of(Command::new(python).args([
             "-c",
             "import sysconfig; print(sysconfig.get_paths()['purelib'])",
         ]));
@@ -81,7 +81,7 @@ impl MaskedCpu {
     /// Fails the bench unless both sides see the masked CPU: a figure measured on the
     /// wrong kernels would be worse than none.
     pub fn check(&self, python: &Path, config: &Path) {
-        let seen = python_output(self.python(python).args([
+        let seen = stdout_of(self.python(python).args([
             "-c",
             "import numpy, onnxruntime\n\
              from numpy._core._multiarray_umath import __cpu_features__ as f\n\
@@ -96,7 +96,7 @@ impl MaskedCpu {
                 && fields[2..] == ["True", "False"],
             "Python does not run the patched packages on an AVX2-only CPU: {seen}"
         );
-        let status = python_output(self.mm().arg("--config").arg(config).arg("status"));
+        let status = stdout_of(self.mm().arg("--config").arg(config).arg("status"));
         let cpu = status
             .lines()
             .find(|line| line.starts_with("cpu features:"))
@@ -105,7 +105,7 @@ impl MaskedCpu {
     }
 }
 
-fn python_output(command: &mut Command) -> String {
+fn stdout_of(command: &mut Command) -> String {
     let output = command.output().unwrap();
     assert!(output.status.success(), "{command:?}: {output:?}");
     String::from_utf8(output.stdout).unwrap()

@@ -75,17 +75,37 @@ impl EngineCounters {
             forward_seconds: value("mm_engine_forward_seconds_sum{"),
         }
     }
-
-    fn since(self, before: Self) -> Self {
-        Self {
-            batches: self.batches - before.batches,
-            texts: self.texts - before.texts,
-            tokens: self.tokens - before.tokens,
-            padded_tokens: self.padded_tokens - before.padded_tokens,
-            forward_seconds: self.forward_seconds - before.forward_seconds,
-        }
-    }
 }
+
+/// `since` (this reading less an earlier one) and `add` (sums over runs), field by field,
+/// for the readings below.
+macro_rules! field_wise {
+    ($reading:ident { $($field:ident),* }) => {
+        impl $reading {
+            fn since(self, before: Self) -> Self {
+                Self { $($field: self.$field - before.$field),* }
+            }
+
+            fn add(&mut self, other: Self) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
+}
+
+field_wise!(EngineCounters {
+    batches,
+    texts,
+    tokens,
+    padded_tokens,
+    forward_seconds
+});
+field_wise!(CpuTimes {
+    pool,
+    engine,
+    http,
+    clients
+});
 
 /// CPU seconds by kind of thread: the server's compute pool (`mm-pool-*`; ONNX Runtime's
 /// intra-op threads take their engine worker's name), its engine workers (`mm-engine-*`), its
@@ -133,22 +153,6 @@ impl CpuTimes {
             *slot += ticks / tick;
         }
         times
-    }
-
-    fn since(self, before: Self) -> Self {
-        Self {
-            pool: self.pool - before.pool,
-            engine: self.engine - before.engine,
-            http: self.http - before.http,
-            clients: self.clients - before.clients,
-        }
-    }
-
-    fn add(&mut self, other: Self) {
-        self.pool += other.pool;
-        self.engine += other.engine;
-        self.http += other.http;
-        self.clients += other.clients;
     }
 
     /// Milliseconds per text of each kind, for `texts` texts.
@@ -254,11 +258,7 @@ impl Load {
         let (wall, each) = concurrent(addr, self.clients, texts);
         let during = EngineCounters::read(addr).since(before.0);
         self.cpu.add(CpuTimes::read(server).since(before.1));
-        self.counters.batches += during.batches;
-        self.counters.texts += during.texts;
-        self.counters.tokens += during.tokens;
-        self.counters.padded_tokens += during.padded_tokens;
-        self.counters.forward_seconds += during.forward_seconds;
+        self.counters.add(during);
         self.walls.push(wall);
         self.latencies.extend(each);
         wall

@@ -286,17 +286,18 @@ fn quantize_panel(
     let factor = |k: usize| smooth.map_or(1.0, |s| s[k]);
     let mut most = vec![0f32; columns.len()];
     for (k, row) in rows.clone().enumerate() {
+        let f = factor(k);
         for (m, w) in most.iter_mut().zip(row) {
-            *m = m.max((w * factor(k)).abs());
+            *m = m.max((w * f).abs());
         }
     }
     let scales: Vec<f32> = most.into_iter().map(|m| m / 127.0).collect();
     let mut sums = vec![0i32; columns.len()];
     for (k, row) in rows.enumerate() {
-        let base = (k / step) * PANEL * step + k % step;
+        let (base, f) = ((k / step) * PANEL * step + k % step, factor(k));
         for (c, (w, &scale)) in row.iter().zip(&scales).enumerate() {
             let q = match scale > 0.0 {
-                true => round_half_away(w * factor(k) / scale).clamp(-127.0, 127.0) as i8,
+                true => round_half_away(w * f / scale).clamp(-127.0, 127.0) as i8,
                 false => 0,
             };
             panel[base + c * step] = q;
