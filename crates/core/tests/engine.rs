@@ -231,6 +231,28 @@ async fn a_failing_text_fails_only_its_own_request() {
     assert!(engine.batch_failures >= 1);
 }
 
+/// A short request tokenizes on the async thread, a long one on the blocking pool: a panic
+/// in the tokenizer fails only its request either way, and the runtime carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokenizer_panic_fails_its_request_on_either_thread() {
+    let (manager, _probes) = engine_manager("");
+    let short = vec!["please break the tokenizer".to_owned()];
+    let mut long: Vec<String> = (0..12).map(|i| text(i, 200)).collect();
+    long.push("break the tokenizer".into());
+    for texts in [short, long] {
+        let err = manager.generate_embeddings("e", &texts).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::GenerateEmbeddingsError);
+        let json = err.to_json().to_string();
+        assert!(json.contains("tokenizer") && json.contains("Panic"), "{json}");
+        assert!(json.contains("asked the test tokenizer to panic"), "{json}");
+    }
+    let again = manager
+        .generate_embeddings("e", &[text(5, 4)])
+        .await
+        .unwrap();
+    assert_eq!(again.embeddings[0], token_vector(&text(5, 4), 8));
+}
+
 #[tokio::test]
 async fn long_texts_are_truncated_and_cached_texts_still_count_tokens() {
     let (manager, _) = manager("models.e.flavour = \"tokens\"", &["e"]);

@@ -61,19 +61,32 @@ use tokio::sync::Semaphore;
 pub use config::{api_key, ServerConfig};
 pub use errors::{public, ApiError};
 
-/// What every handler sees.
+/// What every handler sees: one reference-counted value, since axum clones it for every
+/// middleware layer and handler of every request (a struct of Arcs cost a dozen contended
+/// atomic updates a request between the runtime's threads).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The fields of [`AppState`].
+pub struct Shared {
     /// The models.
     pub manager: ModelManager,
     /// The limits.
-    pub config: Arc<ServerConfig>,
+    pub config: ServerConfig,
     permits: Arc<Semaphore>,
-    metrics: Arc<metrics::Metrics>,
+    metrics: metrics::Metrics,
     keep_alive: Arc<keep_alive::KeepAlive>,
     drain: drain::Drain,
     /// When the router was built, in Unix seconds (`created` in `/v1/models`).
     started_at: u64,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The routes with their middleware.
@@ -83,17 +96,17 @@ pub fn router(manager: ModelManager, config: ServerConfig) -> Router {
 
 /// [`router`], whose requests still running when `drain` expires are answered 503.
 fn app(manager: ModelManager, config: ServerConfig, drain: drain::Drain) -> Router {
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         permits: Arc::new(Semaphore::new(config.limits.max_concurrent)),
-        metrics: Arc::new(metrics::Metrics::new(&manager)),
+        metrics: metrics::Metrics::new(&manager),
         keep_alive: Arc::default(),
         started_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        config: Arc::new(config),
+        config,
         manager,
         drain,
-    };
+    }));
     let inference = Router::new()
         .route("/v1/embeddings", post(routes::embeddings))
         .route("/v1/generate", post(routes::generate))

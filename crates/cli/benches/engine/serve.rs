@@ -219,9 +219,10 @@ pub fn serve(runs: usize, backend: &str, config: &Path, texts: &[String]) {
         peak / 1024.0
     );
     println!(
-        "  one request of all texts         {:>8.1} texts/s   {:.1} texts a pass, paid/real tokens {:.2}; {}",
+        "  one request of all texts         {:>8.1} texts/s   {:.1} texts a pass, {:.2} ms of pass a text, paid/real tokens {:.2}; {}",
         n / median(single),
         whole.texts / whole.batches.max(1.0),
+        whole.forward_seconds * 1e3 / whole.texts.max(1.0),
         whole.padded_tokens / whole.tokens.max(1.0),
         whole_cpu.per_text(n),
     );
@@ -267,7 +268,7 @@ impl Load {
     fn print(self, texts: f64) {
         let busy = self.counters.forward_seconds / self.walls.iter().sum::<f64>();
         println!(
-            "  {:>3} clients, one text each     {:>8.1} texts/s   ({:.2}x one request)   latency p50 {:.1} ms, p99 {:.1} ms   {:.1} texts a pass, paid/real tokens {:.2}, in passes {:.0}% of the time; {}",
+            "  {:>3} clients, one text each     {:>8.1} texts/s   ({:.2}x one request)   latency p50 {:.1} ms, p99 {:.1} ms   {:.1} texts a pass, paid/real tokens {:.2}, {:.2} ms of pass a text, in passes {:.0}% of the time; {}",
             self.clients,
             texts / median(self.walls.clone()),
             median(self.ratios),
@@ -275,6 +276,7 @@ impl Load {
             percentile(self.latencies, 0.99) * 1e3,
             self.counters.texts / self.counters.batches.max(1.0),
             self.counters.padded_tokens / self.counters.tokens.max(1.0),
+            self.counters.forward_seconds * 1e3 / self.counters.texts.max(1.0),
             busy * 100.0,
             self.cpu.per_text(texts * self.walls.len() as f64),
         );

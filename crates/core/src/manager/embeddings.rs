@@ -3,7 +3,7 @@
 use super::cache_tiers::{self, Misses};
 use super::handle::ModelHandle;
 use super::ModelManager;
-use crate::blocking::off_runtime;
+use crate::blocking::{off_runtime, on_this_thread};
 use crate::cache::bounds::estimated_tokens;
 use crate::cache::CachedEmbedding;
 use crate::engine::{Admission, Work};
@@ -208,6 +208,18 @@ struct Texts {
     seen: Vec<String>,
 }
 
+impl Texts {
+    /// Whether these texts are few and short enough to tokenize on the async thread that
+    /// carries them (BERT's tokenizer: ~0.1 ms for 170 bytes, so at most ~1 ms here):
+    /// handing a single text to the blocking pool cost two thread wake-ups, about a fifth
+    /// of the server's per-request CPU under 32 single-text clients. Few enough that the
+    /// tokenizer works serially (more would fan out to the compute pool and wait there
+    /// behind a forward pass, holding the async thread).
+    fn tokenize_inline(&self) -> bool {
+        self.seen.len() <= 8 && self.seen.iter().map(String::len).sum::<usize>() <= 2048
+    }
+}
+
 impl ModelManager {
     /// The most tokens `model_id` reads from one text (special tokens included), loading
     /// it if needed; `None` for an embedder that does not tokenize apart. A text whose
@@ -321,11 +333,18 @@ async fn embed_distinct(
 ) -> Result<Vec<CachedEmbedding>> {
     let count = texts.seen.len();
     let panicked = || format!("the tokenizer of model `{}` panicked", spec.id);
-    let (handle, work) = off_runtime(ErrorCode::GenerateEmbeddingsError, panicked, move || {
-        let work = prepare(&handle, texts);
+    let (handle, work) = if texts.tokenize_inline() {
+        let work = on_this_thread(ErrorCode::GenerateEmbeddingsError, panicked, || {
+            prepare(&handle, texts)
+        })?;
         (handle, work)
-    })
-    .await?;
+    } else {
+        off_runtime(ErrorCode::GenerateEmbeddingsError, panicked, move || {
+            let work = prepare(&handle, texts);
+            (handle, work)
+        })
+        .await?
+    };
     let work = work.map_err(|e| e.for_model(&spec.id))?;
     let tokens: Vec<u32> = work.iter().map(|(_, n)| *n as u32).collect();
     let vectors = handle
