@@ -243,7 +243,10 @@ async fn a_tokenizer_panic_fails_its_request_on_either_thread() {
         let err = manager.generate_embeddings("e", &texts).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::GenerateEmbeddingsError);
         let json = err.to_json().to_string();
-        assert!(json.contains("tokenizer") && json.contains("Panic"), "{json}");
+        assert!(
+            json.contains("tokenizer") && json.contains("Panic"),
+            "{json}"
+        );
         assert!(json.contains("asked the test tokenizer to panic"), "{json}");
     }
     let again = manager

@@ -104,20 +104,25 @@ field_wise!(CpuTimes {
     pool,
     engine,
     http,
-    clients
+    clients,
+    idle,
+    stolen
 });
 
 /// CPU seconds by kind of thread: the server's compute pool (`mm-pool-*`; ONNX Runtime's
 /// intra-op threads take their engine worker's name), its engine workers (`mm-engine-*`), its
 /// HTTP runtime (`tokio-*`) and the rest, and this bench's clients.
 /// From /proc in clock ticks (10 ms), so read over whole loads; a thread that ended between
-/// two reads is missing from the second.
+/// two reads is missing from the second. Beside them, the machine's idle time (no thread
+/// had work) and the time its hypervisor took (steal).
 #[derive(Clone, Copy, Default)]
 struct CpuTimes {
     pool: f64,
     engine: f64,
     http: f64,
     clients: f64,
+    idle: f64,
+    stolen: f64,
 }
 
 impl CpuTimes {
@@ -127,8 +132,20 @@ impl CpuTimes {
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
         let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        // cpu  user nice system idle iowait irq softirq steal …
+        let machine: Vec<f64> = std::fs::read_to_string("/proc/stat")
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse::<f64>().unwrap() / tick)
+            .collect();
         let mut times = Self {
             clients: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+            idle: machine[3] + machine[4],
+            stolen: machine[7],
             ..Self::default()
         };
         let tasks = std::fs::read_dir(format!("/proc/{server}/task")).unwrap();
@@ -159,11 +176,13 @@ impl CpuTimes {
     fn per_text(self, texts: f64) -> String {
         let ms = |s: f64| s * 1e3 / texts;
         format!(
-            "CPU ms a text: pool {:.2}, engine {:.2}, http and rest {:.2}, clients {:.2}",
+            "CPU ms a text: pool {:.2}, engine {:.2}, http and rest {:.2}, clients {:.2}, idle {:.2}, stolen {:.2}",
             ms(self.pool),
             ms(self.engine),
             ms(self.http),
-            ms(self.clients)
+            ms(self.clients),
+            ms(self.idle),
+            ms(self.stolen)
         )
     }
 }
