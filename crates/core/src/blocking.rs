@@ -24,12 +24,16 @@ pub fn on_this_thread<T>(
     panicked: impl FnOnce() -> String,
     work: impl FnOnce() -> T,
 ) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(work)).map_err(|payload| {
-        let cause = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned());
-        ModelError::new(code, panicked()).caused_by("Panic", cause)
+    catch_unwind(AssertUnwindSafe(work)).map_err(|panic| {
+        ModelError::new(code, panicked()).caused_by("Panic", panic_message(&panic))
     })
+}
+
+/// What a panic said, if it said it as text.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }

@@ -3,9 +3,9 @@
 use super::queue::{Pending, Work};
 use super::stats::EngineStats;
 use super::Shared;
+use crate::blocking::on_this_thread;
 use crate::error::{ErrorCode, ModelError, Result};
 use crate::model::{BatchCost, Model, TokenizedText};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -148,35 +148,33 @@ fn forward(model: &dyn Model, batch: &[Pending]) -> Result<Vec<Vec<f32>>> {
     let embedder = model.as_embedder().ok_or_else(|| {
         ModelError::new(ErrorCode::InvalidModelType, "the model is not an embedder")
     })?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| match embedder.as_token_embedder() {
-        Some(tokens) => {
-            let rows: Option<Vec<&TokenizedText>> = batch
-                .iter()
-                .map(|p| match &p.work {
-                    Work::Tokens(t) => Some(t),
-                    Work::Text(_) => None,
-                })
-                .collect();
-            tokens.embed_tokens(&rows.ok_or_else(mixed_work)?)
-        }
-        None => {
-            let texts: Option<Vec<&str>> = batch
-                .iter()
-                .map(|p| match &p.work {
-                    Work::Text(t) => Some(t.as_str()),
-                    Work::Tokens(_) => None,
-                })
-                .collect();
-            embedder.embed(&texts.ok_or_else(mixed_work)?)
-        }
-    }));
-    let vectors = outcome.map_err(|panic| {
-        ModelError::new(
-            ErrorCode::GenerateEmbeddingsError,
-            "the embedder panicked during a forward pass",
-        )
-        .caused_by("Panic", panic_message(&panic))
-    })??;
+    let forward_pass = || "the embedder panicked during a forward pass".to_owned();
+    let vectors = on_this_thread(
+        ErrorCode::GenerateEmbeddingsError,
+        forward_pass,
+        || match embedder.as_token_embedder() {
+            Some(tokens) => {
+                let rows: Option<Vec<&TokenizedText>> = batch
+                    .iter()
+                    .map(|p| match &p.work {
+                        Work::Tokens(t) => Some(t),
+                        Work::Text(_) => None,
+                    })
+                    .collect();
+                tokens.embed_tokens(&rows.ok_or_else(mixed_work)?)
+            }
+            None => {
+                let texts: Option<Vec<&str>> = batch
+                    .iter()
+                    .map(|p| match &p.work {
+                        Work::Text(t) => Some(t.as_str()),
+                        Work::Tokens(_) => None,
+                    })
+                    .collect();
+                embedder.embed(&texts.ok_or_else(mixed_work)?)
+            }
+        },
+    )??;
     if vectors.len() != batch.len() {
         return Err(ModelError::new(
             ErrorCode::GenerateEmbeddingsError,
@@ -195,12 +193,4 @@ fn mixed_work() -> ModelError {
         ErrorCode::GenerateEmbeddingsError,
         "texts were prepared for another kind of embedder",
     )
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
 }
